@@ -1,0 +1,206 @@
+"""Command line: ``mcdpf train | report | topology``.
+
+The entry point is the only place that touches ``MPI.COMM_WORLD``. Error handling:
+
+- a bad input (:class:`~mcdpf.errors.InputError`) on any rank: every rank learns it in a
+  set-up collective, the first rank prints one line ``mcdpf: error: ...`` and every rank
+  exits with code 2;
+- any other exception is a bug: the failing rank prints its traceback, naming the rank,
+  and aborts the whole MPI job (``MPI_Abort``), so no rank is left waiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import __version__
+from .errors import InputError
+
+EXIT_INPUT_ERROR = 2
+RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument parser whose errors are one-line :class:`InputError`s."""
+
+    def error(self, message):
+        raise InputError(f"{self.prog}: {message}")
+
+
+def _launcher_rank() -> int:
+    """This process's rank as the MPI launcher announced it (0 when not launched)."""
+    for variable in RANK_VARIABLES:
+        value = os.environ.get(variable)
+        if value is not None and value.isdigit():
+            return int(value)
+    return 0
+
+
+def _print_error(message: str) -> None:
+    print(f"mcdpf: error: {message}", file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mcdpf`` argument parser."""
+    parser = _Parser(prog="mcdpf", description="Decentralized online training of LSTM "
+                     "regressors by the Markov Chain Distributed Particle Filter.")
+    parser.add_argument("--version", action="version", version=f"mcdpf {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train under mpiexec: one rank per node")
+    train.add_argument("config", help="configuration file (TOML)")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a configuration key (VALUE is a TOML value; a bare "
+                       "word is a string); repeatable")
+    train.add_argument("--out", help="run directory (default: run.out, else runs/<config>)")
+    train.add_argument("--force", action="store_true",
+                       help="overwrite an existing run in the output directory")
+    train.add_argument("--quiet", action="store_true", help="no progress line")
+
+    report = commands.add_parser("report", help="summarise a finished run")
+    report.add_argument("run_dir", help="run directory with node-*.h5 files")
+    report.add_argument("--json", action="store_true", help="print one JSON object")
+    report.add_argument("--plot", metavar="FILE.png", help="write running-MSE curves")
+
+    topology = commands.add_parser("topology", help="validate and describe a topology")
+    topology.add_argument("topology", help="topology file, or a built-in name (ring, "
+                          "complete, star, torus, random, paper-ring)")
+    topology.add_argument("--nodes", type=int, help="node count of a built-in topology")
+    topology.add_argument("--walk", choices=("simple", "lazy", "metropolis", "matrix"))
+    topology.add_argument("--seed", type=int, default=0, help="seed of the random topology")
+    topology.add_argument("--json", action="store_true", help="print one JSON object")
+    topology.add_argument("--write", metavar="FILE.toml",
+                          help="also write the topology (with its transition) to a file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mcdpf`` command."""
+    try:
+        args = build_parser().parse_args(argv)
+    except InputError as error:
+        if _launcher_rank() == 0:
+            _print_error(str(error))
+        return EXIT_INPUT_ERROR
+    if args.command == "train":
+        return train_command(args)
+    try:
+        if args.command == "report":
+            return report_command(args)
+        return topology_command(args)
+    except InputError as error:
+        _print_error(str(error))
+        return EXIT_INPUT_ERROR
+
+
+def train_command(args) -> int:
+    """``mcdpf train``: every rank runs this; abort the job on an unexpected error."""
+    started = time.perf_counter()
+    from mpi4py import MPI
+
+    world = MPI.COMM_WORLD
+    try:
+        return _train(world, args, started)
+    except Exception:
+        rank = world.Get_rank()
+        details = traceback.format_exc()
+        print(f"mcdpf: rank {rank}: internal error, aborting the job\n{details}",
+              file=sys.stderr, flush=True)
+        from .comm import abort
+
+        abort(world, 1)
+        return 1
+
+
+def _train(comm, args, started: float) -> int:
+    from .config import load_config
+    from .driver import agree_setup, default_out_dir, run_node, setup_node
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    setup, error = None, None
+    try:
+        config = load_config(args.config, args.set)
+        out_dir = Path(args.out) if args.out else default_out_dir(config)
+        setup = setup_node(config, size, rank, out_dir, args.force)
+    except InputError as problem:
+        error = str(problem)
+    error, steps = agree_setup(comm, setup, error)
+    if error:
+        if rank == 0:
+            _print_error(error)
+        return EXIT_INPUT_ERROR
+    if rank == 0:
+        for warning in setup.warnings:
+            print(f"mcdpf: warning: {warning}", file=sys.stderr, flush=True)
+        if args.force:
+            for stale in setup.out_dir.glob("node-*.h5"):
+                stale.unlink()
+    summary = run_node(comm, setup, steps, started, progress_enabled=(rank == 0
+                                                                      and not args.quiet))
+    _print_final_summary(comm, setup, steps, summary)
+    return 0
+
+
+def _print_final_summary(comm, setup, steps, summary) -> None:
+    """Shutdown collective: rank 0 prints the network MSE and the run directory."""
+    import numpy as np
+
+    from .comm import gather_to_first
+
+    gathered = gather_to_first(comm, np.array([summary["mse"], summary["loop_seconds"]]))
+    if gathered is not None:
+        mse = float(np.nanmean(gathered[:, 0])) if np.any(np.isfinite(gathered[:, 0])) \
+            else math.nan
+        seconds = float(gathered[:, 1].max())
+        print(f"mcdpf: {setup.config.run.algorithm} on {setup.topology.nodes} nodes: "
+              f"{steps} steps in {seconds:.2f} s ({steps / max(seconds, 1e-9):.1f} steps/s), "
+              f"network MSE {mse:.6g}; outputs in {setup.out_dir}", file=sys.stderr,
+              flush=True)
+
+
+def report_command(args) -> int:
+    """``mcdpf report``."""
+    from .report import format_report, plot_running_mse, summarize, to_json
+
+    summary = summarize(args.run_dir)
+    if args.plot:
+        plot_running_mse(args.run_dir, args.plot)
+    if args.json:
+        print(to_json(summary))
+    else:
+        print(format_report(summary))
+        if args.plot:
+            print(f"plot written to {args.plot}")
+    return 0
+
+
+def topology_command(args) -> int:
+    """``mcdpf topology``."""
+    from .topology import resolve_topology_argument
+
+    topology = resolve_topology_argument(args.topology, args.nodes, args.walk, args.seed)
+    summary = topology.describe()
+    if args.write:
+        Path(args.write).write_text(topology.to_toml(), encoding="utf-8")
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    pi = ", ".join(f"{v:.4g}" for v in summary["stationary_distribution"])
+    print(f"topology {summary['source']}: {summary['nodes']} nodes, {summary['edges']} edges, "
+          f"{summary['walk']} walk")
+    print(f"  degrees: {summary['degrees']} ({'regular' if summary['regular'] else 'irregular'})")
+    print(f"  stationary distribution pi: [{pi}]")
+    print(f"  SLEM: {summary['slem']:.6f}   period: {summary['period']} "
+          f"({'PERIODIC' if summary['periodic'] else 'aperiodic'})")
+    for warning in topology.warnings():
+        print(f"  warning: {warning}")
+    if args.write:
+        print(f"  written to {args.write}")
+    return 0

@@ -1,0 +1,129 @@
+"""Communication layer: the only module below the command line that uses mpi4py.
+
+:class:`Neighbourhood` is planned once and exchanged many times (mpi4py-fft's
+``Transfer`` pattern): it builds one distributed-graph communicator from the topology
+(``Create_dist_graph_adjacent``, sources = destinations = the node's sorted neighbours,
+no reordering, so rank ``k`` is node ``k``) and moves data with neighbourhood
+collectives only: counts by ``Neighbor_alltoall``, then records by ``Neighbor_alltoallv``
+on raw buffers (never pickles). No rank ever sends to a non-neighbour and nothing here is
+a global collective.
+
+The set-up helpers (:func:`agree_on_error`, :func:`agree_min`, :func:`gather_to_first`)
+are global collectives; they run only before the first time step and after the last.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+ERROR_MESSAGE_BYTES = 1024
+COUNT_BYTES = np.dtype(np.int32).itemsize
+
+
+class Neighbourhood:
+    """A node's links to its graph neighbours, and buffers to exchange over them.
+
+    Parameters
+    ----------
+    comm
+        Communicator whose ranks are the network nodes (rank ``k`` is node ``k``).
+    neighbours
+        Sorted neighbour ranks of this node.
+    """
+
+    def __init__(self, comm, neighbours: list[int]):
+        self.neighbours = list(neighbours)
+        self.degree = len(self.neighbours)
+        self.graph = comm.Create_dist_graph_adjacent(self.neighbours, self.neighbours,
+                                                     reorder=False)
+        self._send_counts = np.zeros(self.degree, dtype=np.int32)
+        self._recv_counts = np.zeros(self.degree, dtype=np.int32)
+        self._record_types: dict[int, MPI.Datatype] = {}
+
+    def _record_type(self, itemsize: int) -> MPI.Datatype:
+        if itemsize not in self._record_types:
+            self._record_types[itemsize] = MPI.BYTE.Create_contiguous(itemsize).Commit()
+        return self._record_types[itemsize]
+
+    def exchange(self, records: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, int]:
+        """Send ``counts[i]`` consecutive records to neighbour ``i``; receive theirs.
+
+        ``records`` is a 1-D structured array grouped by destination in neighbour order.
+        Returns the received records (grouped by source, in neighbour order) and the bytes
+        this node sent (counts plus payload).
+        """
+        if self.degree == 0:
+            return records[:0].copy(), 0
+        self._send_counts[:] = counts
+        self.graph.Neighbor_alltoall(self._send_counts, self._recv_counts)
+        received = np.empty(int(self._recv_counts.sum()), dtype=records.dtype)
+        record_type = self._record_type(records.dtype.itemsize)
+        send_displacements = np.zeros(self.degree, dtype=np.int32)
+        recv_displacements = np.zeros(self.degree, dtype=np.int32)
+        np.cumsum(self._send_counts[:-1], out=send_displacements[1:])
+        np.cumsum(self._recv_counts[:-1], out=recv_displacements[1:])
+        self.graph.Neighbor_alltoallv(
+            [records.view(np.uint8), (self._send_counts, send_displacements), record_type],
+            [received.view(np.uint8), (self._recv_counts, recv_displacements), record_type])
+        sent_bytes = self.degree * COUNT_BYTES + int(counts.sum()) * records.dtype.itemsize
+        return received, sent_bytes
+
+    def allgather(self, vector: np.ndarray) -> tuple[np.ndarray, int]:
+        """Every neighbour's copy of a same-shaped array: (degree, *shape), bytes sent."""
+        vector = np.ascontiguousarray(vector)
+        gathered = np.empty((self.degree, *vector.shape), dtype=vector.dtype)
+        if self.degree:
+            self.graph.Neighbor_allgather(vector, gathered)
+        return gathered, self.degree * vector.nbytes
+
+    def free(self) -> None:
+        """Release the graph communicator and the record datatypes."""
+        for datatype in self._record_types.values():
+            datatype.Free()
+        self._record_types.clear()
+        if self.graph != MPI.COMM_NULL:
+            self.graph.Free()
+
+
+def agree_on_error(comm, message: str | None) -> str | None:
+    """Set-up collective: every rank learns the lowest failing rank's message (or None)."""
+    encoded = (message or "").encode("utf-8")[:ERROR_MESSAGE_BYTES]
+    mine = np.zeros(ERROR_MESSAGE_BYTES + 1, dtype=np.uint8)
+    mine[0] = 1 if message else 0
+    mine[1:1 + len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
+    everyone = np.empty((comm.Get_size(), mine.size), dtype=np.uint8)
+    comm.Allgather(mine, everyone)
+    for row in everyone:
+        if row[0]:
+            return bytes(row[1:]).rstrip(b"\0").decode("utf-8", "replace")
+    return None
+
+
+def agree_min(comm, value: int) -> int:
+    """Set-up collective: the minimum of an integer over all ranks."""
+    mine = np.array([value], dtype=np.int64)
+    result = np.empty(1, dtype=np.int64)
+    comm.Allreduce(mine, result, op=MPI.MIN)
+    return int(result[0])
+
+
+def agree_max(comm, value: int) -> int:
+    """Set-up collective: the maximum of an integer over all ranks."""
+    mine = np.array([value], dtype=np.int64)
+    result = np.empty(1, dtype=np.int64)
+    comm.Allreduce(mine, result, op=MPI.MAX)
+    return int(result[0])
+
+
+def gather_to_first(comm, values: np.ndarray) -> np.ndarray | None:
+    """Shutdown collective: rank 0 receives every rank's float64 vector (others: None)."""
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    result = np.empty((comm.Get_size(), values.size)) if comm.Get_rank() == 0 else None
+    comm.Gather(values, result, root=0)
+    return result
+
+
+def abort(comm, code: int) -> None:
+    """End every rank of the job now (used after an unexpected error on one rank)."""
+    comm.Abort(code)

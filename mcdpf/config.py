@@ -1,0 +1,374 @@
+"""Run configuration: TOML sections, typed and range-checked keys, ``--set`` overrides.
+
+A configuration file has the sections ``[run]``, ``[topology]``, ``[data]``, ``[model]``,
+``[filter]``, ``[sgd]``, ``[ekf]`` and ``[faults]``. Every key is declared once below with
+its type, default, allowed range and a one-line description; the README's configuration
+reference is generated from the same declarations (:func:`reference_table`).
+
+Relative paths inside a configuration file are resolved against the file's directory;
+paths given with ``--set`` are resolved against the working directory. Unknown sections
+and keys are errors with a did-you-mean suggestion. Every problem raises
+:class:`~mcdpf.errors.InputError` with a one-line message naming the file and key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+ALGORITHMS = ("pf", "dpf", "cpf", "sgd", "ekf", "dekf", "dsgd")
+TOPOLOGY_NAMES = ("ring", "complete", "star", "torus", "random", "paper-ring")
+WALKS = ("simple", "lazy", "metropolis", "matrix")
+SOURCES = ("hk-exchange", "sentences", "synthetic-lstm", "linear-gaussian", "file")
+PARTITIONS = ("replicate", "interleave", "shard")
+RESAMPLING = ("systematic", "stratified", "multinomial", "residual")
+MIGRATIONS = ("free", "balanced")
+DTYPES = ("float64", "float32")
+NONFINITE_POLICIES = ("error", "skip")
+
+
+def _key(default: Any, doc: str, kind: str, **limits: Any):
+    """Declare a configuration key: its default, description, kind and limits.
+
+    ``kind`` is one of ``int``, ``float``, ``bool``, ``str``, ``path`` or ``pairs``
+    (a list of ``[int, int]``). ``limits`` may hold ``choices``, ``minimum``,
+    ``maximum``, ``positive`` (strictly greater than zero) and ``optional`` (the key
+    may be absent; its default is then ``None``).
+    """
+    return field(default=default, metadata={"doc": doc, "kind": kind, **limits})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``[run]``: what to run and where the outputs go."""
+
+    algorithm: str = _key("dpf", "learning algorithm", "str", choices=ALGORITHMS)
+    seed: int = _key(0, "seed of every random stream (particles, walks, resampling)", "int",
+                     minimum=0)
+    steps: int | None = _key(None, "time steps to run; default: the whole stream (1000 for "
+                             "generated data)", "int", minimum=1, optional=True)
+    out: str | None = _key(None, "run directory; default runs/<config name>; `--out` wins",
+                           "path", optional=True)
+    checkpoint_every: int = _key(0, "write a checkpoint every this many steps (0: never)",
+                                 "int", minimum=0)
+    record_estimates: bool = _key(False, "also store the parameter estimate of every step "
+                                  "(T x n_params)", "bool")
+    progress_seconds: float = _key(2.0, "seconds between progress lines on rank 0 "
+                                   "(0: none)", "float", minimum=0.0)
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    """``[topology]``: the network graph and its random walk."""
+
+    file: str | None = _key(None, "topology file (TOML: nodes, edges, optional transition)",
+                            "path", optional=True)
+    name: str | None = _key(None, "built-in topology instead of a file", "str",
+                            choices=TOPOLOGY_NAMES, optional=True)
+    nodes: int | None = _key(None, "node count of a built-in topology; default: the MPI "
+                             "world size", "int", minimum=1, optional=True)
+    walk: str | None = _key(None, "random walk; default: matrix when the file has a "
+                            "transition, else simple", "str", choices=WALKS, optional=True)
+    seed: int = _key(0, "seed of the `random` topology", "int", minimum=0)
+    edge_probability: float | None = _key(None, "extra-edge probability of the `random` "
+                                          "topology; default min(1, 2 ln K / K)", "float",
+                                          minimum=0.0, maximum=1.0, optional=True)
+    rows: int | None = _key(None, "rows of the `torus`; default: the most square "
+                            "factorisation", "int", minimum=1, optional=True)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``[data]``: where each node's stream of (sequence, label) pairs comes from."""
+
+    source: str = _key("hk-exchange", "data source", "str", choices=SOURCES)
+    path: str | None = _key(None, "HDF5 stream file (source = file)", "path", optional=True)
+    partition: str | None = _key(None, "how one global stream is split over the nodes; "
+                                 "default interleave (not for source = file)", "str",
+                                 choices=PARTITIONS, optional=True)
+    seed: int = _key(0, "seed of generated data (independent of run.seed)", "int", minimum=0)
+    input_dim: int = _key(2, "p, input dimension of generated data; word-vector dimension "
+                          "of sentences", "int", minimum=1)
+    min_length: int = _key(2, "shortest generated sequence", "int", minimum=1)
+    max_length: int = _key(8, "longest generated sequence", "int", minimum=1)
+    noise_std: float = _key(0.1, "label noise std of generated data", "float", minimum=0.0)
+    drift_std: float = _key(0.02, "per-step std of the linear-gaussian parameter random walk",
+                            "float", minimum=0.0)
+    teacher_hidden: int = _key(2, "output size n of the synthetic-lstm teacher", "int",
+                               minimum=1)
+    window: int = _key(2, "hk-exchange: previous days in each input sequence", "int",
+                       minimum=1)
+    nonfinite: str = _key("error", "non-finite values in a stream: error, or skip the step",
+                          "str", choices=NONFINITE_POLICIES)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``[model]``: the regressor every node learns."""
+
+    kind: str = _key("lstm", "lstm (paper) or linear (exact-Kalman check)", "str",
+                     choices=("lstm", "linear"))
+    n: int = _key(2, "LSTM output (hidden) size", "int", minimum=1)
+    carry_state: bool = _key(True, "start each sequence from the previous step's mean "
+                             "state (time series) instead of zeros", "bool")
+    init_std: float = _key(0.5, "std of the Gaussian prior of every parameter", "float",
+                           positive=True)
+    dtype: str = _key("float64", "floating type of parameters and kernels", "str",
+                      choices=DTYPES)
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """``[filter]``: particle filter settings (pf, dpf, cpf; q and r also for ekf, dekf)."""
+
+    particles: int = _key(100, "N, particles per node", "int", minimum=1)
+    state_noise: float = _key(0.0004, "q, variance of the random-walk noise on every "
+                              "state component", "float", minimum=0.0)
+    obs_noise: float = _key(0.01, "r, variance of the Gaussian label noise", "float",
+                            positive=True)
+    walk_steps: int = _key(3, "s, random-walk steps per time step (dpf)", "int", minimum=1)
+    resampling: str = _key("systematic", "resampling scheme", "str", choices=RESAMPLING)
+    ess_threshold: float = _key(1.0, "resample when ESS < threshold * N (pf, cpf); 1.0: "
+                                "every step", "float", minimum=0.0, maximum=1.0)
+    migration: str = _key("free", "free random walk, or balanced (A-proportional fixed "
+                          "counts)", "str", choices=MIGRATIONS)
+    central_particles: int | None = _key(None, "cpf particles; default N * K", "int",
+                                         minimum=1, optional=True)
+
+
+@dataclass(frozen=True)
+class SGDConfig:
+    """``[sgd]``: online gradient descent (sgd, dsgd)."""
+
+    learning_rate: float = _key(0.1, "step size mu", "float", positive=True)
+
+
+@dataclass(frozen=True)
+class EKFConfig:
+    """``[ekf]``: extended Kalman filter on the parameters (ekf, dekf)."""
+
+    initial_variance: float | None = _key(None, "P0 = this * I; default init_std^2", "float",
+                                          positive=True, optional=True)
+    max_memory_gb: float = _key(4.0, "refuse runs whose covariance needs more memory",
+                                "float", positive=True)
+
+
+@dataclass(frozen=True)
+class FaultsConfig:
+    """``[faults]``: fault injection for resilience experiments."""
+
+    drop: list = _key(None, "[[node, step], ...]: the node leaves the network at that step",
+                      "pairs", optional=True)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole, validated run configuration."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    sgd: SGDConfig = field(default_factory=SGDConfig)
+    ekf: EKFConfig = field(default_factory=EKFConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
+    source: str = ""
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Return the resolved configuration as plain nested dictionaries."""
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    def to_json(self) -> str:
+        """Return the resolved configuration as canonical JSON (sorted keys)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def replace(self, section: str, **changes: Any) -> Config:
+        """Return a copy with some keys of one section changed (no re-validation)."""
+        updated = dataclasses.replace(getattr(self, section), **changes)
+        return dataclasses.replace(self, **{section: updated})
+
+
+SECTIONS: dict[str, type] = {
+    f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "source"
+}
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def _check_value(section: str, key: str, value: Any, meta: dict, origin: str,
+                 base_dir: Path) -> Any:
+    """Type- and range-check one value; return it converted (paths resolved)."""
+    label = f"{origin}: [{section}] {key} = {_describe(value)}"
+    kind = meta["kind"]
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{label}: must be an integer")
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputError(f"{label}: must be a number")
+        value = float(value)
+        if not math.isfinite(value):
+            raise InputError(f"{label}: must be finite")
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise InputError(f"{label}: must be true or false")
+    elif kind in ("str", "path"):
+        if not isinstance(value, str) or not value:
+            raise InputError(f"{label}: must be a non-empty string")
+        if kind == "path":
+            path = Path(value).expanduser()
+            value = os.path.normpath(path if path.is_absolute() else base_dir / path)
+    elif kind == "pairs":
+        ok = isinstance(value, list) and all(
+            isinstance(p, list) and len(p) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in p)
+            for p in value)
+        if not ok:
+            raise InputError(f"{label}: must be a list of [node, step] pairs of "
+                             "non-negative integers")
+        return [list(p) for p in value]
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise InputError(f"{label}: must be one of {', '.join(choices)}"
+                         f"{_suggest(str(value), choices)}")
+    if "minimum" in meta and value < meta["minimum"]:
+        raise InputError(f"{label}: must be >= {meta['minimum']}")
+    if "maximum" in meta and value > meta["maximum"]:
+        raise InputError(f"{label}: must be <= {meta['maximum']}")
+    if meta.get("positive") and not value > 0:
+        raise InputError(f"{label}: must be > 0")
+    return value
+
+
+def _section_fields(section: str) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Split ``section.key=VALUE``; VALUE is a TOML value, or else a bare string."""
+    name, sep, raw = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise InputError(f"--set {text}: expected section.key=VALUE")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return section, key.strip(), value
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read, override and validate a configuration.
+
+    Parameters
+    ----------
+    path
+        TOML file, or ``None`` for defaults plus overrides only.
+    overrides
+        ``section.key=VALUE`` strings applied after the file, in order.
+    """
+    tables: dict[str, dict[str, tuple[Any, str, Path]]] = {}
+    origin = str(path) if path is not None else "<defaults>"
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(f"{path}: configuration file not found") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise InputError(f"{path}: cannot read configuration: {error}") from None
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise InputError(f"{path}: invalid TOML: {error}") from None
+        base_dir = path.resolve().parent
+        for section, table in document.items():
+            if section not in SECTIONS:
+                raise InputError(f"{path}: unknown section [{section}]"
+                                 f"{_suggest(section, SECTIONS)}; sections are "
+                                 f"{', '.join(SECTIONS)}")
+            if not isinstance(table, dict):
+                raise InputError(f"{path}: '{section}' must be a [{section}] table")
+            for key, value in table.items():
+                tables.setdefault(section, {})[key] = (value, str(path), base_dir)
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section not in SECTIONS:
+            raise InputError(f"--set {text}: unknown section [{section}]"
+                             f"{_suggest(section, SECTIONS)}")
+        tables.setdefault(section, {})[key] = (value, f"--set {section}.{key}", Path.cwd())
+
+    sections = {}
+    for section, cls in SECTIONS.items():
+        fields = _section_fields(section)
+        values = {}
+        for key, (value, where, base_dir) in tables.get(section, {}).items():
+            if key not in fields:
+                raise InputError(f"{where}: unknown key '{key}' in [{section}]"
+                                 f"{_suggest(key, fields)}; keys are {', '.join(fields)}")
+            values[key] = _check_value(section, key, value, fields[key].metadata, where,
+                                       base_dir)
+        sections[section] = cls(**values)
+    config = Config(**sections, source=origin)
+    _check_consistency(config)
+    return config
+
+
+def _check_consistency(config: Config) -> None:
+    """Checks that involve several keys."""
+    src = config.source
+    topo = config.topology
+    if (topo.file is None) == (topo.name is None):
+        raise InputError(f"{src}: [topology] set exactly one of 'file' or 'name'")
+    if topo.file is not None and topo.nodes is not None:
+        raise InputError(f"{src}: [topology] 'nodes' goes with 'name'; a topology file "
+                         "states its own node count")
+    data = config.data
+    if data.source == "file":
+        if data.path is None:
+            raise InputError(f"{src}: [data] source = \"file\" needs 'path' (an HDF5 "
+                             "stream file)")
+        if data.partition is not None:
+            raise InputError(f"{src}: [data] partition does not apply to source = \"file\" "
+                             "(the file holds one stream per node)")
+    elif data.path is not None:
+        raise InputError(f"{src}: [data] 'path' goes with source = \"file\" only")
+    if data.min_length > data.max_length:
+        raise InputError(f"{src}: [data] min_length = {data.min_length} exceeds "
+                         f"max_length = {data.max_length}")
+
+
+def reference_table() -> str:
+    """Markdown table of every key: section, key, default, description."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            default = "—" if f.default is None else _describe(f.default)
+            doc = meta["doc"]
+            if meta.get("choices"):
+                doc += " (" + " \\| ".join(meta["choices"]) + ")"
+            rows.append(f"| `{section}.{f.name}` | `{default}` | {doc} |")
+    return "\n".join(rows)

@@ -1,0 +1,19 @@
+"""Exceptions that the command line turns into one-line messages and exit code 2.
+
+Every problem with what the user supplied (configuration, topology, data file, rank
+count) is an :class:`InputError`. Its message names the file or key and the problem in
+one line; :mod:`mcdpf.cli` prints it once and exits 2 on every rank. Anything else that
+escapes is a bug and aborts the whole MPI job.
+"""
+
+
+class InputError(Exception):
+    """A bad input: configuration, topology, stream file, data set or rank count."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+def where(source: str | None, key: str) -> str:
+    """Return ``"SOURCE: key"`` (or just ``key``) for error messages."""
+    return f"{source}: {key}" if source else key

@@ -1,0 +1,352 @@
+"""Particle filters over model parameters: ``pf`` (local) and ``dpf`` (MCDPF).
+
+Both follow the online protocol at every step ``t``:
+
+1. :meth:`predict` receives the node's sequence ``X[k,t]``, propagates every particle
+   (``theta += N(0, q I)``; new state = LSTM on ``X[k,t]`` + ``N(0, q I)``) and returns
+   the prior predictive mean ``d_hat = sum_i w_i * w_i^T y_bar_i``, before the label;
+2. :meth:`update` receives the label ``d[k,t]`` and reweights, resamples and estimates.
+
+``pf`` weights by the local likelihood ``N(d; d_hat_i, r)`` and resamples when
+``ESS < ess_threshold * N``. ``dpf`` (Lee & West's Markov chain distributed particle
+filter, Algorithm 1 of Ergen & Kozat) sets the walk weight of every particle to 1 and
+takes ``s`` random-walk steps over the graph: a particle moves to a node drawn from its
+current node's row of ``A`` and at every node ``j`` it reaches its weight is multiplied
+by ``p(d[j,t] | a)^(1 / (s pi_j))``, scored on node ``j``'s own data from the particle's
+step-(t-1) carried state. Afterwards each node resamples the ``M`` particles it holds
+back to ``N`` and estimates. The carried state a particle keeps is the one computed on
+the data of the node where its walk ended.
+
+Log-weights are float64 and normalised by log-sum-exp. Every particle has a 64-bit id
+``rank * 2**40 + serial``; resampled offspring get fresh ids, so within a walk an id is
+never lost or duplicated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from .kernels import effective_sample_size, normalize_log_weights, resample
+from .models import gaussian_log_likelihood
+
+ID_SERIAL_BITS = 40
+
+
+class StepInfo(NamedTuple):
+    """Diagnostics of one time step at one node."""
+
+    ess: float
+    resampled: bool
+    held: int
+    received: int
+    sent: int
+    bytes_sent: int
+    degenerate: int
+    empty_walk: bool
+
+
+class IdSource:
+    """Unique 64-bit particle ids ``rank * 2**40 + serial``."""
+
+    def __init__(self, rank: int, serial: int = 0):
+        self.prefix = np.int64(rank) << np.int64(ID_SERIAL_BITS)
+        self.serial = serial
+
+    def take(self, count: int) -> np.ndarray:
+        """``count`` fresh ids."""
+        ids = self.prefix + np.arange(self.serial, self.serial + count, dtype=np.int64)
+        self.serial += count
+        return ids
+
+
+@dataclass
+class ParticleSet:
+    """Particles of one node: parameters, carried state, log-weights, ids."""
+
+    theta: np.ndarray
+    carry: np.ndarray
+    log_weights: np.ndarray
+    ids: np.ndarray
+
+    @property
+    def size(self) -> int:
+        """Number of particles."""
+        return self.theta.shape[0]
+
+
+def random_streams(seed: int, key: int, names=("init", "propagate", "walk", "resample")):
+    """Independent generators for one node (``key`` = rank) from one seed."""
+    children = np.random.SeedSequence(seed, spawn_key=(key,)).spawn(len(names))
+    return {name: np.random.default_rng(child) for name, child in zip(names, children, strict=True)}
+
+
+def weighted_mean(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``sum_i w_i values_i`` in float64."""
+    return weights @ values.astype(np.float64, copy=False)
+
+
+class ParticleFilter:
+    """``pf``: one node's particle filter, no communication.
+
+    Parameters
+    ----------
+    model
+        :class:`~mcdpf.models.LSTMModel` or :class:`~mcdpf.models.LinearModel`.
+    settings
+        The ``[filter]`` section.
+    streams
+        Generators from :func:`random_streams`.
+    ids
+        Id source of this rank.
+    """
+
+    def __init__(self, model, settings, streams, ids: IdSource):
+        self.model = model
+        self.settings = settings
+        self.streams = streams
+        self.ids = ids
+        count = settings.particles
+        theta, carry = model.initial_particles(count, streams["init"])
+        self.particles = ParticleSet(theta=theta, carry=carry,
+                                     log_weights=np.full(count, -np.log(count)),
+                                     ids=ids.take(count))
+        self.noise_std = np.sqrt(settings.state_noise)
+        self.estimate = weighted_mean(np.full(count, 1.0 / count), theta)
+        self._columns = None
+        self._predictions = None
+        self._next_carry = None
+        self._state_noise = None
+
+    def propagate(self) -> np.ndarray:
+        """Add ``N(0, q I)`` to every ``theta``; return the state noise (N, n_carry)."""
+        particles = self.particles
+        rng = self.streams["propagate"]
+        dtype = particles.theta.dtype
+        particles.theta += self.noise_std * rng.standard_normal(particles.theta.shape,
+                                                                 dtype=dtype)
+        return self.noise_std * rng.standard_normal(particles.carry.shape, dtype=dtype)
+
+    def predict(self, columns: np.ndarray | None) -> float:
+        """Propagate, run the model on this node's sequence, return the predictive mean.
+
+        ``columns`` is ``None`` on a skipped step (no data): the particles still
+        propagate, their carried state is kept and the prediction is NaN.
+        """
+        particles = self.particles
+        self._state_noise = self.propagate()
+        self._columns = columns
+        if columns is None:
+            self._predictions = None
+            self._next_carry = particles.carry
+            return float("nan")
+        self._predictions, self._next_carry = self.model.evaluate(
+            particles.theta, particles.carry, self._state_noise, columns)
+        weights, _ = normalize_log_weights(particles.log_weights)
+        return float(weights @ self._predictions)
+
+    def local_log_likelihood(self, target: float | None) -> np.ndarray:
+        """Log-likelihood of this node's label for every particle (0 when skipped)."""
+        if target is None or self._predictions is None:
+            return np.zeros(self.particles.size)
+        return gaussian_log_likelihood(target, self._predictions, self.settings.obs_noise)
+
+    def update(self, target: float | None) -> StepInfo:
+        """Weight by the local likelihood, estimate, resample if the ESS is low."""
+        particles = self.particles
+        log_weights = particles.log_weights + self.local_log_likelihood(target)
+        weights, degenerate, log_weights = _normalise(log_weights)
+        ess = effective_sample_size(weights)
+        self.estimate = weighted_mean(weights, particles.theta)
+        count = particles.size
+        resampled = ess < self.settings.ess_threshold * count
+        if resampled:
+            ancestors = resample(self.settings.resampling, weights, count,
+                                 self.streams["resample"])
+            self.particles = ParticleSet(theta=particles.theta[ancestors],
+                                         carry=self._next_carry[ancestors],
+                                         log_weights=np.full(count, -np.log(count)),
+                                         ids=self.ids.take(count))
+        else:
+            particles.carry = self._next_carry
+            particles.log_weights = log_weights
+        return StepInfo(ess=ess, resampled=resampled, held=count, received=0, sent=0,
+                        bytes_sent=0, degenerate=degenerate, empty_walk=False)
+
+
+def _normalise(log_weights: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """Normalised weights, 1 if degenerate (no finite weight, reset uniform), log-weights."""
+    weights, log_total = normalize_log_weights(log_weights)
+    if log_total == -np.inf:
+        return weights, 1, np.log(weights)
+    return weights, 0, log_weights - log_total
+
+
+def particle_record_dtype(model) -> np.dtype:
+    """Wire format of a migrating particle: id, walk log-weight, theta, state, noise."""
+    return np.dtype([("id", "<i8"), ("log_weight", "<f8"),
+                     ("theta", model.dtype, (model.n_params,)),
+                     ("carry", model.dtype, (model.n_carry,)),
+                     ("noise", model.dtype, (model.n_carry,))])
+
+
+@dataclass
+class Walkers:
+    """Particles on a walk: what travels, plus what the current node computed for them."""
+
+    theta: np.ndarray
+    carry: np.ndarray
+    noise: np.ndarray
+    log_weights: np.ndarray
+    ids: np.ndarray
+    log_likelihood: np.ndarray
+    next_carry: np.ndarray
+
+    @property
+    def size(self) -> int:
+        """Number of particles on this node."""
+        return self.ids.shape[0]
+
+    def select(self, mask_or_index) -> Walkers:
+        """The subset picked by a boolean mask or index array."""
+        return Walkers(**{name: getattr(self, name)[mask_or_index]
+                          for name in self.__dataclass_fields__})
+
+    def pack(self, record_dtype: np.dtype) -> np.ndarray:
+        """Records for the wire (what the next node needs; local scores stay here)."""
+        records = np.empty(self.size, dtype=record_dtype)
+        records["id"] = self.ids
+        records["log_weight"] = self.log_weights
+        records["theta"] = self.theta
+        records["carry"] = self.carry
+        records["noise"] = self.noise
+        return records
+
+
+def apportion(total: int, probabilities: np.ndarray) -> np.ndarray:
+    """Integer counts summing to ``total``, proportional to ``probabilities``.
+
+    Largest-remainder rounding, ties to the lower index.
+    """
+    exact = total * probabilities / probabilities.sum()
+    counts = np.floor(exact).astype(np.int64)
+    remainder = total - counts.sum()
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[:remainder]] += 1
+    return counts
+
+
+class DistributedParticleFilter(ParticleFilter):
+    """``dpf``: the Markov chain distributed particle filter (DESIGN §3).
+
+    Parameters
+    ----------
+    model, settings, streams, ids
+        As for :class:`ParticleFilter`.
+    topology
+        The :class:`~mcdpf.topology.Topology`; this node is ``node``.
+    neighbourhood
+        The node's :class:`~mcdpf.comm.Neighbourhood` (neighbour-only exchanges).
+    node
+        This node's index (its rank).
+    """
+
+    def __init__(self, model, settings, streams, ids, topology, neighbourhood, node: int):
+        super().__init__(model, settings, streams, ids)
+        self.neighbourhood = neighbourhood
+        self.node = node
+        self.walk_steps = settings.walk_steps
+        stationary = topology.stationary_distribution[node]
+        self.visit_exponent = 1.0 / (self.walk_steps * stationary)
+        row = topology.transition[node]
+        neighbours = topology.neighbours(node)
+        self.move_probabilities = np.array([row[node]] + [row[j] for j in neighbours])
+        self.move_cumulative = np.cumsum(self.move_probabilities)
+        self.record_dtype = particle_record_dtype(model)
+        self.empty_walks = 0
+        self.last_walk_ids = np.empty(0, dtype=np.int64)
+
+    def destinations(self, count: int) -> np.ndarray:
+        """Next position of each held particle: 0 stays, ``i`` goes to neighbour ``i-1``."""
+        rng = self.streams["walk"]
+        if self.neighbourhood.degree == 0:
+            return np.zeros(count, dtype=np.int64)
+        if self.settings.migration == "balanced":
+            counts = apportion(count, self.move_probabilities)
+            return rng.permutation(np.repeat(np.arange(counts.size), counts))
+        uniforms = rng.random(count) * self.move_cumulative[-1]
+        chosen = np.searchsorted(self.move_cumulative, uniforms, side="right")
+        return np.minimum(chosen, self.move_probabilities.size - 1)
+
+    def score(self, theta, carry, noise, target):
+        """Log-likelihood and next carried state of particles on this node's data."""
+        if self._columns is None or target is None:
+            return np.zeros(theta.shape[0]), carry
+        predictions, next_carry = self.model.evaluate(theta, carry, noise, self._columns)
+        return (gaussian_log_likelihood(target, predictions, self.settings.obs_noise),
+                next_carry)
+
+    def walk_step(self, walkers: Walkers, target) -> tuple[Walkers, int, int, int]:
+        """Move every particle one step; score the arrivals here. Returns traffic too."""
+        destination = self.destinations(walkers.size)
+        stay = destination == 0
+        order = np.argsort(destination, kind="stable")
+        moving = walkers.select(order[np.count_nonzero(stay):])
+        counts = np.bincount(destination, minlength=self.neighbourhood.degree + 1)[1:]
+        received, sent_bytes = self.neighbourhood.exchange(moving.pack(self.record_dtype),
+                                                           counts)
+        theta = np.ascontiguousarray(received["theta"])
+        carry = np.ascontiguousarray(received["carry"])
+        noise = np.ascontiguousarray(received["noise"])
+        log_likelihood, next_carry = self.score(theta, carry, noise, target)
+        arrivals = Walkers(theta=theta, carry=carry, noise=noise,
+                           log_weights=received["log_weight"].copy(), ids=received["id"].copy(),
+                           log_likelihood=log_likelihood, next_carry=next_carry)
+        stayers = walkers.select(stay)
+        joined = Walkers(**{name: np.concatenate([getattr(stayers, name),
+                                                  getattr(arrivals, name)])
+                            for name in Walkers.__dataclass_fields__})
+        return joined, arrivals.size, moving.size, sent_bytes
+
+    def start_walk(self, target) -> Walkers:
+        """This node's propagated particles with walk weight 1 and their local scores."""
+        particles = self.particles
+        return Walkers(theta=particles.theta, carry=particles.carry, noise=self._state_noise,
+                       log_weights=np.zeros(particles.size),
+                       ids=particles.ids, log_likelihood=self.local_log_likelihood(target),
+                       next_carry=self._next_carry)
+
+    def update(self, target: float | None) -> StepInfo:
+        """Walk ``s`` steps collecting tempered likelihoods, then resample back to N."""
+        start = self.start_walk(target)
+        walkers = start
+        received = sent = bytes_sent = 0
+        for _ in range(self.walk_steps):
+            walkers, arrived, departed, step_bytes = self.walk_step(walkers, target)
+            walkers.log_weights += self.visit_exponent * walkers.log_likelihood
+            received += arrived
+            sent += departed
+            bytes_sent += step_bytes
+        held = walkers.size
+        empty_walk = held == 0
+        if empty_walk:
+            # Nothing arrived or stayed: fall back on this node's own particles, weighted
+            # by its own likelihood (a local PF step), and count the event.
+            self.empty_walks += 1
+            walkers = start
+            walkers.log_weights = start.log_likelihood.copy()
+        weights, degenerate, _ = _normalise(walkers.log_weights)
+        ess = effective_sample_size(weights)
+        self.estimate = weighted_mean(weights, walkers.theta)
+        count = self.settings.particles
+        ancestors = resample(self.settings.resampling, weights, count,
+                             self.streams["resample"])
+        self.particles = ParticleSet(theta=walkers.theta[ancestors],
+                                     carry=walkers.next_carry[ancestors],
+                                     log_weights=np.full(count, -np.log(count)),
+                                     ids=self.ids.take(count))
+        self.last_walk_ids = walkers.ids
+        return StepInfo(ess=ess, resampled=True, held=held, received=received, sent=sent,
+                        bytes_sent=bytes_sent, degenerate=degenerate, empty_walk=empty_walk)

@@ -1,0 +1,13 @@
+"""Files: HDF5 stream files, per-rank run outputs and checkpoints.
+
+Only this package imports h5py. Every input file is checked for structure, dtype and
+shape before its data are used; problems raise :class:`~mcdpf.errors.InputError`.
+Outputs are written to a temporary name, flushed and renamed, so a reader never sees a
+half-written file.
+"""
+
+from .run_files import NodeRecord, node_file_name, read_run, write_node_file
+from .stream_file import read_stream_file, write_stream_file
+
+__all__ = ["NodeRecord", "node_file_name", "read_run", "read_stream_file", "write_node_file",
+           "write_stream_file"]

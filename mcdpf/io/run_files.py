@@ -1,0 +1,90 @@
+"""Per-rank run outputs: ``node-0000.h5``, ``node-0001.h5``, ... in the run directory.
+
+Each file is written by its own rank only. Datasets hold per-step records (``target``,
+``prediction``, ``squared_error``, ``ess``, particle counts, ``bytes_sent``,
+``step_seconds``, ...) and the final ``theta_mean``; attributes hold scalars and the
+resolved configuration as JSON (``config``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import InputError
+
+
+def node_file_name(node: int) -> str:
+    """``node-0000.h5`` style name of a node's output file."""
+    return f"node-{node:04d}.h5"
+
+
+def write_node_file(path: str | Path, datasets: dict[str, np.ndarray],
+                    attributes: dict[str, object]) -> None:
+    """Write one node's outputs atomically (temporary name, flush, rename)."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    with h5py.File(temporary, "w") as handle:
+        for name, array in datasets.items():
+            handle.create_dataset(name, data=array)
+        for name, value in attributes.items():
+            handle.attrs[name] = value
+        handle.flush()
+    os.replace(temporary, path)
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """One node's outputs as read back from its file."""
+
+    node: int
+    datasets: dict[str, np.ndarray]
+    attributes: dict[str, object]
+
+    @property
+    def config(self) -> dict:
+        """The resolved configuration the run used."""
+        return json.loads(self.attributes["config"])
+
+
+def read_run(run_dir: str | Path) -> list[NodeRecord]:
+    """Read every ``node-*.h5`` of a run directory, ordered by node."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: run directory not found")
+    files = sorted(run_dir.glob("node-*.h5"))
+    if not files:
+        raise InputError(f"{run_dir}: no node-*.h5 files (not a run directory, or the run "
+                         "did not finish)")
+    records = []
+    for file in files:
+        try:
+            with h5py.File(file, "r") as handle:
+                datasets = {name: handle[name][()] for name in handle
+                            if isinstance(handle[name], h5py.Dataset)}
+                attributes = {name: _plain(value) for name, value in handle.attrs.items()}
+        except OSError as error:
+            raise InputError(f"{file}: not a readable HDF5 file ({error})") from None
+        if "node" not in attributes or "prediction" not in datasets:
+            raise InputError(f"{file}: not an mcdpf node output file")
+        records.append(NodeRecord(node=int(attributes["node"]), datasets=datasets,
+                                  attributes=attributes))
+    records.sort(key=lambda r: r.node)
+    nodes = {int(r.attributes["n_nodes"]) for r in records}
+    if len(nodes) != 1 or len(records) != nodes.pop():
+        raise InputError(f"{run_dir}: incomplete run: {len(records)} node files for a "
+                         f"{int(records[0].attributes['n_nodes'])}-node network")
+    return records
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

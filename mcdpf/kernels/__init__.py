@@ -1,0 +1,96 @@
+"""Numba kernels and their thin, checking wrappers.
+
+Only this package imports numba. Kernels (``*_kernel``) are pure: arrays in, buffers out,
+randomness passed in. The wrappers here check shapes and dtypes, allocate outputs when
+the caller gives none, and draw uniforms from a caller-owned ``numpy.random.Generator``.
+Compiled code is cached on disk (``cache=True``; set ``NUMBA_CACHE_DIR`` to move it), so
+JIT cost is paid once per machine; :func:`warm_up` loads or compiles every kernel before
+a timed loop starts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .lstm import lstm_mean_states_kernel
+from .resampling import KERNELS as RESAMPLING_KERNELS
+from .resampling import uniforms_needed
+from .weights import effective_sample_size_kernel, normalize_log_weights_kernel
+
+FLOAT_TYPES = (np.float64, np.float32)
+
+
+def lstm_parameter_count(hidden: int, inputs: int) -> int:
+    """``n_theta = 4n(n + p) + 5n``."""
+    return 4 * hidden * (hidden + inputs) + 5 * hidden
+
+
+def lstm_mean_states(theta: np.ndarray, columns: np.ndarray, start: np.ndarray, hidden: int,
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """Mean-pooled ``[c_bar, y_bar]`` (N, 2n) of every particle's LSTM over one sequence.
+
+    ``theta`` is (N, 4n(n+p)+5n), ``columns`` (m, p) with m >= 1 and ``start`` (N, 2n)
+    holds ``[c(0), y(0)]``; all C-contiguous and of one float dtype.
+    """
+    n_particles = theta.shape[0]
+    length, inputs = columns.shape
+    dtype = theta.dtype
+    if dtype not in FLOAT_TYPES:
+        raise TypeError(f"theta dtype {dtype} is not float64 or float32")
+    if theta.shape[1] != lstm_parameter_count(hidden, inputs):
+        raise ValueError(f"theta has {theta.shape[1]} columns, expected "
+                         f"{lstm_parameter_count(hidden, inputs)} for n={hidden}, p={inputs}")
+    if length < 1:
+        raise ValueError("a sequence needs at least one column")
+    if out is None:
+        out = np.empty((n_particles, 2 * hidden), dtype=dtype)
+    for name, array in (("theta", theta), ("columns", columns), ("start", start),
+                        ("out", out)):
+        if array.dtype != dtype or not array.flags.c_contiguous:
+            raise TypeError(f"{name} must be C-contiguous {dtype}")
+    for name, array in (("start", start), ("out", out)):
+        if array.shape != (n_particles, 2 * hidden):
+            raise ValueError(f"{name} has shape {array.shape}, expected "
+                             f"{(n_particles, 2 * hidden)}")
+    lstm_mean_states_kernel(theta, columns, start, hidden, out)
+    return out
+
+
+def normalize_log_weights(log_weights: np.ndarray,
+                          weights: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Normalised weights and ``logsumexp(log_weights)`` (``-inf``: degenerate, uniform)."""
+    log_weights = np.ascontiguousarray(log_weights, dtype=np.float64)
+    if log_weights.size == 0:
+        raise ValueError("no weights to normalise")
+    if weights is None:
+        weights = np.empty_like(log_weights)
+    log_total = normalize_log_weights_kernel(log_weights, weights)
+    return weights, float(log_total)
+
+
+def effective_sample_size(weights: np.ndarray) -> float:
+    """ESS ``1 / sum(w^2)`` of normalised float64 weights."""
+    return float(effective_sample_size_kernel(np.ascontiguousarray(weights,
+                                                                   dtype=np.float64)))
+
+
+def resample(scheme: str, weights: np.ndarray, n_out: int,
+             rng: np.random.Generator) -> np.ndarray:
+    """Ancestor indices (int64, ascending, length ``n_out``) drawn by ``scheme``."""
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    uniforms = rng.random(uniforms_needed(scheme, n_out))
+    out = np.empty(n_out, dtype=np.int64)
+    RESAMPLING_KERNELS[scheme](weights, uniforms, out)
+    return out
+
+
+def warm_up(dtype) -> None:
+    """Load (or compile) every kernel for ``dtype`` before timing starts."""
+    dtype = np.dtype(dtype)
+    theta = np.zeros((1, lstm_parameter_count(1, 1)), dtype=dtype)
+    lstm_mean_states(theta, np.zeros((1, 1), dtype=dtype), np.zeros((1, 2), dtype=dtype), 1)
+    weights, _ = normalize_log_weights(np.zeros(2))
+    effective_sample_size(weights)
+    rng = np.random.default_rng(0)
+    for scheme in RESAMPLING_KERNELS:
+        resample(scheme, weights, 2, rng)

@@ -1,0 +1,132 @@
+"""Regression models behind one interface, so that filters do not know which they run.
+
+A model maps a particle population to predictions on one sequence. Each particle is
+``a = [theta, carried state]``:
+
+``lstm`` (DESIGN §1)
+    ``theta`` in the layout of :mod:`mcdpf.kernels.lstm` (``4n(n+p) + 5n`` values; the
+    output weights ``w`` are the last ``n``). With ``carry_state`` the carried state is
+    ``[c_bar, y_bar]`` of the previous step (``2n`` values) and the sequence starts from
+    it; without, every sequence starts from zeros and nothing is carried.
+``linear`` (DESIGN §5)
+    ``theta`` in R^p, prediction ``theta^T x_bar`` with ``x_bar`` the mean column; no
+    carried state. With Gaussian random-walk ``theta`` its exact posterior is a Kalman
+    filter (:mod:`mcdpf.kalman`).
+
+The state-space transition adds ``N(0, q)`` noise to every component: the filter draws
+it, perturbs ``theta`` in place and hands the state-noise part to :meth:`evaluate`, which
+adds it to the new carried state before predicting (``d_hat = w^T y_bar``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kernels import lstm_mean_states, lstm_parameter_count
+
+
+@dataclass(frozen=True)
+class LSTMModel:
+    """LSTM regressor with mean pooling; ``n`` outputs, ``p`` inputs."""
+
+    hidden: int
+    inputs: int
+    carry_state: bool
+    init_std: float
+    dtype: np.dtype
+
+    kind = "lstm"
+
+    @property
+    def n_params(self) -> int:
+        """Length of ``theta``."""
+        return lstm_parameter_count(self.hidden, self.inputs)
+
+    @property
+    def n_carry(self) -> int:
+        """Length of the carried state (``2n`` or 0)."""
+        return 2 * self.hidden if self.carry_state else 0
+
+    def initial_particles(self, count: int, rng: np.random.Generator):
+        """``theta ~ N(0, init_std^2 I)``, carried state zero."""
+        theta = self.init_std * rng.standard_normal((count, self.n_params), dtype=self.dtype)
+        return theta, np.zeros((count, self.n_carry), dtype=self.dtype)
+
+    def evaluate(self, theta: np.ndarray, carry: np.ndarray, state_noise: np.ndarray,
+                 columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions (float64, N) and next carried state (N, n_carry) on one sequence.
+
+        ``carry`` is the state of the previous step, ``state_noise`` the transition noise
+        of the new state (both (N, n_carry)); ``columns`` is (m, p) in the model dtype.
+        """
+        count = theta.shape[0]
+        n = self.hidden
+        start = carry if self.carry_state else np.zeros((count, 2 * n), dtype=self.dtype)
+        state = lstm_mean_states(theta, columns, start, n)
+        if self.carry_state:
+            state += state_noise
+        y_bar = state[:, n:]
+        predictions = np.einsum("ij,ij->i", theta[:, -n:], y_bar, dtype=np.float64)
+        return predictions, (state if self.carry_state else np.empty((count, 0), self.dtype))
+
+    def layout(self) -> str:
+        """One-line description of the flat ``theta`` layout."""
+        n, p = self.hidden, self.inputs
+        return (f"lstm n={n} p={p}: [W^T (p x 4n) | R^T (n x 4n) | b (4n) | w (n)], gates "
+                f"i,f,z,o; row-major; {self.n_params} values")
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    """Linear regressor on the mean column: ``d = theta^T x_bar``."""
+
+    inputs: int
+    init_std: float
+    dtype: np.dtype
+
+    kind = "linear"
+    carry_state = False
+
+    @property
+    def n_params(self) -> int:
+        """Length of ``theta`` (= p)."""
+        return self.inputs
+
+    n_carry = 0
+
+    def initial_particles(self, count: int, rng: np.random.Generator):
+        """``theta ~ N(0, init_std^2 I)``; no carried state."""
+        theta = self.init_std * rng.standard_normal((count, self.n_params), dtype=self.dtype)
+        return theta, np.zeros((count, 0), dtype=self.dtype)
+
+    def evaluate(self, theta, carry, state_noise, columns):
+        """Predictions ``theta_i^T x_bar`` (float64) and an empty carried state."""
+        mean_column = columns.mean(axis=0, dtype=np.float64)
+        predictions = theta.astype(np.float64, copy=False) @ mean_column
+        return predictions, carry
+
+    def layout(self) -> str:
+        """One-line description of ``theta``."""
+        return f"linear p={self.inputs}: theta (p), d = theta^T mean(x)"
+
+
+Model = LSTMModel | LinearModel
+
+
+def build_model(model_config, inputs: int) -> Model:
+    """The ``[model]`` section's model for input dimension ``inputs``."""
+    dtype = np.dtype(model_config.dtype)
+    if model_config.kind == "linear":
+        return LinearModel(inputs=inputs, init_std=model_config.init_std, dtype=dtype)
+    return LSTMModel(hidden=model_config.n, inputs=inputs,
+                     carry_state=model_config.carry_state,
+                     init_std=model_config.init_std, dtype=dtype)
+
+
+def gaussian_log_likelihood(target: float, predictions: np.ndarray,
+                            obs_noise: float) -> np.ndarray:
+    """``log N(target; predictions, obs_noise)`` elementwise (float64)."""
+    residual = target - predictions
+    return -0.5 * (residual * residual / obs_noise + np.log(2.0 * np.pi * obs_noise))

@@ -1,0 +1,143 @@
+"""Reports on a finished run: per-node and network MSE, timing, bytes, running-MSE plot.
+
+Definitions (DESIGN §2, §6):
+
+- a node's ``mse`` is the mean squared prediction error over its steps (skipped steps
+  excluded); ``final_mse`` the same over the last 10 % of steps (at least one);
+- ``network_mse`` is the mean over nodes of ``mse``;
+- the running MSE at step ``t`` is the time average of the squared errors up to ``t``;
+- ``steps_per_second`` is ``steps`` divided by the slowest node's loop time (start-up and
+  JIT compilation excluded).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from .io import read_run
+
+FINAL_FRACTION = 0.1
+
+
+def running_mse(squared_error: np.ndarray) -> np.ndarray:
+    """Time-averaged squared error up to each step (skipped steps left out)."""
+    valid = np.isfinite(squared_error)
+    totals = np.cumsum(np.where(valid, squared_error, 0.0))
+    counts = np.cumsum(valid)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
+
+
+def _mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def summarize(run_dir) -> dict:
+    """The report of a run directory as a JSON-ready dictionary."""
+    records = read_run(run_dir)
+    first = records[0].attributes
+    steps = int(first["steps"])
+    tail = max(1, math.ceil(FINAL_FRACTION * steps))
+    nodes = []
+    for record in records:
+        errors = record.datasets["squared_error"]
+        bytes_sent = record.datasets["bytes_sent"]
+        nodes.append({
+            "node": record.node,
+            "mse": _mean(errors),
+            "final_mse": _mean(errors[-tail:]),
+            "bytes_sent": int(bytes_sent.sum()),
+            "bytes_per_step": float(bytes_sent.mean()),
+            "theta_mean": record.datasets["theta_mean"].tolist(),
+            "loop_seconds": float(record.attributes["loop_seconds"]),
+            "startup_seconds": float(record.attributes["startup_seconds"]),
+            "mean_ess": float(record.datasets["ess"].mean()),
+            "empty_walks": int(record.attributes.get("empty_walks", 0)),
+            "degenerate_steps": int(record.attributes.get("degenerate_steps", 0)),
+            "skipped_steps": int(record.attributes.get("skipped_steps", 0)),
+        })
+    slowest = max(node["loop_seconds"] for node in nodes)
+    return {
+        "run_dir": str(run_dir),
+        "algorithm": first["algorithm"],
+        "n_nodes": int(first["n_nodes"]),
+        "steps": steps,
+        "model": first["model_kind"],
+        "n_params": int(first["n_params"]),
+        "network_mse": float(np.mean([n["mse"] for n in nodes])),
+        "network_final_mse": float(np.mean([n["final_mse"] for n in nodes])),
+        "steps_per_second": steps / slowest if slowest > 0 else math.inf,
+        "loop_seconds": slowest,
+        "bytes_sent": int(sum(n["bytes_sent"] for n in nodes)),
+        "bytes_per_step": float(sum(n["bytes_per_step"] for n in nodes)),
+        "nodes": nodes,
+    }
+
+
+def format_report(summary: dict) -> str:
+    """Human-readable table of a summary."""
+    lines = [
+        f"run {summary['run_dir']}: {summary['algorithm']} on {summary['n_nodes']} nodes, "
+        f"{summary['steps']} steps, {summary['model']} model ({summary['n_params']} "
+        "parameters)",
+        f"network MSE {summary['network_mse']:.6g}   final-10% MSE "
+        f"{summary['network_final_mse']:.6g}   {summary['steps_per_second']:.1f} steps/s   "
+        f"{summary['bytes_per_step']:.0f} bytes/step (network)",
+        "",
+        f"{'node':>4}  {'MSE':>11}  {'final MSE':>11}  {'bytes/step':>10}  {'mean ESS':>9}  "
+        f"{'loop s':>8}",
+    ]
+    for node in summary["nodes"]:
+        lines.append(f"{node['node']:>4}  {node['mse']:>11.6g}  {node['final_mse']:>11.6g}  "
+                     f"{node['bytes_per_step']:>10.0f}  {node['mean_ess']:>9.1f}  "
+                     f"{node['loop_seconds']:>8.2f}")
+    return "\n".join(lines)
+
+
+def plot_running_mse(run_dir, path) -> None:
+    """PNG of every node's running MSE against time, and the network mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_run(run_dir)
+    figure, axis = plt.subplots(figsize=(7, 4.2), dpi=120)
+    curves = []
+    for record in records:
+        curve = running_mse(record.datasets["squared_error"])
+        curves.append(curve)
+        axis.plot(np.arange(1, curve.size + 1), curve, lw=1, alpha=0.8,
+                  label=f"node {record.node}")
+    mean_curve = np.nanmean(np.vstack(curves), axis=0)
+    axis.plot(np.arange(1, mean_curve.size + 1), mean_curve, color="black", lw=2,
+              label="network mean")
+    attributes = records[0].attributes
+    axis.set_xlabel("time step t")
+    axis.set_ylabel("running MSE")
+    axis.set_yscale("log")
+    axis.set_title(f"{attributes['algorithm']}, {attributes['n_nodes']} nodes")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def to_json(summary: dict) -> str:
+    """Strict JSON of a summary (NaN and infinities become null)."""
+    return json.dumps(_finite_or_none(summary))
