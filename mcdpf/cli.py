@@ -121,47 +121,50 @@ def train_command(args) -> int:
 
 def _train(comm, args, started: float) -> int:
     from .config import load_config
-    from .driver import agree_setup, default_out_dir, run_node, setup_node
+    from .driver import train
 
-    rank, size = comm.Get_rank(), comm.Get_size()
-    setup, error = None, None
+    rank = comm.Get_rank()
     try:
         config = load_config(args.config, args.set)
-        out_dir = Path(args.out) if args.out else default_out_dir(config)
-        setup = setup_node(config, size, rank, out_dir, args.force)
+        config_error = None
     except InputError as problem:
-        error = str(problem)
-    error, steps = agree_setup(comm, setup, error)
-    if error:
+        config, config_error = None, str(problem)
+    from .comm import agree_on_error
+
+    config_error = agree_on_error(comm, config_error)
+    if config_error:
         if rank == 0:
-            _print_error(error)
+            _print_error(config_error)
         return EXIT_INPUT_ERROR
-    if rank == 0:
-        for warning in setup.warnings:
-            print(f"mcdpf: warning: {warning}", file=sys.stderr, flush=True)
-        if args.force:
-            for stale in setup.out_dir.glob("node-*.h5"):
-                stale.unlink()
-    summary = run_node(comm, setup, steps, started, progress_enabled=(rank == 0
-                                                                      and not args.quiet))
-    _print_final_summary(comm, setup, steps, summary)
+    try:
+        result = train(comm, config, Path(args.out) if args.out else None, force=args.force,
+                       progress=not args.quiet, started=started)
+    except InputError as problem:
+        if rank == 0:
+            _print_error(str(problem))
+        return EXIT_INPUT_ERROR
+    _print_final_summary(comm, config, result)
     return 0
 
 
-def _print_final_summary(comm, setup, steps, summary) -> None:
+def _print_final_summary(comm, config, result) -> None:
     """Shutdown collective: rank 0 prints the network MSE and the run directory."""
     import numpy as np
 
     from .comm import gather_to_first
 
-    gathered = gather_to_first(comm, np.array([summary["mse"], summary["loop_seconds"]]))
+    errors = result["datasets"]["squared_error"]
+    mse = float(np.nanmean(errors)) if np.any(np.isfinite(errors)) else math.nan
+    attributes = result["attributes"]
+    gathered = gather_to_first(comm, np.array([mse, attributes["loop_seconds"]]))
     if gathered is not None:
         mse = float(np.nanmean(gathered[:, 0])) if np.any(np.isfinite(gathered[:, 0])) \
             else math.nan
         seconds = float(gathered[:, 1].max())
-        print(f"mcdpf: {setup.config.run.algorithm} on {setup.topology.nodes} nodes: "
+        steps = attributes["steps"]
+        print(f"mcdpf: {config.run.algorithm} on {attributes['n_nodes']} nodes: "
               f"{steps} steps in {seconds:.2f} s ({steps / max(seconds, 1e-9):.1f} steps/s), "
-              f"network MSE {mse:.6g}; outputs in {setup.out_dir}", file=sys.stderr,
+              f"network MSE {mse:.6g}; outputs in {result['out_dir']}", file=sys.stderr,
               flush=True)
 
 

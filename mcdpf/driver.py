@@ -11,7 +11,6 @@ exchanges inside the learners, and writes this rank's HDF5 file.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,8 +26,6 @@ from .io import node_file_name, read_stream_file, write_node_file
 from .models import build_model
 from .streams import handle_nonfinite, node_stream
 from .topology import build_topology
-
-FINAL_FRACTION = 0.1
 
 
 @dataclass
@@ -184,9 +181,37 @@ class Progress:
         print(("\r" if self.tty else "") + line, end=end, file=sys.stderr, flush=True)
 
 
+def train(comm, config, out_dir: Path | None = None, *, force: bool = False,
+          progress: bool = False, started: float | None = None) -> dict:
+    """Train this rank's node: the library entry point behind ``mcdpf train``.
+
+    Every rank of ``comm`` calls it with the same configuration. Bad inputs on any rank
+    raise :class:`InputError` with the same message on every rank. Returns this node's
+    records (``datasets``, ``attributes``) as written to its output file.
+    """
+    started = time.perf_counter() if started is None else started
+    rank, size = comm.Get_rank(), comm.Get_size()
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config)
+    setup, error = None, None
+    try:
+        setup = setup_node(config, size, rank, out_dir, force)
+    except InputError as problem:
+        error = str(problem)
+    error, steps = agree_setup(comm, setup, error)
+    if error:
+        raise InputError(error)
+    if rank == 0:
+        for warning in setup.warnings:
+            print(f"mcdpf: warning: {warning}", file=sys.stderr, flush=True)
+        if force:
+            for stale in out_dir.glob("node-*.h5"):
+                stale.unlink()
+    return run_node(comm, setup, steps, started, progress and rank == 0)
+
+
 def run_node(comm, setup: NodeSetup, steps: int, started: float,
              progress_enabled: bool) -> dict:
-    """Train one node for ``steps`` steps and write its output file; return a summary."""
+    """Train one node for ``steps`` steps and write its output file; return its records."""
     from .kernels import warm_up
 
     config = setup.config
@@ -216,15 +241,12 @@ def run_node(comm, setup: NodeSetup, steps: int, started: float,
     loop_seconds = time.perf_counter() - loop_start
     if neighbourhood is not None:
         neighbourhood.free()
-    write_outputs(setup, steps, recorder, learner, loop_seconds, startup_seconds)
-    errors = recorder.data["squared_error"]
-    return {"mse": float(np.nanmean(errors)) if np.any(np.isfinite(errors)) else math.nan,
-            "loop_seconds": loop_seconds}
+    return write_outputs(setup, steps, recorder, learner, loop_seconds, startup_seconds)
 
 
 def write_outputs(setup: NodeSetup, steps, recorder, learner, loop_seconds,
-                  startup_seconds) -> None:
-    """Write this rank's ``node-NNNN.h5``."""
+                  startup_seconds) -> dict:
+    """Write this rank's ``node-NNNN.h5``; return what was written."""
     config = setup.config
     datasets = dict(recorder.data)
     datasets["theta_mean"] = np.asarray(learner.estimate, dtype=np.float64)
@@ -251,3 +273,4 @@ def write_outputs(setup: NodeSetup, steps, recorder, learner, loop_seconds,
     }
     setup.out_dir.mkdir(parents=True, exist_ok=True)
     write_node_file(setup.out_dir / node_file_name(setup.node), datasets, attributes)
+    return {"datasets": datasets, "attributes": attributes, "out_dir": setup.out_dir}

@@ -1,0 +1,125 @@
+"""Every kernel against its plain-numpy reference; resampling unbiasedness."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import naive
+from mcdpf import kernels
+from mcdpf.kernels.resampling import KERNELS
+
+DTYPE_TOLERANCE = {np.float64: 1e-12, np.float32: 2e-5}
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 6), p=st.integers(1, 5), particles=st.integers(1, 9),
+       length=st.integers(1, 12), dtype=st.sampled_from([np.float64, np.float32]),
+       scale=st.floats(0.1, 3.0), seed=st.integers(0, 2**31))
+def test_lstm_kernel_matches_reference(n, p, particles, length, dtype, scale, seed):
+    rng = np.random.default_rng(seed)
+    theta = (scale * rng.standard_normal((particles, kernels.lstm_parameter_count(n, p))))
+    columns = rng.standard_normal((length, p))
+    start = rng.standard_normal((particles, 2 * n))
+    got = kernels.lstm_mean_states(theta.astype(dtype), columns.astype(dtype),
+                                   start.astype(dtype), n)
+    want = naive.lstm_mean_states(theta.astype(dtype), columns.astype(dtype),
+                                  start.astype(dtype), n)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=DTYPE_TOLERANCE[dtype],
+                               atol=DTYPE_TOLERANCE[dtype])
+
+
+def test_lstm_kernel_saturates_without_nan():
+    theta = np.full((2, kernels.lstm_parameter_count(2, 2)), 1e4)
+    theta[1] *= -1
+    out = kernels.lstm_mean_states(theta, np.ones((3, 2)), np.zeros((2, 4)), 2)
+    assert np.all(np.isfinite(out))
+
+
+def test_lstm_wrapper_rejects_bad_shapes_and_dtypes():
+    theta = np.zeros((3, kernels.lstm_parameter_count(2, 2)))
+    with pytest.raises(ValueError):
+        kernels.lstm_mean_states(theta, np.zeros((4, 3)), np.zeros((3, 4)), 2)
+    with pytest.raises(TypeError):
+        kernels.lstm_mean_states(theta, np.zeros((4, 2), np.float32), np.zeros((3, 4)), 2)
+    with pytest.raises(ValueError):
+        kernels.lstm_mean_states(theta, np.zeros((0, 2)), np.zeros((3, 4)), 2)
+    with pytest.raises(ValueError):
+        kernels.lstm_mean_states(theta, np.zeros((4, 2)), np.zeros((2, 4)), 2)
+
+
+@settings(max_examples=50, deadline=None)
+@given(log_weights=st.lists(st.floats(-800, 800), min_size=1, max_size=50))
+def test_normalize_matches_reference(log_weights):
+    weights, log_total = kernels.normalize_log_weights(np.array(log_weights))
+    want, want_total = naive.normalize(log_weights)
+    np.testing.assert_allclose(weights, want, rtol=1e-12, atol=1e-300)
+    assert log_total == pytest.approx(want_total, rel=1e-12, abs=1e-12)
+    assert weights.sum() == pytest.approx(1.0, abs=1e-12)
+    assert kernels.effective_sample_size(weights) == pytest.approx(naive.ess(weights),
+                                                                    rel=1e-12)
+
+
+def test_normalize_survives_huge_negative_log_weights():
+    # exp() of these underflows to zero in the linear domain; log-sum-exp must not.
+    weights, log_total = kernels.normalize_log_weights(np.array([-1e6, -1e6 - 1.0]))
+    np.testing.assert_allclose(weights, [1 / (1 + np.exp(-1)), np.exp(-1) / (1 + np.exp(-1))])
+    assert np.isfinite(log_total)
+
+
+def test_normalize_degenerate_is_reported_and_uniform():
+    for bad in ([-np.inf, -np.inf], [np.nan, np.nan], [np.nan, -np.inf, np.nan]):
+        weights, log_total = kernels.normalize_log_weights(np.array(bad))
+        assert log_total == -np.inf
+        np.testing.assert_allclose(weights, np.full(len(bad), 1 / len(bad)))
+    weights, log_total = kernels.normalize_log_weights(np.array([np.nan, 0.0]))
+    np.testing.assert_allclose(weights, [0.0, 1.0])
+    assert log_total == 0.0
+
+
+def test_ess_bounds():
+    assert kernels.effective_sample_size(np.full(10, 0.1)) == pytest.approx(10)
+    assert kernels.effective_sample_size(np.eye(1, 10)[0]) == pytest.approx(1)
+
+
+@pytest.mark.parametrize("scheme", sorted(KERNELS))
+@pytest.mark.parametrize("n_out", [1, 5, 13])
+def test_resampling_is_unbiased(scheme, n_out):
+    """Mean offspring count of particle i over R draws is n_out * w_i.
+
+    Tolerance: 5 standard errors of the multinomial count (the highest-variance scheme),
+    sqrt(n_out w (1 - w) / R), plus rounding; seeded, so it cannot flake.
+    """
+    rng = np.random.default_rng(12345)
+    weights = rng.dirichlet(np.full(7, 0.7))
+    repeats = 20000
+    counts = np.zeros(weights.size)
+    for _ in range(repeats):
+        ancestors = kernels.resample(scheme, weights, n_out, rng)
+        assert ancestors.shape == (n_out,)
+        assert np.all(np.diff(ancestors) >= 0)
+        assert ancestors.min() >= 0 and ancestors.max() < weights.size
+        counts += np.bincount(ancestors, minlength=weights.size)
+    expected = n_out * weights
+    standard_error = np.sqrt(n_out * weights * (1 - weights) / repeats)
+    assert np.all(np.abs(counts / repeats - expected) <= 5 * standard_error + 1e-9)
+
+
+@pytest.mark.parametrize("scheme", sorted(KERNELS))
+def test_resampling_respects_zero_weights_and_rounding(scheme):
+    rng = np.random.default_rng(0)
+    weights = np.array([0.0, 0.5, 0.0, 0.5 - 1e-17, 0.0])
+    for _ in range(200):
+        ancestors = kernels.resample(scheme, weights, 4, rng)
+        assert set(ancestors.tolist()) <= {1, 3}
+
+
+def test_low_variance_schemes_keep_deterministic_part():
+    """Systematic, stratified and residual give floor(n w) or ceil(n w) copies."""
+    rng = np.random.default_rng(1)
+    weights = np.array([0.45, 0.3, 0.25])
+    for scheme in ("systematic", "residual"):
+        for _ in range(200):
+            copies = np.bincount(kernels.resample(scheme, weights, 10, rng), minlength=3)
+            assert np.all(copies >= np.floor(10 * weights))
