@@ -1,33 +1,20 @@
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-MPIEXEC = shutil.which("mpiexec") or str(Path(sys.executable).with_name("mpiexec"))
-# Generous bound: it catches hangs, it does not time anything.
-HANG_TIMEOUT = 300
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def mcdpf_command(*args):
-    return [sys.executable, "-m", "mcdpf", *map(str, args)]
-
-
-def run(command, timeout=HANG_TIMEOUT, cwd=None):
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd or REPO, env=env)
-
-
-def run_mpi(ranks, *args, timeout=HANG_TIMEOUT, cwd=None):
-    """`mpiexec -n ranks python -m mcdpf ARGS`."""
-    return run([MPIEXEC, "-n", str(ranks), *mcdpf_command(*args)], timeout=timeout, cwd=cwd)
+from support import REPO  # noqa: E402
 
 
 @pytest.fixture
 def repo():
     return REPO
+
+
+def pytest_ignore_collect(collection_path, config):
+    """tests/mpi runs under mpiexec (tests/test_mpi_suites.py launches it)."""
+    if collection_path.name == "mpi" and not config.getoption("--with-mpi", default=False):
+        return True
+    return None

@@ -97,3 +97,10 @@ def test_reference_table_lists_every_key():
     for key in ("run.algorithm", "filter.walk_steps", "data.partition", "model.carry_state",
                 "topology.walk"):
         assert f"`{key}`" in table
+
+
+def test_readme_configuration_table_is_current(repo):
+    text = (repo / "README.md").read_text()
+    start = text.index("<!-- config-reference:start -->") + len("<!-- config-reference:start -->")
+    end = text.index("<!-- config-reference:end -->")
+    assert text[start:end].strip() == reference_table().strip()

@@ -1,11 +1,11 @@
 """Every kernel against its plain-numpy reference; resampling unbiasedness."""
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import naive
 from mcdpf import kernels
 from mcdpf.kernels.resampling import KERNELS
 

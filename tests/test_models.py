@@ -1,9 +1,9 @@
 """Models: parameter layout, carried state, prediction, and the Kalman reference."""
 
+import naive
 import numpy as np
 import pytest
 
-import naive
 from mcdpf.config import ModelConfig
 from mcdpf.kalman import kalman_filter
 from mcdpf.models import LSTMModel, build_model, gaussian_log_likelihood

@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 
 from mcdpf.errors import InputError
-from mcdpf.topology import (PAPER_RING_TRANSITION, named_topology, read_topology_file,
-                            resolve_topology_argument)
+from mcdpf.topology import (
+    PAPER_RING_TRANSITION,
+    named_topology,
+    read_topology_file,
+    resolve_topology_argument,
+)
 
 NAMES = ["ring", "complete", "star", "torus", "random"]
 

@@ -1,0 +1,54 @@
+"""Graphs and tracing for tests that run at any rank count."""
+
+from mcdpf.topology import _finish, check_graph, make_walk, named_topology
+
+
+def irregular_topology(nodes: int):
+    """A connected, aperiodic graph whose degrees are not all equal (K >= 3).
+
+    K = 3: the path 0-1-2 with the lazy walk. K >= 4: a triangle 0-1-2 with a tail
+    2-3-...-(K-1), simple walk (aperiodic through the triangle).
+    """
+    if nodes == 3:
+        edges = check_graph(3, [[0, 1], [1, 2]], "path(3)")
+        walk, transition = make_walk("lazy", 3, edges, None, "path(3)")
+        return _finish(3, edges, transition, walk, "path(3)")
+    edges = [[0, 1], [0, 2], [1, 2]] + [[k, k + 1] for k in range(2, nodes - 1)]
+    edges = check_graph(nodes, edges, f"lollipop({nodes})")
+    walk, transition = make_walk("simple", nodes, edges, None, f"lollipop({nodes})")
+    return _finish(nodes, edges, transition, walk, f"lollipop({nodes})")
+
+
+def random_topology(nodes: int, seed: int):
+    return named_topology("random", nodes, seed=seed, edge_probability=0.3)
+
+
+class TracingComm:
+    """Delegates to a communicator and logs every method called on it.
+
+    ``Create_dist_graph_adjacent`` returns a traced graph communicator logging into the
+    same list, so a test sees every call the library makes, and on which communicator.
+    """
+
+    def __init__(self, comm, log, name="world"):
+        self._comm = comm
+        self._log = log
+        self._name = name
+
+    @property
+    def comm(self):
+        return self._comm
+
+    def __getattr__(self, attribute):
+        target = getattr(self._comm, attribute)
+        if not callable(target):
+            return target
+
+        def call(*args, **kwargs):
+            result = target(*args, **kwargs)
+            self._log.append((self._name, attribute, args))
+            if attribute == "Create_dist_graph_adjacent":
+                return TracingComm(result, self._log, "graph")
+            return result
+
+        return call
