@@ -64,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="overwrite an existing run in the output directory")
     train.add_argument("--quiet", action="store_true", help="no progress line")
 
+    compare = commands.add_parser("compare", help="under mpiexec: run several algorithms on "
+                                  "one configuration; table and running-MSE figure")
+    compare.add_argument("config", help="configuration file (TOML)")
+    compare.add_argument("--algorithms", default="pf,dpf,cpf,sgd,ekf,dekf,dsgd",
+                         help="comma-separated algorithms (default: all)")
+    compare.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
+    compare.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                         help="override a configuration key; repeatable")
+    compare.add_argument("--out", required=True, help="directory for all runs and the result")
+    compare.add_argument("--title", default="", help="title of the figure")
+    compare.add_argument("--force", action="store_true", help="overwrite existing runs")
+
     report = commands.add_parser("report", help="summarise a finished run")
     report.add_argument("run_dir", help="run directory with node-*.h5 files")
     report.add_argument("--json", action="store_true", help="print one JSON object")
@@ -89,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         if _launcher_rank() == 0:
             _print_error(str(error))
         return EXIT_INPUT_ERROR
-    if args.command == "train":
-        return train_command(args)
+    if args.command in ("train", "compare"):
+        return mpi_command(args)
     try:
         if args.command == "report":
             return report_command(args)
@@ -100,13 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT_ERROR
 
 
-def train_command(args) -> int:
-    """``mcdpf train``: every rank runs this; abort the job on an unexpected error."""
+def mpi_command(args) -> int:
+    """``mcdpf train`` and ``compare``: every rank runs this; abort on an unexpected error."""
     started = time.perf_counter()
     from mpi4py import MPI
 
     world = MPI.COMM_WORLD
     try:
+        if args.command == "compare":
+            return _compare(world, args)
         return _train(world, args, started)
     except Exception:
         rank = world.Get_rank()
@@ -119,22 +133,78 @@ def train_command(args) -> int:
         return 1
 
 
-def _train(comm, args, started: float) -> int:
+def _agreed_config(comm, args, extra_check=None):
+    """Load the configuration on every rank; ``None`` (error printed once) if any failed."""
+    from .comm import agree_on_error
     from .config import load_config
+
+    try:
+        config = load_config(args.config, args.set)
+        if extra_check is not None:
+            extra_check()
+        error = None
+    except InputError as problem:
+        config, error = None, str(problem)
+    error = agree_on_error(comm, error)
+    if error:
+        if comm.Get_rank() == 0:
+            _print_error(error)
+        return None
+    return config
+
+
+def _compare(comm, args) -> int:
+    from .compare import describe_run, parse_list, run_comparison, write_comparison
+    from .config import ALGORITHMS
+
+    algorithms, seeds = [], []
+
+    def check_lists():
+        algorithms.extend(parse_list(args.algorithms))
+        unknown = [a for a in algorithms if a not in ALGORITHMS]
+        if unknown or not algorithms:
+            raise InputError(f"--algorithms {args.algorithms}: unknown algorithm "
+                             f"'{unknown[0] if unknown else ''}'; choose from "
+                             f"{', '.join(ALGORITHMS)}")
+        try:
+            seeds.extend(parse_list(args.seeds, int))
+        except ValueError:
+            raise InputError(f"--seeds {args.seeds}: expected integers like 1,2,3") from None
+        if not seeds or min(seeds) < 0:
+            raise InputError(f"--seeds {args.seeds}: expected non-negative integers")
+
+    config = _agreed_config(comm, args, check_lists)
+    if config is None:
+        return EXIT_INPUT_ERROR
+    config = config.replace("run", progress_seconds=0.0)
+    rank = comm.Get_rank()
+
+    def report(algorithm, seed, result):
+        if rank == 0:
+            print(describe_run(algorithm, seed, result), file=sys.stderr, flush=True)
+
+    try:
+        run_comparison(comm, config, algorithms, seeds, Path(args.out), args.force, report)
+    except InputError as problem:
+        if rank == 0:
+            _print_error(str(problem))
+        return EXIT_INPUT_ERROR
+    if rank == 0:
+        from .compare import comparison_table
+
+        comparison = write_comparison(Path(args.out), algorithms, seeds, args.title)
+        print(comparison_table(comparison))
+        print(f"\nwritten: {Path(args.out) / 'comparison.md'}, comparison.json, "
+              "comparison.png")
+    return 0
+
+
+def _train(comm, args, started: float) -> int:
     from .driver import train
 
     rank = comm.Get_rank()
-    try:
-        config = load_config(args.config, args.set)
-        config_error = None
-    except InputError as problem:
-        config, config_error = None, str(problem)
-    from .comm import agree_on_error
-
-    config_error = agree_on_error(comm, config_error)
-    if config_error:
-        if rank == 0:
-            _print_error(config_error)
+    config = _agreed_config(comm, args)
+    if config is None:
         return EXIT_INPUT_ERROR
     try:
         result = train(comm, config, Path(args.out) if args.out else None, force=args.force,

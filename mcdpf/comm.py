@@ -77,6 +77,22 @@ class Neighbourhood:
             self.graph.Neighbor_allgather(vector, gathered)
         return gathered, self.degree * vector.nbytes
 
+    def allgatherv(self, vector: np.ndarray) -> tuple[list[np.ndarray], int]:
+        """Every neighbour's float64 vector, of any length each; bytes sent."""
+        vector = np.ascontiguousarray(vector, dtype=np.float64)
+        if self.degree == 0:
+            return [], 0
+        length = np.array([vector.size], dtype=np.int32)
+        lengths = np.empty(self.degree, dtype=np.int32)
+        self.graph.Neighbor_allgather(length, lengths)
+        received = np.empty(int(lengths.sum()), dtype=np.float64)
+        displacements = np.zeros(self.degree, dtype=np.int32)
+        np.cumsum(lengths[:-1], out=displacements[1:])
+        self.graph.Neighbor_allgatherv([vector, MPI.DOUBLE],
+                                       [received, (lengths, displacements), MPI.DOUBLE])
+        pieces = [received[d:d + n] for d, n in zip(displacements, lengths, strict=True)]
+        return pieces, self.degree * (COUNT_BYTES + vector.nbytes)
+
     def free(self) -> None:
         """Release the graph communicator and the record datatypes."""
         for datatype in self._record_types.values():

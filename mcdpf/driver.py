@@ -20,7 +20,13 @@ import numpy as np
 
 from . import __version__
 from . import comm as comm_layer
-from .algorithms import COMMUNICATING, LearnerContext, build_learner
+from .algorithms import (
+    COMMUNICATING,
+    NEEDS_ALL_STREAMS,
+    LearnerContext,
+    build_learner,
+    check_algorithm_inputs,
+)
 from .errors import InputError
 from .io import node_file_name, read_stream_file, write_node_file
 from .models import build_model
@@ -40,6 +46,8 @@ class NodeSetup:
     model: object
     out_dir: Path
     warnings: list[str] = field(default_factory=list)
+    node_streams: list | None = None
+    node_skipped: list | None = None
 
 
 def default_out_dir(config) -> Path:
@@ -77,6 +85,13 @@ def setup_node(config, nodes: int, node: int, out_dir: Path, force: bool) -> Nod
     check_out_dir(out_dir, force)
     stream, skipped = load_stream(config, nodes, node)
     model = build_model(config.model, stream.input_dim)
+    check_algorithm_inputs(config, model)
+    node_streams = node_skipped = None
+    if config.run.algorithm in NEEDS_ALL_STREAMS:
+        loaded = [(stream, skipped) if j == node else load_stream(config, nodes, j)
+                  for j in range(nodes)]
+        node_streams = [s.astype(model.dtype) for s, _ in loaded]
+        node_skipped = [mask for _, mask in loaded]
     if config.run.algorithm == "dpf" and config.filter.migration == "balanced" \
             and not np.allclose(topology.transition.sum(axis=0), 1.0):
         warnings = ["filter.migration = \"balanced\" on a walk that is not doubly "
@@ -85,7 +100,8 @@ def setup_node(config, nodes: int, node: int, out_dir: Path, force: bool) -> Nod
         warnings = []
     return NodeSetup(config=config, topology=topology, node=node,
                      stream=stream.astype(model.dtype), skipped=skipped, model=model,
-                     out_dir=out_dir, warnings=warnings + topology.warnings())
+                     out_dir=out_dir, warnings=warnings + topology.warnings(),
+                     node_streams=node_streams, node_skipped=node_skipped)
 
 
 def agree_setup(comm, setup: NodeSetup | None, error: str | None) -> tuple[str | None, int]:
@@ -182,7 +198,7 @@ class Progress:
 
 
 def train(comm, config, out_dir: Path | None = None, *, force: bool = False,
-          progress: bool = False, started: float | None = None) -> dict:
+          progress: bool = False, started: float | None = None, warn: bool = True) -> dict:
     """Train this rank's node: the library entry point behind ``mcdpf train``.
 
     Every rank of ``comm`` calls it with the same configuration. Bad inputs on any rank
@@ -200,7 +216,7 @@ def train(comm, config, out_dir: Path | None = None, *, force: bool = False,
     error, steps = agree_setup(comm, setup, error)
     if error:
         raise InputError(error)
-    if rank == 0:
+    if rank == 0 and warn:
         for warning in setup.warnings:
             print(f"mcdpf: warning: {warning}", file=sys.stderr, flush=True)
         if force:
@@ -220,7 +236,8 @@ def run_node(comm, setup: NodeSetup, steps: int, started: float,
     if config.run.algorithm in COMMUNICATING:
         neighbourhood = comm_layer.Neighbourhood(comm, setup.topology.neighbours(node))
     context = LearnerContext(config=config, model=setup.model, topology=setup.topology,
-                             node=node, neighbourhood=neighbourhood)
+                             node=node, neighbourhood=neighbourhood,
+                             node_streams=setup.node_streams, node_skipped=setup.node_skipped)
     learner = build_learner(config.run.algorithm, context)
     warm_up(setup.model.dtype)
     recorder = Recorder(steps, setup.model.n_params, config.run.record_estimates)

@@ -103,13 +103,16 @@ class ParticleFilter:
         Id source of this rank.
     """
 
-    def __init__(self, model, settings, streams, ids: IdSource):
+    def __init__(self, model, settings, streams, ids: IdSource, count: int | None = None,
+                 carry_copies: int = 1):
         self.model = model
         self.settings = settings
         self.streams = streams
         self.ids = ids
-        count = settings.particles
+        count = settings.particles if count is None else count
         theta, carry = model.initial_particles(count, streams["init"])
+        if carry_copies != 1:
+            carry = np.zeros((count, carry_copies * model.n_carry), dtype=model.dtype)
         self.particles = ParticleSet(theta=theta, carry=carry,
                                      log_weights=np.full(count, -np.log(count)),
                                      ids=ids.take(count))
@@ -350,3 +353,70 @@ class DistributedParticleFilter(ParticleFilter):
         self.last_walk_ids = walkers.ids
         return StepInfo(ess=ess, resampled=True, held=held, received=received, sent=sent,
                         bytes_sent=bytes_sent, degenerate=degenerate, empty_walk=empty_walk)
+
+
+class CentralizedParticleFilter(ParticleFilter):
+    """``cpf``: the centralized particle filter, an oracle that sees every node's data.
+
+    One filter (``filter.central_particles``, default ``N * K`` particles) whose weights
+    use the likelihood of all K nodes' labels at each step; each particle carries one LSTM
+    state per node stream. Every rank runs the same filter from the same random streams,
+    without communication, and reports the prediction of its own node's labels. It is the
+    reference that Theorem 1 says DPF converges to, not a deployable algorithm: a real
+    central node would have to receive every node's data.
+
+    Parameters
+    ----------
+    model, settings, streams, ids
+        As for :class:`ParticleFilter` (``streams`` must be the same on every rank).
+    node_streams, node_skipped
+        Every node's :class:`~mcdpf.streams.Stream` and skipped-step mask.
+    node
+        This rank's node.
+    """
+
+    def __init__(self, model, settings, streams, ids, node_streams, node_skipped, node: int):
+        nodes = len(node_streams)
+        count = settings.central_particles or settings.particles * nodes
+        super().__init__(model, settings, streams, ids, count=count, carry_copies=nodes)
+        self.node_streams = node_streams
+        self.node_skipped = node_skipped
+        self.node = node
+        self.step = 0
+        self._node_predictions = []
+
+    def predict(self, columns) -> float:
+        """Propagate and evaluate on every node's sequence; predict this node's label."""
+        particles = self.particles
+        self._state_noise = self.propagate()
+        width = self.model.n_carry
+        predictions, carries = [], []
+        for j, stream in enumerate(self.node_streams):
+            part = slice(j * width, (j + 1) * width)
+            carry = np.ascontiguousarray(particles.carry[:, part])
+            if self.node_skipped[j][self.step]:
+                predictions.append(None)
+                carries.append(carry)
+                continue
+            noise = np.ascontiguousarray(self._state_noise[:, part])
+            predicted, next_carry = self.model.evaluate(particles.theta, carry, noise,
+                                                        stream.sequence(self.step))
+            predictions.append(predicted)
+            carries.append(next_carry)
+        self._node_predictions = predictions
+        self._next_carry = np.concatenate(carries, axis=1) if width else particles.carry
+        self._predictions = predictions[self.node]
+        if columns is None or self._predictions is None:
+            return float("nan")
+        weights, _ = normalize_log_weights(particles.log_weights)
+        return float(weights @ self._predictions)
+
+    def local_log_likelihood(self, target) -> np.ndarray:
+        """Sum over all observing nodes of their labels' log-likelihoods."""
+        total = np.zeros(self.particles.size)
+        for j, predicted in enumerate(self._node_predictions):
+            if predicted is not None:
+                label = float(self.node_streams[j].targets[self.step])
+                total += gaussian_log_likelihood(label, predicted, self.settings.obs_noise)
+        self.step += 1
+        return total

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels import lstm_mean_states, lstm_parameter_count
+from .kernels import lstm_mean_states, lstm_parameter_count, lstm_prediction_gradient
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,19 @@ class LSTMModel:
         predictions = np.einsum("ij,ij->i", theta[:, -n:], y_bar, dtype=np.float64)
         return predictions, (state if self.carry_state else np.empty((count, 0), self.dtype))
 
+    def prediction_gradient(self, theta: np.ndarray, carry: np.ndarray,
+                            columns: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(d_hat, d d_hat / d theta, next carried state)`` of one parameter vector.
+
+        Back-propagation runs through the whole sequence; the carried state is an input
+        without gradient. Gradient in float64.
+        """
+        n = self.hidden
+        start = carry if self.carry_state else np.zeros(2 * n, dtype=self.dtype)
+        prediction, gradient, state = lstm_prediction_gradient(theta, columns, start, n)
+        next_carry = state if self.carry_state else np.empty(0, dtype=self.dtype)
+        return prediction, gradient.astype(np.float64, copy=False), next_carry
+
     def layout(self) -> str:
         """One-line description of the flat ``theta`` layout."""
         n, p = self.hidden, self.inputs
@@ -106,6 +119,11 @@ class LinearModel:
         mean_column = columns.mean(axis=0, dtype=np.float64)
         predictions = theta.astype(np.float64, copy=False) @ mean_column
         return predictions, carry
+
+    def prediction_gradient(self, theta, carry, columns):
+        """``(theta^T x_bar, x_bar, empty carried state)``."""
+        mean_column = columns.mean(axis=0, dtype=np.float64)
+        return float(theta.astype(np.float64) @ mean_column), mean_column, carry
 
     def layout(self) -> str:
         """One-line description of ``theta``."""

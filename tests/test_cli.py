@@ -184,3 +184,29 @@ def test_topology_command(tmp_path):
 def test_report_of_missing_run(tmp_path):
     result = run(mcdpf_command("report", tmp_path / "none"))
     assert result.returncode == 2 and "run directory not found" in result.stderr
+
+
+def test_compare_runs_every_algorithm_with_seeds(tmp_path, config_file):
+    config = config_file('[topology]\nname = "ring"\n[run]\nsteps = 30\n[data]\n'
+                         'source = "synthetic-lstm"\n[filter]\nparticles = 30\n')
+    out = tmp_path / "cmp"
+    algorithms = ["pf", "dpf", "cpf", "sgd", "ekf", "dekf", "dsgd"]
+    result = run_mpi(3, "compare", config, "--algorithms", ",".join(algorithms),
+                     "--seeds", "1,2", "--out", out)
+    assert result.returncode == 0, result.stderr
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert list(comparison["algorithms"]) == algorithms
+    assert comparison["n_nodes"] == 3 and comparison["seeds"] == [1, 2]
+    for name, row in comparison["algorithms"].items():
+        assert len(row["network_mse"]["values"]) == 2
+        assert len(row["running_mse"]) == 2 and len(row["running_mse"][0]) == 30
+        communicates = name in ("dpf", "dekf", "dsgd")
+        assert (row["bytes_per_step"]["mean"] > 0) == communicates, name
+        assert f"| {name} |" in result.stdout
+    for name in algorithms:
+        assert (out / name / "seed-2" / "node-0002.h5").is_file()
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "comparison.md").read_text().count("|") > 30
+    bad = run_mpi(2, "compare", config, "--algorithms", "pf,gd", "--out", out,
+                  timeout=ERROR_TIMEOUT)
+    assert_one_line_error(bad, "unknown algorithm 'gd'")

@@ -123,3 +123,44 @@ def test_low_variance_schemes_keep_deterministic_part():
         for _ in range(200):
             copies = np.bincount(kernels.resample(scheme, weights, 10, rng), minlength=3)
             assert np.all(copies >= np.floor(10 * weights))
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 4), p=st.integers(1, 4), length=st.integers(1, 7),
+       seed=st.integers(0, 2**31))
+def test_lstm_gradient_matches_finite_differences(n, p, length, seed):
+    """Central differences, step 1e-6: truncation and rounding errors stay below 1e-6
+    (absolute) for these O(1) values; the tolerance is 1e-5 + 1e-5 relative."""
+    rng = np.random.default_rng(seed)
+    size = kernels.lstm_parameter_count(n, p)
+    theta = rng.standard_normal(size)
+    columns = rng.standard_normal((length, p))
+    start = 0.5 * rng.standard_normal(2 * n)
+    prediction, gradient, state = kernels.lstm_prediction_gradient(theta, columns, start, n)
+    reference_state = naive.lstm_mean_states(theta[None], columns, start[None], n)[0]
+    np.testing.assert_allclose(state, reference_state, rtol=1e-12, atol=1e-12)
+    assert prediction == pytest.approx(theta[-n:] @ reference_state[n:], rel=1e-12, abs=1e-12)
+    step = 1e-6
+    numeric = np.empty(size)
+    for k in range(size):
+        shifted = theta.copy()
+        shifted[k] += step
+        up = kernels.lstm_prediction_gradient(shifted, columns, start, n)[0]
+        shifted[k] -= 2 * step
+        down = kernels.lstm_prediction_gradient(shifted, columns, start, n)[0]
+        numeric[k] = (up - down) / (2 * step)
+    np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-5)
+
+
+def test_lstm_gradient_float32_agrees_with_float64():
+    rng = np.random.default_rng(3)
+    theta = rng.standard_normal(kernels.lstm_parameter_count(3, 2))
+    columns = rng.standard_normal((5, 2))
+    start = np.zeros(6)
+    p64, g64, _ = kernels.lstm_prediction_gradient(theta, columns, start, 3)
+    p32, g32, _ = kernels.lstm_prediction_gradient(theta.astype(np.float32),
+                                                   columns.astype(np.float32),
+                                                   start.astype(np.float32), 3)
+    assert g32.dtype == np.float32
+    assert p32 == pytest.approx(p64, abs=1e-5)
+    np.testing.assert_allclose(g32, g64, atol=1e-4)

@@ -104,3 +104,53 @@ def test_dpf_on_a_single_node_reduces_to_pf(tmp_path):
     dpf = run_once(tmp_path, "dpf", config_for(tmp_path, "dpf", "filter.walk_steps=3"))
     np.testing.assert_allclose(dpf["datasets"]["prediction"], pf["prediction"], rtol=1e-9)
     assert dpf["datasets"]["bytes_sent"].sum() == 0
+
+
+def test_cpf_on_a_single_node_equals_pf(tmp_path):
+    pf = run_once(tmp_path, "pf", config_for(tmp_path, "pf", "run.seed=4"))["datasets"]
+    cpf = run_once(tmp_path, "cpf", config_for(tmp_path, "cpf", "run.seed=4"))["datasets"]
+    for key in ("prediction", "theta_mean", "ess"):
+        np.testing.assert_array_equal(cpf[key], pf[key])
+
+
+def test_ekf_on_the_linear_model_is_the_kalman_filter(tmp_path):
+    from mcdpf.kalman import kalman_filter
+    from mcdpf.streams import node_stream
+
+    config = config_for(tmp_path, "ekf", "model.kind=linear", "model.init_std=0.8",
+                        "filter.state_noise=0.001", "filter.obs_noise=0.02",
+                        "run.record_estimates=true",
+                        source="linear-gaussian", steps=120)
+    estimates = run_once(tmp_path, "ekf", config)["datasets"]["theta_estimates"]
+    stream = node_stream(config.data, 120, 1, 0)
+    means, _ = kalman_filter([stream], 0.001, 0.02, 0.8 ** 2)
+    np.testing.assert_allclose(estimates, means, rtol=1e-9, atol=1e-12)
+
+
+def test_sgd_step_is_the_exact_gradient_step(tmp_path):
+    """One SGD step on an LSTM moves theta by mu (d - d_hat) grad d_hat, with the gradient
+    checked against finite differences of the model's own prediction."""
+    from mcdpf.baselines import OnlineSGD
+    from mcdpf.models import build_model
+
+    config = config_for(tmp_path, "sgd")
+    model = build_model(config.model, 2)
+    learner = OnlineSGD(model, np.random.default_rng(0), learning_rate=0.05)
+    columns = np.random.default_rng(1).standard_normal((4, 2))
+    before = learner.estimate.copy()
+    prediction = learner.predict(columns)
+    learner.update(0.7)
+    step = 1e-6
+    numeric = np.array([(model.prediction_gradient(before + step * e, np.zeros(4), columns)[0]
+                         - model.prediction_gradient(before - step * e, np.zeros(4), columns)[0])
+                        / (2 * step) for e in np.eye(before.size)])
+    np.testing.assert_allclose(learner.estimate - before, 0.05 * (0.7 - prediction) * numeric,
+                               rtol=1e-5, atol=1e-9)
+
+
+def test_ekf_refuses_a_covariance_beyond_the_memory_limit(tmp_path):
+    from mcdpf.errors import InputError
+
+    config = config_for(tmp_path, "ekf", "model.n=64", "ekf.max_memory_gb=0.1")
+    with pytest.raises(InputError, match="covariance needs .* GB"):
+        run_once(tmp_path, "big", config)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .gradient import lstm_prediction_gradient_kernel
 from .lstm import lstm_mean_states_kernel
 from .resampling import KERNELS as RESAMPLING_KERNELS
 from .resampling import uniforms_needed
@@ -56,6 +57,33 @@ def lstm_mean_states(theta: np.ndarray, columns: np.ndarray, start: np.ndarray, 
     return out
 
 
+def lstm_prediction_gradient(theta: np.ndarray, columns: np.ndarray, start: np.ndarray,
+                             hidden: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(d_hat, d d_hat / d theta, [c_bar, y_bar])`` of one parameter vector on a sequence.
+
+    ``theta`` (P,), ``columns`` (m, p) with m >= 1, ``start`` (2n,); one float dtype.
+    """
+    dtype = theta.dtype
+    inputs = columns.shape[1]
+    if dtype not in FLOAT_TYPES:
+        raise TypeError(f"theta dtype {dtype} is not float64 or float32")
+    if theta.shape != (lstm_parameter_count(hidden, inputs),):
+        raise ValueError(f"theta has shape {theta.shape}, expected "
+                         f"({lstm_parameter_count(hidden, inputs)},)")
+    if columns.shape[0] < 1:
+        raise ValueError("a sequence needs at least one column")
+    if start.shape != (2 * hidden,):
+        raise ValueError(f"start has shape {start.shape}, expected ({2 * hidden},)")
+    for name, array in (("theta", theta), ("columns", columns), ("start", start)):
+        if array.dtype != dtype or not array.flags.c_contiguous:
+            raise TypeError(f"{name} must be C-contiguous {dtype}")
+    gradient = np.empty_like(theta)
+    mean_state = np.empty(2 * hidden, dtype=dtype)
+    prediction = lstm_prediction_gradient_kernel(theta, columns, start, hidden, gradient,
+                                                 mean_state)
+    return float(prediction), gradient, mean_state
+
+
 def normalize_log_weights(log_weights: np.ndarray,
                           weights: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Normalised weights and ``logsumexp(log_weights)`` (``-inf``: degenerate, uniform)."""
@@ -89,6 +117,8 @@ def warm_up(dtype) -> None:
     dtype = np.dtype(dtype)
     theta = np.zeros((1, lstm_parameter_count(1, 1)), dtype=dtype)
     lstm_mean_states(theta, np.zeros((1, 1), dtype=dtype), np.zeros((1, 2), dtype=dtype), 1)
+    lstm_prediction_gradient(theta[0], np.zeros((1, 1), dtype=dtype), np.zeros(2, dtype=dtype),
+                             1)
     weights, _ = normalize_log_weights(np.zeros(2))
     effective_sample_size(weights)
     rng = np.random.default_rng(0)

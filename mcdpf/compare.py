@@ -1,0 +1,154 @@
+"""Compare algorithms on one configuration: one table, one running-MSE figure.
+
+``mpiexec -n K mcdpf compare CONFIG --algorithms pf,dpf,... [--seeds 1,2,3] --out DIR``
+runs every algorithm for every seed on the same streams, in the same MPI job, each into
+``DIR/<algorithm>/seed-<s>/`` (the usual per-rank outputs). The first rank then writes
+
+- ``DIR/comparison.json``: per algorithm the network MSE, final MSE, bytes per step and
+  steps per second, as mean and standard deviation over seeds, plus the network-mean
+  running-MSE curve of every seed;
+- ``DIR/comparison.md``: the same as a Markdown table;
+- ``DIR/comparison.png``: running MSE against time, one curve per algorithm (the mean over
+  seeds, with the seeds' range shaded) — the form of the papers' Fig. 2 and 3.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .report import running_mse, summarize, to_json
+
+STYLE = {"dpf": ("tab:red", "-"), "cpf": ("black", "--"), "pf": ("tab:orange", "-"),
+         "sgd": ("tab:blue", "-"), "ekf": ("tab:green", "-"), "dekf": ("tab:olive", "-"),
+         "dsgd": ("tab:purple", "-")}
+LABELS = {"dpf": "DPF (MCDPF)", "cpf": "centralized PF (oracle)", "pf": "PF, no communication",
+          "sgd": "SGD", "ekf": "EKF", "dekf": "diffusion EKF", "dsgd": "diffusion SGD"}
+
+
+def run_directory(out_dir: Path, algorithm: str, seed: int) -> Path:
+    """Where one algorithm's run for one seed goes."""
+    return Path(out_dir) / algorithm / f"seed-{seed}"
+
+
+def run_comparison(comm, config, algorithms: list[str], seeds: list[int], out_dir: Path,
+                   force: bool = False, report=None) -> None:
+    """Train every algorithm for every seed (all ranks call this)."""
+    from .driver import train
+
+    first = True
+    for seed in seeds:
+        for algorithm in algorithms:
+            variant = config.replace("run", algorithm=algorithm, seed=seed)
+            target = run_directory(out_dir, algorithm, seed)
+            result = train(comm, variant, target, force=force, warn=first)
+            first = False
+            if report is not None:
+                report(algorithm, seed, result)
+
+
+def _network_curve(run_dir: Path) -> np.ndarray:
+    from .io import read_run
+
+    curves = [running_mse(r.datasets["squared_error"]) for r in read_run(run_dir)]
+    return np.nanmean(np.vstack(curves), axis=0)
+
+
+def _spread(values) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    return {"mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if values.size > 1 else 0.0,
+            "values": values.tolist()}
+
+
+def summarize_comparison(out_dir: Path, algorithms: list[str], seeds: list[int]) -> dict:
+    """Collect every run of a comparison into one dictionary."""
+    results = {}
+    for algorithm in algorithms:
+        summaries = [summarize(run_directory(out_dir, algorithm, s)) for s in seeds]
+        curves = [_network_curve(run_directory(out_dir, algorithm, s)) for s in seeds]
+        results[algorithm] = {
+            "network_mse": _spread([s["network_mse"] for s in summaries]),
+            "network_final_mse": _spread([s["network_final_mse"] for s in summaries]),
+            "bytes_per_step": _spread([s["bytes_per_step"] for s in summaries]),
+            "steps_per_second": _spread([s["steps_per_second"] for s in summaries]),
+            "running_mse": [c.tolist() for c in curves],
+        }
+    first = summarize(run_directory(out_dir, algorithms[0], seeds[0]))
+    return {"n_nodes": first["n_nodes"], "steps": first["steps"], "seeds": list(seeds),
+            "algorithms": results}
+
+
+def _cell(spread: dict, fmt: str) -> str:
+    if len(spread["values"]) > 1:
+        return f"{format(spread['mean'], fmt)} ± {format(spread['std'], fmt)}"
+    return format(spread["mean"], fmt)
+
+
+def comparison_table(comparison: dict) -> str:
+    """Markdown table: one row per algorithm."""
+    seeds = len(comparison["seeds"])
+    lines = [f"{comparison['n_nodes']} nodes, {comparison['steps']} steps, "
+             f"{seeds} seed{'s' if seeds > 1 else ''} (mean ± std over seeds)", "",
+             "| algorithm | network MSE | final-10% MSE | bytes/step (network) | steps/s |",
+             "| --- | --- | --- | --- | --- |"]
+    for algorithm, row in comparison["algorithms"].items():
+        lines.append(f"| {algorithm} | {_cell(row['network_mse'], '.4g')} | "
+                     f"{_cell(row['network_final_mse'], '.4g')} | "
+                     f"{row['bytes_per_step']['mean']:.0f} | "
+                     f"{row['steps_per_second']['mean']:.0f} |")
+    return "\n".join(lines)
+
+
+def plot_comparison(comparison: dict, path, title: str = "") -> None:
+    """Running MSE against time, one curve per algorithm (mean over seeds, range shaded)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for algorithm, row in comparison["algorithms"].items():
+        curves = np.array(row["running_mse"])
+        steps = np.arange(1, curves.shape[1] + 1)
+        color, style = STYLE.get(algorithm, (None, "-"))
+        axis.plot(steps, curves.mean(axis=0), color=color, ls=style, lw=1.6,
+                  label=LABELS.get(algorithm, algorithm))
+        if curves.shape[0] > 1:
+            axis.fill_between(steps, curves.min(axis=0), curves.max(axis=0), color=color,
+                              alpha=0.15, lw=0)
+    axis.set_xlabel("time step t")
+    axis.set_ylabel("running MSE (network mean)")
+    axis.set_yscale("log")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8)
+    if title:
+        axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def write_comparison(out_dir: Path, algorithms, seeds, title: str = "") -> dict:
+    """Summarise a finished comparison into JSON, Markdown and PNG; return it."""
+    out_dir = Path(out_dir)
+    comparison = summarize_comparison(out_dir, algorithms, seeds)
+    (out_dir / "comparison.json").write_text(to_json(comparison))
+    (out_dir / "comparison.md").write_text(comparison_table(comparison) + "\n")
+    plot_comparison(comparison, out_dir / "comparison.png", title)
+    return comparison
+
+
+def parse_list(text: str, kind=str) -> list:
+    """``"a,b,c"`` -> list, empty items dropped."""
+    return [kind(item.strip()) for item in text.split(",") if item.strip()]
+
+
+def describe_run(algorithm: str, seed: int, result: dict) -> str:
+    """One progress line per finished run."""
+    errors = result["datasets"]["squared_error"]
+    mse = float(np.nanmean(errors)) if np.any(np.isfinite(errors)) else math.nan
+    return (f"mcdpf compare: {algorithm} seed {seed}: node-0 MSE {mse:.5g} in "
+            f"{result['attributes']['loop_seconds']:.2f} s")
