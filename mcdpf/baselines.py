@@ -74,6 +74,15 @@ class GradientLearner:
         self._gradient = None
         self._next_carry = None
 
+    def state(self) -> dict:
+        """Estimate and carried state."""
+        return {"estimate": self.estimate, "carry": self.carry}
+
+    def restore(self, state: dict) -> None:
+        """Continue from :meth:`state`."""
+        self.estimate = state["estimate"]
+        self.carry = state["carry"]
+
     def predict(self, columns: np.ndarray | None) -> float:
         """Prediction and Jacobian at the current estimate on this node's sequence."""
         self._columns = columns
@@ -122,6 +131,15 @@ class ExtendedKalmanFilter(GradientLearner):
         self.obs_noise = obs_noise
         self.covariance = initial_variance * np.eye(model.n_params)
 
+    def state(self) -> dict:
+        """Estimate, carried state and covariance."""
+        return {**super().state(), "covariance": self.covariance}
+
+    def restore(self, state: dict) -> None:
+        """Continue from :meth:`state`."""
+        super().restore(state)
+        self.covariance = state["covariance"]
+
     def predict(self, columns):
         """Time update ``P += q I``, then predict at the current estimate."""
         self.covariance[np.diag_indices_from(self.covariance)] += self.state_noise
@@ -145,30 +163,43 @@ class ExtendedKalmanFilter(GradientLearner):
         return StepInfo(bytes_sent=0, **NO_PARTICLES)
 
 
-class DiffusionSGD(OnlineSGD):
+class Diffusion:
+    """Mixin: neighbour-only combination with Metropolis weights of the current graph."""
+
+    def rewire(self, topology, neighbourhood) -> None:
+        """Combine over a (new) topology."""
+        self.neighbourhood = neighbourhood
+        self.self_weight, self.neighbour_weights = metropolis_row(topology, self.node)
+
+    def combine(self, intermediate: np.ndarray) -> int:
+        """``estimate = c_kk psi_k + sum_l c_lk psi_l``; returns the bytes sent."""
+        gathered, sent = self.neighbourhood.allgather(intermediate)
+        self.estimate = self.self_weight * intermediate + self.neighbour_weights @ gathered
+        return sent
+
+
+class DiffusionSGD(Diffusion, OnlineSGD):
     """``dsgd``: adapt (local SGD step), then combine neighbours' adapted estimates."""
 
     def __init__(self, model, rng, learning_rate, topology, neighbourhood, node):
         super().__init__(model, rng, learning_rate)
-        self.neighbourhood = neighbourhood
-        self.self_weight, self.neighbour_weights = metropolis_row(topology, node)
+        self.node = node
+        self.rewire(topology, neighbourhood)
 
     def update(self, target) -> StepInfo:
         """Adapt, exchange, combine."""
-        adapted = self.adapt(target)
-        gathered, sent = self.neighbourhood.allgather(adapted)
-        self.estimate = self.self_weight * adapted + self.neighbour_weights @ gathered
+        sent = self.combine(self.adapt(target))
         return StepInfo(bytes_sent=sent, **NO_PARTICLES)
 
 
-class DiffusionEKF(ExtendedKalmanFilter):
+class DiffusionEKF(Diffusion, ExtendedKalmanFilter):
     """``dekf``: incremental update with the neighbourhood's measurements, then combine."""
 
     def __init__(self, model, rng, state_noise, obs_noise, initial_variance, topology,
                  neighbourhood, node):
         super().__init__(model, rng, state_noise, obs_noise, initial_variance)
-        self.neighbourhood = neighbourhood
-        self.self_weight, self.neighbour_weights = metropolis_row(topology, node)
+        self.node = node
+        self.rewire(topology, neighbourhood)
 
     def pack_measurement(self, target) -> np.ndarray:
         """``[observed, d, starting state..., columns...]`` of this node's step (float64).
@@ -206,6 +237,5 @@ class DiffusionEKF(ExtendedKalmanFilter):
                 intermediate.astype(self.model.dtype), carry, columns)
             intermediate = self.measurement_update(intermediate, self.covariance, label,
                                                    prediction, jacobian)
-        gathered, estimate_bytes = self.neighbourhood.allgather(intermediate)
-        self.estimate = self.self_weight * intermediate + self.neighbour_weights @ gathered
+        estimate_bytes = self.combine(intermediate)
         return StepInfo(bytes_sent=measurement_bytes + estimate_bytes, **NO_PARTICLES)

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (default: run.out, else runs/<config>)")
     train.add_argument("--force", action="store_true",
                        help="overwrite an existing run in the output directory")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue RUN_DIR from the newest checkpoint every rank has "
+                       "(same configuration and rank count)")
     train.add_argument("--quiet", action="store_true", help="no progress line")
 
     compare = commands.add_parser("compare", help="under mpiexec: run several algorithms on "
@@ -117,11 +120,20 @@ def mpi_command(args) -> int:
     started = time.perf_counter()
     from mpi4py import MPI
 
+    from .driver import InjectedFault
+
     world = MPI.COMM_WORLD
     try:
         if args.command == "compare":
             return _compare(world, args)
         return _train(world, args, started)
+    except InjectedFault as fault:
+        print(f"mcdpf: rank {world.Get_rank()}: {fault}; aborting the job", file=sys.stderr,
+              flush=True)
+        from .comm import abort
+
+        abort(world, 1)
+        return 1
     except Exception:
         rank = world.Get_rank()
         details = traceback.format_exc()
@@ -206,9 +218,14 @@ def _train(comm, args, started: float) -> int:
     config = _agreed_config(comm, args)
     if config is None:
         return EXIT_INPUT_ERROR
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        if rank == 0:
+            _print_error("--resume RUN_DIR continues in RUN_DIR; drop --out")
+        return EXIT_INPUT_ERROR
+    out_dir = args.resume or args.out
     try:
-        result = train(comm, config, Path(args.out) if args.out else None, force=args.force,
-                       progress=not args.quiet, started=started)
+        result = train(comm, config, Path(out_dir) if out_dir else None, force=args.force,
+                       resume=bool(args.resume), progress=not args.quiet, started=started)
     except InputError as problem:
         if rank == 0:
             _print_error(str(problem))

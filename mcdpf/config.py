@@ -166,8 +166,13 @@ class EKFConfig:
 class FaultsConfig:
     """``[faults]``: fault injection for resilience experiments."""
 
-    drop: list = _key(None, "[[node, step], ...]: the node leaves the network at that step",
-                      "pairs", optional=True)
+    drop: list = _key(None, "[[node, step], ...]: the node leaves the network at that step "
+                      "(its neighbours rebuild the walk on the remaining graph)", "pairs",
+                      optional=True)
+    crash: list = _key(None, "[[node, step], ...]: the node raises an error at that step "
+                       "(tests the abort path)", "pairs", optional=True)
+    kill: list = _key(None, "[[node, step], ...]: the node's process kills itself (SIGKILL) "
+                      "at that step (tests abort and resume)", "pairs", optional=True)
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,23 @@ class ParticleFilter:
         self._next_carry = None
         self._state_noise = None
 
+    def state(self) -> dict:
+        """Everything needed to continue bit-identically: arrays, counters, RNG states."""
+        particles = self.particles
+        return {"theta": particles.theta, "carry": particles.carry,
+                "log_weights": particles.log_weights, "ids": particles.ids,
+                "estimate": self.estimate, "id_serial": self.ids.serial,
+                "rng": {name: g.bit_generator.state for name, g in self.streams.items()}}
+
+    def restore(self, state: dict) -> None:
+        """Continue from :meth:`state` (as read back from a checkpoint)."""
+        self.particles = ParticleSet(theta=state["theta"], carry=state["carry"],
+                                     log_weights=state["log_weights"], ids=state["ids"])
+        self.estimate = state["estimate"]
+        self.ids.serial = int(state["id_serial"])
+        for name, generator in self.streams.items():
+            generator.bit_generator.state = state["rng"][name]
+
     def propagate(self) -> np.ndarray:
         """Add ``N(0, q I)`` to every ``theta``; return the state noise (N, n_carry)."""
         particles = self.particles
@@ -258,18 +275,31 @@ class DistributedParticleFilter(ParticleFilter):
 
     def __init__(self, model, settings, streams, ids, topology, neighbourhood, node: int):
         super().__init__(model, settings, streams, ids)
-        self.neighbourhood = neighbourhood
         self.node = node
         self.walk_steps = settings.walk_steps
-        stationary = topology.stationary_distribution[node]
-        self.visit_exponent = 1.0 / (self.walk_steps * stationary)
+        self.rewire(topology, neighbourhood)
+        self.record_dtype = particle_record_dtype(model)
+        self.empty_walks = 0
+        self.last_walk_ids = np.empty(0, dtype=np.int64)
+
+    def rewire(self, topology, neighbourhood) -> None:
+        """Walk on a (new) topology: move probabilities, exponent ``1 / (s pi_j)``."""
+        node = self.node
+        self.neighbourhood = neighbourhood
+        self.visit_exponent = 1.0 / (self.walk_steps * topology.stationary_distribution[node])
         row = topology.transition[node]
         neighbours = topology.neighbours(node)
         self.move_probabilities = np.array([row[node]] + [row[j] for j in neighbours])
         self.move_cumulative = np.cumsum(self.move_probabilities)
-        self.record_dtype = particle_record_dtype(model)
-        self.empty_walks = 0
-        self.last_walk_ids = np.empty(0, dtype=np.int64)
+
+    def state(self) -> dict:
+        """Particle filter state plus the empty-walk count."""
+        return {**super().state(), "empty_walks": self.empty_walks}
+
+    def restore(self, state: dict) -> None:
+        """Continue from :meth:`state`."""
+        super().restore(state)
+        self.empty_walks = int(state["empty_walks"])
 
     def destinations(self, count: int) -> np.ndarray:
         """Next position of each held particle: 0 stays, ``i`` goes to neighbour ``i-1``."""
@@ -384,6 +414,15 @@ class CentralizedParticleFilter(ParticleFilter):
         self.node = node
         self.step = 0
         self._node_predictions = []
+
+    def state(self) -> dict:
+        """Particle filter state plus the step counter."""
+        return {**super().state(), "step": self.step}
+
+    def restore(self, state: dict) -> None:
+        """Continue from :meth:`state`."""
+        super().restore(state)
+        self.step = int(state["step"])
 
     def predict(self, columns) -> float:
         """Propagate and evaluate on every node's sequence; predict this node's label."""

@@ -65,6 +65,7 @@ class Topology:
     transition: np.ndarray
     walk: str
     source: str
+    removed: frozenset = frozenset()
 
     def neighbours(self, node: int) -> list[int]:
         """Sorted graph neighbours of ``node`` (never ``node`` itself)."""
@@ -83,15 +84,27 @@ class Topology:
         """Node degrees ``eta_j``."""
         return np.array([len(a) for a in self._adjacency], dtype=np.int64)
 
+    @property
+    def active(self) -> list[int]:
+        """Nodes still in the network (all but ``removed``)."""
+        return [k for k in range(self.nodes) if k not in self.removed]
+
+    @property
+    def _active_transition(self) -> np.ndarray:
+        active = self.active
+        return self.transition[np.ix_(active, active)]
+
     @cached_property
     def stationary_distribution(self) -> np.ndarray:
-        """``pi`` with ``pi A = pi`` and ``sum(pi) = 1`` (float64, K)."""
-        return stationary_distribution(self.transition)
+        """``pi A = pi``, ``sum(pi) = 1`` (float64, K; 0 on removed nodes)."""
+        pi = np.zeros(self.nodes)
+        pi[self.active] = stationary_distribution(self._active_transition)
+        return pi
 
     @cached_property
     def eigenvalue_moduli(self) -> np.ndarray:
-        """Moduli of the eigenvalues of ``A``, largest first."""
-        return np.sort(np.abs(np.linalg.eigvals(self.transition)))[::-1]
+        """Moduli of the eigenvalues of ``A`` (on the active nodes), largest first."""
+        return np.sort(np.abs(np.linalg.eigvals(self._active_transition)))[::-1]
 
     @property
     def slem(self) -> float:
@@ -101,8 +114,50 @@ class Topology:
 
     @cached_property
     def period(self) -> int:
-        """Period of the walk's support graph (1: aperiodic)."""
-        return walk_period(self.transition)
+        """Period of the walk's support graph on the active nodes (1: aperiodic)."""
+        return walk_period(self._active_transition)
+
+    def without(self, removed) -> Topology:
+        """The network after ``removed`` nodes leave: their edges go, the walk is rebuilt.
+
+        Node indices are kept; removed nodes are isolated and stay put. A ``metropolis``
+        walk is rebuilt on the remaining graph; ``simple``, ``lazy`` (its base) and
+        ``matrix`` walks keep their entries among the remaining nodes, rows renormalised
+        (for the simple walk that is the simple walk of the remaining graph). Raises
+        :class:`InputError` if the remaining graph is disconnected or the walk reducible.
+        """
+        removed = frozenset(removed) | self.removed
+        active = [k for k in range(self.nodes) if k not in removed]
+        label = f"{self.source} without node{'s' if len(removed) > 1 else ''} " + \
+            ", ".join(map(str, sorted(removed)))
+        if not active:
+            raise InputError(f"{label}: no node is left")
+        index = {node: i for i, node in enumerate(active)}
+        edges = tuple((i, j) for i, j in self.edges if i in index and j in index)
+        if not _connected(len(active), [(index[i], index[j]) for i, j in edges]):
+            raise InputError(f"{label}: the remaining graph is disconnected")
+        if self.walk == "metropolis":
+            sub = metropolis_walk(len(active), [(index[i], index[j]) for i, j in edges])
+        else:
+            # simple, matrix, and the base B of lazy = (I + B) / 2: keep the remaining
+            # entries and renormalise each row (for the simple walk this is the simple walk
+            # of the remaining graph).
+            base = self.transition
+            if self.walk == "lazy":
+                base = 2.0 * base - np.eye(self.nodes)
+            sub = base[np.ix_(active, active)]
+            sums = sub.sum(axis=1)
+            sub = np.where(sums[:, None] > 0, sub / np.where(sums > 0, sums, 1)[:, None],
+                           np.eye(len(active)))
+            if self.walk == "lazy":
+                sub = 0.5 * (np.eye(len(active)) + sub)
+        if not _strongly_connected(sub):
+            raise InputError(f"{label}: the remaining walk is not irreducible")
+        transition = np.eye(self.nodes)
+        transition[np.ix_(active, active)] = sub
+        transition.setflags(write=False)
+        return Topology(nodes=self.nodes, edges=edges, transition=transition, walk=self.walk,
+                        source=label, removed=removed)
 
     def warnings(self) -> list[str]:
         """Human-readable warnings about this topology's walk."""

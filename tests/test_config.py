@@ -100,7 +100,7 @@ def test_reference_table_lists_every_key():
 
 
 def test_readme_configuration_table_is_current(repo):
-    text = (repo / "README.md").read_text()
-    start = text.index("<!-- config-reference:start -->") + len("<!-- config-reference:start -->")
-    end = text.index("<!-- config-reference:end -->")
-    assert text[start:end].strip() == reference_table().strip()
+    from sync_readme import readme_table
+
+    assert readme_table((repo / "README.md").read_text()) == reference_table().strip(), \
+        "run: python tests/sync_readme.py"
