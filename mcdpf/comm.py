@@ -116,6 +116,21 @@ def agree_on_error(comm, message: str | None) -> str | None:
     return None
 
 
+def process_table(comm) -> list[dict]:
+    """Set-up collective: ``[{rank, host, pid}, ...]`` of every rank, on every rank."""
+    import os
+    import socket
+
+    host = socket.gethostname().encode("utf-8")[:ERROR_MESSAGE_BYTES - 8]
+    mine = np.zeros(ERROR_MESSAGE_BYTES, dtype=np.uint8)
+    mine[:8] = np.frombuffer(np.int64(os.getpid()).tobytes(), dtype=np.uint8)
+    mine[8:8 + len(host)] = np.frombuffer(host, dtype=np.uint8)
+    everyone = np.empty((comm.Get_size(), mine.size), dtype=np.uint8)
+    comm.Allgather(mine, everyone)
+    return [{"rank": rank, "host": bytes(row[8:]).rstrip(b"\0").decode("utf-8", "replace"),
+             "pid": int(row[:8].view(np.int64)[0])} for rank, row in enumerate(everyone)]
+
+
 def agree_min(comm, value: int) -> int:
     """Set-up collective: the minimum of an integer over all ranks."""
     mine = np.array([value], dtype=np.int64)

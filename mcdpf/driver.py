@@ -194,12 +194,32 @@ def different_keys(saved: dict, current: dict) -> list[str]:
     return changes
 
 
+def checkpoints_to_keep(setup: NodeSetup) -> int:
+    """How many checkpoints a rank keeps so that one step is common to every rank.
+
+    Ranks of a communicating algorithm drift apart by at most about the graph diameter in
+    time steps (each neighbour exchange holds a node to its neighbours' pace), so the
+    newest checkpoint of the slowest rank is within ``diameter + 1 + every`` steps of the
+    fastest rank's. Independent algorithms resume every rank from its own newest.
+    """
+    if setup.config.run.algorithm not in COMMUNICATING:
+        return 2
+    every = setup.config.run.checkpoint_every
+    return 2 + -(-(setup.topology.diameter + 1) // max(every, 1))
+
+
 def agree_resume(comm, setup: NodeSetup, steps: int) -> tuple[str | None, int, tuple | None]:
-    """Set-up collectives for ``--resume``: the newest checkpoint every rank has, checked."""
+    """Set-up collectives for ``--resume``: the checkpoint to continue from, checked.
+
+    Communicating algorithms continue from the newest step that every rank has; ranks of
+    an algorithm without communication are independent and continue from their own newest.
+    """
     mine = checkpoint_steps(setup.out_dir, setup.node)
-    newest = comm_layer.agree_min(comm, mine[-1] if mine else -1)
+    own = mine[-1] if mine else -1
+    common = comm_layer.agree_min(comm, own)
+    newest = common if setup.config.run.algorithm in COMMUNICATING else own
     problem, loaded = None, None
-    if newest < 0:
+    if common < 0:
         problem = (f"{setup.out_dir}: no checkpoint that every rank has (set "
                    "run.checkpoint_every to write them)")
     elif newest not in mine:
@@ -253,12 +273,16 @@ def train(comm, config, out_dir: Path | None = None, *, force: bool = False,
         error, _, checkpoint = agree_resume(comm, setup, steps)
         if error:
             raise InputError(error)
-    if rank == 0 and warn:
-        for warning in setup.warnings:
-            print(f"mcdpf: warning: {warning}", file=sys.stderr, flush=True)
+    processes = comm_layer.process_table(comm)
+    if rank == 0:
+        if warn:
+            for warning in setup.warnings:
+                print(f"mcdpf: warning: {warning}", file=sys.stderr, flush=True)
         if force and not resume:
             for stale in out_dir.glob("node-*.h5"):
                 stale.unlink()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "processes.json").write_text(json.dumps(processes, indent=1) + "\n")
     return run_node(comm, setup, steps, started, progress and rank == 0, checkpoint)
 
 
@@ -385,7 +409,8 @@ def inject_faults(faults, node: int, step: int) -> None:
     if [node, step] in (faults.crash or []):
         raise InjectedFault(f"faults.crash: injected failure of node {node} at step {step}")
     if [node, step] in (faults.kill or []):
-        sys.stderr.flush()
+        print(f"mcdpf: rank {node}: faults.kill: killing this process (SIGKILL) at step "
+              f"{step}", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -437,7 +462,8 @@ def run_node(comm, setup: NodeSetup, steps: int, started: float, progress_enable
             elapsed = previous_loop_seconds + time.perf_counter() - loop_start
             write_checkpoint(setup.out_dir, node, t + 1, learner.state(), recorder.data,
                              {"config": config.to_json(), "n_nodes": setup.topology.nodes,
-                              "loop_seconds": elapsed, "mcdpf_version": __version__})
+                              "loop_seconds": elapsed, "mcdpf_version": __version__},
+                             keep=checkpoints_to_keep(setup))
     loop_seconds = previous_loop_seconds + time.perf_counter() - loop_start
     network.close()
     return write_outputs(setup, steps, recorder, learner, loop_seconds, startup_seconds)

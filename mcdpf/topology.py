@@ -79,6 +79,22 @@ class Topology:
             adjacency[j].append(i)
         return [sorted(a) for a in adjacency]
 
+    @cached_property
+    def diameter(self) -> int:
+        """Longest shortest path between active nodes (hops)."""
+        longest = 0
+        for source in self.active:
+            distance = {source: 0}
+            queue = deque([source])
+            while queue:
+                u = queue.popleft()
+                for v in self._adjacency[u]:
+                    if v not in distance:
+                        distance[v] = distance[u] + 1
+                        queue.append(v)
+            longest = max(longest, max(distance.values()))
+        return longest
+
     @property
     def degrees(self) -> np.ndarray:
         """Node degrees ``eta_j``."""
@@ -181,6 +197,7 @@ class Topology:
             "period": self.period,
             "periodic": self.period > 1,
             "regular": bool(np.all(self.degrees == self.degrees[0])),
+            "diameter": self.diameter,
         }
 
     def to_toml(self) -> str:

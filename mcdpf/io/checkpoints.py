@@ -6,8 +6,8 @@ generator states (JSON, never pickle), the records of the steps done so far, and
 resolved configuration. It is written to a temporary name, flushed, fsynced and renamed,
 so a file under its final name is always complete (it also carries ``complete = 1``);
 a kill mid-write leaves only a ``.tmp`` file that resume ignores. Each rank keeps its
-newest :data:`KEEP` checkpoints, so the newest step that every rank has is always among
-them.
+newest ``keep`` checkpoints; the driver chooses ``keep`` so that the newest step every
+rank has is always among them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import numpy as np
 
 from ..errors import InputError
 
-KEEP = 2
 NAME = re.compile(r"node-(\d{4,})-step-(\d{8,})\.h5$")
 
 
@@ -45,8 +44,8 @@ def _split(values: dict, prefix: str, arrays: dict, scalars: dict) -> None:
 
 
 def write_checkpoint(run_dir, node: int, step: int, learner_state: dict, records: dict,
-                     attributes: dict) -> Path:
-    """Write atomically; then drop this node's checkpoints older than the newest ``KEEP``."""
+                     attributes: dict, keep: int = 2) -> Path:
+    """Write atomically; then drop this node's checkpoints older than the newest ``keep``."""
     path = checkpoint_path(run_dir, node, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays, learner_scalars = {}, {}
@@ -70,7 +69,7 @@ def write_checkpoint(run_dir, node: int, step: int, learner_state: dict, records
         os.fsync(directory)
     finally:
         os.close(directory)
-    for old in checkpoint_steps(run_dir, node)[:-KEEP]:
+    for old in checkpoint_steps(run_dir, node)[:-keep]:
         checkpoint_path(run_dir, node, old).unlink(missing_ok=True)
     return path
 
