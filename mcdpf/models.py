@@ -87,8 +87,8 @@ class LSTMModel:
     def layout(self) -> str:
         """One-line description of the flat ``theta`` layout."""
         n, p = self.hidden, self.inputs
-        return (f"lstm n={n} p={p}: [W^T (p x 4n) | R^T (n x 4n) | b (4n) | w (n)], gates "
-                f"i,f,z,o; row-major; {self.n_params} values")
+        return (f"lstm n={n} p={p}: [M = [W R] (4n x (p+n)) row-major | b (4n) | w (n)], "
+                f"gate rows i,f,z,o; {self.n_params} values")
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ def sigmoid(x):
 def unpack_lstm(theta, n, p):
     """theta -> (W (4n, p), R (4n, n), b (4n,), w (n,)) per the documented layout."""
     g = 4 * n
-    w_t = theta[: p * g].reshape(p, g)
-    r_t = theta[p * g: p * g + n * g].reshape(n, g)
-    b = theta[p * g + n * g: p * g + n * g + g]
-    w = theta[p * g + n * g + g:]
+    M = theta[: g * (p + n)].reshape(g, p + n)
+    W, R = M[:, :p], M[:, p:]
+    b = theta[g * (p + n): g * (p + n) + g]
+    w = theta[g * (p + n) + g:]
     assert w.size == n
-    return w_t.T, r_t.T, b, w
+    return W, R, b, w
 
 
 def lstm_mean_states(theta, columns, start, n):

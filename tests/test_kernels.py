@@ -164,3 +164,24 @@ def test_lstm_gradient_float32_agrees_with_float64():
     assert g32.dtype == np.float32
     assert p32 == pytest.approx(p64, abs=1e-5)
     np.testing.assert_allclose(g32, g64, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", ["batch", "particle"])
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 9), p=st.integers(1, 6), particles=st.integers(1, 20),
+       length=st.integers(1, 9), dtype=st.sampled_from([np.float64, np.float32]),
+       seed=st.integers(0, 2**31))
+def test_both_forward_kernels_match_reference(kernel, n, p, particles, length, dtype, seed):
+    """Whichever kernel the size selects, both are correct at every size."""
+    from mcdpf.kernels.lstm import lstm_batch_major_kernel, lstm_particle_major_kernel
+
+    chosen = lstm_batch_major_kernel if kernel == "batch" else lstm_particle_major_kernel
+    rng = np.random.default_rng(seed)
+    theta = rng.standard_normal((particles, kernels.lstm_parameter_count(n, p))).astype(dtype)
+    columns = rng.standard_normal((length, p)).astype(dtype)
+    start = rng.standard_normal((particles, 2 * n)).astype(dtype)
+    out = np.empty((particles, 2 * n), dtype=dtype)
+    chosen(theta, columns, start, n, out)
+    want = naive.lstm_mean_states(theta, columns, start, n)
+    np.testing.assert_allclose(out, want, rtol=DTYPE_TOLERANCE[dtype],
+                               atol=DTYPE_TOLERANCE[dtype])

@@ -166,3 +166,45 @@ def test_nonfinite_policy():
     cleaned, skipped = handle_nonfinite(stream, "skip", "s")
     assert skipped.tolist() == [False, True, True]
     assert np.all(np.isfinite(cleaned.columns)) and np.all(np.isfinite(cleaned.targets))
+
+
+def test_sentence_corpus_stream():
+    from mcdpf.sentences import LABEL_VALUES, labelled_sentences, sentence_stream
+
+    articles, sentences, labels = labelled_sentences()
+    assert len(set(articles)) == 30 and len(sentences) == 1039
+    assert all(label in LABEL_VALUES for votes in labels for label in votes)
+    stream = sentence_stream(2)
+    assert stream.steps == 1039 and stream.input_dim == 2
+    lengths = np.diff(stream.offsets)
+    assert lengths.min() >= 1 and lengths.max() > 40  # variable length, no padding
+    assert stream.columns.shape[0] == lengths.sum()
+    np.testing.assert_allclose(stream.columns.std(axis=0), 1.0, rtol=1e-10)
+    assert set(np.unique(stream.targets)) <= set(LABEL_VALUES.values())
+    again = sentence_stream(2)
+    np.testing.assert_array_equal(stream.columns, again.columns)  # deterministic
+    assert sentence_stream(5).input_dim == 5
+
+
+def test_majority_label_and_expert_tie_break():
+    from mcdpf.sentences import majority_label
+
+    assert majority_label(["OWNX", "MISC", "OWNX"]) == "OWNX"
+    assert majority_label(["AIMX", "MISC", "OWNX"]) == "OWNX"  # no majority: the expert's
+    assert majority_label(["MISC", "MISC", "AIMX"]) == "MISC"
+
+
+def test_corpus_files_rebuild_identically(tmp_path, repo):
+    """The shipped files are what build_corpus_files makes of the original UCI folder
+    (looked for beside the repository, where the project's data sets came from)."""
+    source = repo.parent / "shared" / "data" / "sentence-corpus"
+    if not source.is_dir():
+        pytest.skip("the original corpus folder is not beside this checkout")
+    from importlib import resources
+
+    from mcdpf.sentences import build_corpus_files
+
+    build_corpus_files(source, tmp_path)
+    shipped = resources.files("mcdpf.datasets").joinpath("sentences")
+    for name in ("labeled.tsv", "unlabeled.txt.gz"):
+        assert (tmp_path / name).read_bytes() == shipped.joinpath(name).read_bytes()

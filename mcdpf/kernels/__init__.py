@@ -13,12 +13,22 @@ from __future__ import annotations
 import numpy as np
 
 from .gradient import lstm_prediction_gradient_kernel
-from .lstm import lstm_mean_states_kernel
+from .lstm import lstm_batch_major_kernel, lstm_particle_major_kernel
 from .resampling import KERNELS as RESAMPLING_KERNELS
 from .resampling import uniforms_needed
 from .weights import effective_sample_size_kernel, normalize_log_weights_kernel
 
 FLOAT_TYPES = (np.float64, np.float32)
+# Models with n (n + p) up to this use the batch-major kernel (SIMD across particles);
+# larger ones the particle-major kernel (crossover measured by benchmarks/kernels.py).
+BATCH_MAJOR_MAX_WORK = 96
+
+
+def lstm_kernel_for(hidden: int, inputs: int):
+    """The forward kernel used for a model size (batch-major for small models)."""
+    if hidden * (hidden + inputs) <= BATCH_MAJOR_MAX_WORK:
+        return lstm_batch_major_kernel
+    return lstm_particle_major_kernel
 
 
 def lstm_parameter_count(hidden: int, inputs: int) -> int:
@@ -53,7 +63,7 @@ def lstm_mean_states(theta: np.ndarray, columns: np.ndarray, start: np.ndarray, 
         if array.shape != (n_particles, 2 * hidden):
             raise ValueError(f"{name} has shape {array.shape}, expected "
                              f"{(n_particles, 2 * hidden)}")
-    lstm_mean_states_kernel(theta, columns, start, hidden, out)
+    lstm_kernel_for(hidden, inputs)(theta, columns, start, hidden, out)
     return out
 
 
@@ -116,7 +126,9 @@ def warm_up(dtype) -> None:
     """Load (or compile) every kernel for ``dtype`` before timing starts."""
     dtype = np.dtype(dtype)
     theta = np.zeros((1, lstm_parameter_count(1, 1)), dtype=dtype)
-    lstm_mean_states(theta, np.zeros((1, 1), dtype=dtype), np.zeros((1, 2), dtype=dtype), 1)
+    for kernel in (lstm_batch_major_kernel, lstm_particle_major_kernel):
+        kernel(theta, np.zeros((1, 1), dtype=dtype), np.zeros((1, 2), dtype=dtype), 1,
+               np.empty((1, 2), dtype=dtype))
     lstm_prediction_gradient(theta[0], np.zeros((1, 1), dtype=dtype), np.zeros(2, dtype=dtype),
                              1)
     weights, _ = normalize_log_weights(np.zeros(2))

@@ -10,8 +10,11 @@ Jacobian ``H`` of the measurement.
 import numpy as np
 from numba import njit
 
+from .fastmath import sigmoid, tanh
+from .lstm import FAST
 
-@njit(cache=True, nogil=True)
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def lstm_prediction_gradient_kernel(theta, columns, start, hidden, gradient, mean_state):
     """Return ``d_hat``; write ``d d_hat / d theta`` and ``[c_bar, y_bar]``.
 
@@ -29,8 +32,8 @@ def lstm_prediction_gradient_kernel(theta, columns, start, hidden, gradient, mea
     length, inputs = columns.shape
     n = hidden
     gates = 4 * n
-    recurrent_offset = inputs * gates
-    bias_offset = recurrent_offset + n * gates
+    width = inputs + n
+    bias_offset = gates * width
     output_offset = bias_offset + gates
     one = theta.dtype.type(1.0)
     # activations per column: i, f, z, o, c, tanh(c); states before column l at [l]
@@ -46,25 +49,21 @@ def lstm_prediction_gradient_kernel(theta, columns, start, hidden, gradient, mea
         c_all[0, u] = start[u]
         y_all[0, u] = start[n + u]
     for step in range(length):
-        for g in range(gates):
-            a[g] = theta[bias_offset + g]
-        for j in range(inputs):
-            xj = columns[step, j]
-            row = j * gates
-            for g in range(gates):
-                a[g] += xj * theta[row + g]
-        for j in range(n):
-            yj = y_all[step, j]
-            row = recurrent_offset + j * gates
-            for g in range(gates):
-                a[g] += yj * theta[row + g]
+        for r in range(gates):
+            row = r * width
+            total = theta[bias_offset + r]
+            for j in range(inputs):
+                total += theta[row + j] * columns[step, j]
+            for j in range(n):
+                total += theta[row + inputs + j] * y_all[step, j]
+            a[r] = total
         for u in range(n):
-            i_g[step, u] = one / (one + np.exp(-a[u]))
-            f_g[step, u] = one / (one + np.exp(-a[n + u]))
-            z_g[step, u] = np.tanh(a[2 * n + u])
-            o_g[step, u] = one / (one + np.exp(-a[3 * n + u]))
+            i_g[step, u] = sigmoid(a[u])
+            f_g[step, u] = sigmoid(a[n + u])
+            z_g[step, u] = tanh(a[2 * n + u])
+            o_g[step, u] = sigmoid(a[3 * n + u])
             c_all[step + 1, u] = i_g[step, u] * z_g[step, u] + f_g[step, u] * c_all[step, u]
-            h_all[step, u] = np.tanh(c_all[step + 1, u])
+            h_all[step, u] = tanh(c_all[step + 1, u])
             y_all[step + 1, u] = o_g[step, u] * h_all[step, u]
     inverse_length = one / length
     prediction = theta.dtype.type(0.0)
@@ -94,19 +93,15 @@ def lstm_prediction_gradient_kernel(theta, columns, start, hidden, gradient, mea
             da[2 * n + u] = gc * ig * (one - zg * zg)
             da[3 * n + u] = gy * h * og * (one - og)
             dc[u] = gc * fg
-        for g in range(gates):
-            gradient[bias_offset + g] += da[g]
-        for j in range(inputs):
-            xj = columns[step, j]
-            row = j * gates
-            for g in range(gates):
-                gradient[row + g] += xj * da[g]
         for j in range(n):
-            yj = y_all[step, j]
-            row = recurrent_offset + j * gates
-            total = theta.dtype.type(0.0)
-            for g in range(gates):
-                gradient[row + g] += yj * da[g]
-                total += theta[row + g] * da[g]
-            dy[j] = total
+            dy[j] = 0
+        for r in range(gates):
+            d = da[r]
+            row = r * width
+            gradient[bias_offset + r] += d
+            for j in range(inputs):
+                gradient[row + j] += d * columns[step, j]
+            for j in range(n):
+                gradient[row + inputs + j] += d * y_all[step, j]
+                dy[j] += theta[row + inputs + j] * d
     return prediction

@@ -1,32 +1,49 @@
-"""Particle-LSTM forward kernel: every particle runs its own LSTM over one sequence.
+"""Particle-LSTM forward kernels: every particle runs its own LSTM over one sequence.
 
-Parameter layout of one particle's flat vector ``theta`` (length ``4n(n+p) + 5n``), with
-the gates stacked in the order ``i, f, z, o`` (``G = 4n`` rows):
+Parameter layout of one particle's flat vector ``theta`` (length ``4n(n+p) + 5n``), gates
+stacked in the order ``i, f, z, o`` into ``G = 4n`` rows (row ``r = g*n + u`` is unit ``u``
+of gate ``g``):
 
-====================  ===========  ===========================================
-block                 length       element ``[j, g*n + u]`` / ``[g*n + u]``
-====================  ===========  ===========================================
-input weights         ``p * G``    ``W_g[u, j]``  (``W^T``, shape (p, G))
-recurrent weights     ``n * G``    ``R_g[u, j]``  (``R^T``, shape (n, G))
-biases                ``G``        ``b_g[u]``
-output weights        ``n``        ``w[u]``
-====================  ===========  ===========================================
+==============================  ===============  ===================================
+block                           length           element
+==============================  ===============  ===================================
+``M = [W R]``, row-major        ``G * (p + n)``  ``[r (p + n) + j] = W_g[u, j]``,
+                                                 ``[r (p + n) + p + j] = R_g[u, j]``
+biases ``b``                    ``G``            ``[r] = b_g[u]``
+output weights ``w``            ``n``            ``[u] = w[u]``
+==============================  ===============  ===================================
 
-The transposed blocks make the gate pre-activation an accumulation of contiguous rows,
-``a = b + sum_j x_j W^T[j] + sum_j y_j R^T[j]``, which vectorises.
+so the gate pre-activations of a column are one matrix-vector product
+``a = b + M [x(l); y(l-1)]``, each row a contiguous dot product of length ``p + n``
+(measured fastest of the layouts tried, ``benchmarks/kernels.py``).
 
-The kernel is pure: it reads ``theta``, the sequence's columns and the starting state
-``[c(0), y(0)]``, and writes the mean-pooled ``[c_bar, y_bar]`` into a buffer the caller
-owns. Arithmetic runs in the dtype of ``theta`` (float64 or float32).
+Two kernels compute the same thing; :func:`mcdpf.kernels.lstm_mean_states` picks one by
+model size (measured in ``benchmarks/kernels.py``):
+
+``particle-major`` (large ``n``)
+    One particle at a time, its weights staying in cache: the input projections of all
+    ``m`` columns first (``W`` read once), then the recurrence, each gate row a dot
+    product with ``y(l-1)``.
+``batch-major`` (small ``n``)
+    The particles' parameters transposed to (P, N), so that every operation runs across
+    particles in SIMD lanes; this is what makes the papers' ``n = 2`` fast.
+
+Both use the vectorisable ``sigmoid``/``tanh`` of :mod:`mcdpf.kernels.fastmath`, compile
+with ``fastmath`` reassociation and contraction (never "no NaN" or "no inf") and numpy's
+error model (no zero-division branches), and run in the dtype of ``theta``.
 """
 
 import numpy as np
 from numba import njit
 
+from .fastmath import sigmoid, tanh
 
-@njit(cache=True, nogil=True)
-def lstm_mean_states_kernel(theta, columns, start, hidden, mean_state):
-    """Run each particle's LSTM over ``columns`` and mean-pool its states.
+FAST = {"reassoc", "contract", "nsz", "arcp"}
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def lstm_particle_major_kernel(theta, columns, start, hidden, mean_state):
+    """Mean-pooled ``[c_bar, y_bar]`` of every particle, one particle at a time.
 
     Parameters
     ----------
@@ -41,47 +58,111 @@ def lstm_mean_states_kernel(theta, columns, start, hidden, mean_state):
     mean_state : (N, 2n) float array, written
         ``[mean_l c(l), mean_l y(l)]``.
     """
+    # Blocks are taken as 2-D views and indexed by loop counters only: computed flat
+    # indices would make numba check for negative indices on every access, which keeps
+    # LLVM from vectorising the dot products (a 10x difference).
     n_particles = theta.shape[0]
     length, inputs = columns.shape
-    gates = 4 * hidden
-    recurrent_offset = inputs * gates
-    bias_offset = recurrent_offset + hidden * gates
-    one = theta.dtype.type(1.0)
-    inverse_length = one / length
-    a = np.empty(gates, dtype=theta.dtype)
-    c = np.empty(hidden, dtype=theta.dtype)
-    y = np.empty(hidden, dtype=theta.dtype)
-    c_sum = np.empty(hidden, dtype=theta.dtype)
-    y_sum = np.empty(hidden, dtype=theta.dtype)
+    n = hidden
+    gates = 4 * n
+    width = inputs + n
+    bias = gates * width
+    dtype = theta.dtype
+    inverse_length = dtype.type(1.0) / length
+    z = np.empty(width, dtype=dtype)  # [x(l), y(l-1)]
+    a = np.empty(gates, dtype=dtype)
+    c = np.empty(n, dtype=dtype)
+    c_sum = np.empty(n, dtype=dtype)
+    y_sum = np.empty(n, dtype=dtype)
     for i in range(n_particles):
-        th = theta[i]
-        for u in range(hidden):
+        weights = theta[i, :bias].reshape((gates, width))
+        biases = theta[i, bias:bias + gates]
+        for u in range(n):
             c[u] = start[i, u]
-            y[u] = start[i, hidden + u]
+            z[inputs + u] = start[i, n + u]
             c_sum[u] = 0
             y_sum[u] = 0
         for step in range(length):
-            for g in range(gates):
-                a[g] = th[bias_offset + g]
             for j in range(inputs):
-                xj = columns[step, j]
-                row = j * gates
-                for g in range(gates):
-                    a[g] += xj * th[row + g]
-            for j in range(hidden):
-                yj = y[j]
-                row = recurrent_offset + j * gates
-                for g in range(gates):
-                    a[g] += yj * th[row + g]
-            for u in range(hidden):
-                input_gate = one / (one + np.exp(-a[u]))
-                forget_gate = one / (one + np.exp(-a[hidden + u]))
-                candidate = np.tanh(a[2 * hidden + u])
-                output_gate = one / (one + np.exp(-a[3 * hidden + u]))
-                c[u] = input_gate * candidate + forget_gate * c[u]
-                y[u] = output_gate * np.tanh(c[u])
-                c_sum[u] += c[u]
-                y_sum[u] += y[u]
-        for u in range(hidden):
+                z[j] = columns[step, j]
+            for r in range(gates):
+                row = weights[r]
+                total = biases[r]
+                for j in range(width):
+                    total += row[j] * z[j]
+                a[r] = total
+            for u in range(n):
+                cell = sigmoid(a[u]) * tanh(a[2 * n + u]) + sigmoid(a[n + u]) * c[u]
+                out = sigmoid(a[3 * n + u]) * tanh(cell)
+                c[u] = cell
+                z[inputs + u] = out
+                c_sum[u] += cell
+                y_sum[u] += out
+        for u in range(n):
             mean_state[i, u] = c_sum[u] * inverse_length
-            mean_state[i, hidden + u] = y_sum[u] * inverse_length
+            mean_state[i, n + u] = y_sum[u] * inverse_length
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def lstm_batch_major_kernel(theta, columns, start, hidden, mean_state):
+    """Same result as :func:`lstm_particle_major_kernel`, vectorised across particles."""
+    n_particles = theta.shape[0]
+    length, inputs = columns.shape
+    n = hidden
+    gates = 4 * n
+    width = inputs + n
+    bias = gates * width
+    dtype = theta.dtype
+    inverse_length = dtype.type(1.0) / length
+    # One scratch allocation for everything; explicit transposes (numba's generic
+    # strided copy is several times slower).
+    rows = bias + gates
+    scratch = np.empty((rows + gates + 4 * n, n_particles), dtype=dtype)
+    lanes = scratch[:rows]
+    a = scratch[rows:rows + gates]
+    c = scratch[rows + gates:rows + gates + n]
+    y = scratch[rows + gates + n:rows + gates + 2 * n]
+    c_sum = scratch[rows + gates + 2 * n:rows + gates + 3 * n]
+    y_sum = scratch[rows + gates + 3 * n:]
+    c_sum[:] = 0
+    y_sum[:] = 0
+    for k in range(n_particles):
+        th = theta[k]
+        for q in range(bias + gates):
+            lanes[q, k] = th[q]
+        for u in range(n):
+            c[u, k] = start[k, u]
+            y[u, k] = start[k, n + u]
+    weights = lanes[:bias].reshape((gates, width, n_particles))
+    biases = lanes[bias:]
+    for step in range(length):
+        x = columns[step]
+        for r in range(gates):
+            out = a[r]
+            source = biases[r]
+            for k in range(n_particles):
+                out[k] = source[k]
+            for j in range(inputs):
+                weight = weights[r, j]
+                xj = x[j]
+                for k in range(n_particles):
+                    out[k] += weight[k] * xj
+            for j in range(n):
+                weight = weights[r, inputs + j]
+                previous = y[j]
+                for k in range(n_particles):
+                    out[k] += weight[k] * previous[k]
+        for u in range(n):
+            a_i, a_f, a_z, a_o = a[u], a[n + u], a[2 * n + u], a[3 * n + u]
+            c_u, y_u, cs_u, ys_u = c[u], y[u], c_sum[u], y_sum[u]
+            for k in range(n_particles):
+                cell = sigmoid(a_i[k]) * tanh(a_z[k]) + sigmoid(a_f[k]) * c_u[k]
+                out_k = sigmoid(a_o[k]) * tanh(cell)
+                c_u[k] = cell
+                y_u[k] = out_k
+                cs_u[k] += cell
+                ys_u[k] += out_k
+    for k in range(n_particles):
+        for u in range(n):
+            mean_state[k, u] = c_sum[u, k] * inverse_length
+            mean_state[k, n + u] = y_sum[u, k] * inverse_length

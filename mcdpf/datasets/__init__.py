@@ -1,0 +1,1 @@
+"""Data sets shipped with mcdpf (provenance in PROVENANCE.md)."""

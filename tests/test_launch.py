@@ -1,0 +1,53 @@
+"""Launch scripts: the local script, and the Slurm script under a stand-in srun."""
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from support import MPIEXEC, REPO
+
+CONFIG = ('[topology]\nname = "ring"\nnodes = 2\n[run]\nsteps = 12\n[data]\n'
+          'source = "synthetic-lstm"\n[filter]\nparticles = 20\n')
+
+
+def environment(extra_path=None):
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(filter(None, [extra_path, bin_dir, env.get("PATH", "")]))
+    return env
+
+
+def test_local_script_trains_and_reports(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(CONFIG)
+    out = tmp_path / "run"
+    result = subprocess.run(["bash", str(REPO / "launch" / "local.sh"), str(config), "--out",
+                             str(out), "--quiet"], capture_output=True, text=True,
+                            env=environment(), cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "-n 2 mcdpf train" in result.stderr  # K taken from topology.nodes
+    assert "network MSE" in result.stdout
+    assert (out / "node-0001.h5").is_file() and (out / "mse.png").is_file()
+
+
+def test_slurm_script_under_a_stand_in_srun(tmp_path):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    srun = fake_bin / "srun"
+    # Drop srun's own options and start the ranks with mpiexec, as srun would.
+    srun.write_text(f'#!/usr/bin/env bash\nwhile [[ "$1" == --* ]]; do shift; done\n'
+                    f'exec "{MPIEXEC}" -n "$SLURM_NTASKS" "$@"\n')
+    srun.chmod(srun.stat().st_mode | stat.S_IEXEC)
+    config = tmp_path / "tiny.toml"
+    config.write_text(CONFIG)
+    env = environment(str(fake_bin))
+    env.update(SLURM_NTASKS="2", SLURM_JOB_ID="77", SLURM_SUBMIT_DIR=str(tmp_path),
+               MCDPF_ENV=str(Path(sys.executable).parent.parent),
+               NUMBA_CACHE_DIR=env.get("NUMBA_CACHE_DIR", str(tmp_path / "numba")))
+    result = subprocess.run(["bash", str(REPO / "launch" / "slurm.sbatch"), str(config)],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "runs" / "tiny-77" / "node-0000.h5").is_file()
+    assert "network MSE" in result.stdout
