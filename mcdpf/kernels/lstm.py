@@ -39,6 +39,8 @@ from numba import njit
 from .fastmath import sigmoid, tanh
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}
+TILE_BYTES = 32 * 1024  # batch-major tile: transposed parameters and states, within L1
+TILE_LANES = 16
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
@@ -105,64 +107,75 @@ def lstm_particle_major_kernel(theta, columns, start, hidden, mean_state):
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def lstm_batch_major_kernel(theta, columns, start, hidden, mean_state):
-    """Same result as :func:`lstm_particle_major_kernel`, vectorised across particles."""
+    """Same result as :func:`lstm_particle_major_kernel`, vectorised across particles.
+
+    Particles are processed in tiles small enough for their transposed parameters and
+    states to stay in the L1 cache (:data:`TILE_BYTES`).
+    """
     n_particles = theta.shape[0]
     length, inputs = columns.shape
     n = hidden
     gates = 4 * n
     width = inputs + n
     bias = gates * width
+    rows = bias + gates
     dtype = theta.dtype
     inverse_length = dtype.type(1.0) / length
+    scratch_rows = rows + gates + 4 * n
+    tile = TILE_BYTES // (scratch_rows * theta.itemsize)
+    tile = max(TILE_LANES, tile - tile % TILE_LANES)
+    tile = min(tile, n_particles)
     # One scratch allocation for everything; explicit transposes (numba's generic
     # strided copy is several times slower).
-    rows = bias + gates
-    scratch = np.empty((rows + gates + 4 * n, n_particles), dtype=dtype)
-    lanes = scratch[:rows]
-    a = scratch[rows:rows + gates]
-    c = scratch[rows + gates:rows + gates + n]
-    y = scratch[rows + gates + n:rows + gates + 2 * n]
-    c_sum = scratch[rows + gates + 2 * n:rows + gates + 3 * n]
-    y_sum = scratch[rows + gates + 3 * n:]
-    c_sum[:] = 0
-    y_sum[:] = 0
-    for k in range(n_particles):
-        th = theta[k]
-        for q in range(bias + gates):
-            lanes[q, k] = th[q]
-        for u in range(n):
-            c[u, k] = start[k, u]
-            y[u, k] = start[k, n + u]
-    weights = lanes[:bias].reshape((gates, width, n_particles))
-    biases = lanes[bias:]
-    for step in range(length):
-        x = columns[step]
-        for r in range(gates):
-            out = a[r]
-            source = biases[r]
-            for k in range(n_particles):
-                out[k] = source[k]
-            for j in range(inputs):
-                weight = weights[r, j]
-                xj = x[j]
-                for k in range(n_particles):
-                    out[k] += weight[k] * xj
-            for j in range(n):
-                weight = weights[r, inputs + j]
-                previous = y[j]
-                for k in range(n_particles):
-                    out[k] += weight[k] * previous[k]
-        for u in range(n):
-            a_i, a_f, a_z, a_o = a[u], a[n + u], a[2 * n + u], a[3 * n + u]
-            c_u, y_u, cs_u, ys_u = c[u], y[u], c_sum[u], y_sum[u]
-            for k in range(n_particles):
-                cell = sigmoid(a_i[k]) * tanh(a_z[k]) + sigmoid(a_f[k]) * c_u[k]
-                out_k = sigmoid(a_o[k]) * tanh(cell)
-                c_u[k] = cell
-                y_u[k] = out_k
-                cs_u[k] += cell
-                ys_u[k] += out_k
-    for k in range(n_particles):
-        for u in range(n):
-            mean_state[k, u] = c_sum[u, k] * inverse_length
-            mean_state[k, n + u] = y_sum[u, k] * inverse_length
+    scratch = np.empty(scratch_rows * tile, dtype=dtype)
+    for first in range(0, n_particles, tile):
+        count = min(tile, n_particles - first)
+        block = scratch[:scratch_rows * count].reshape((scratch_rows, count))
+        lanes = block[:rows]
+        a = block[rows:rows + gates]
+        c = block[rows + gates:rows + gates + n]
+        y = block[rows + gates + n:rows + gates + 2 * n]
+        c_sum = block[rows + gates + 2 * n:rows + gates + 3 * n]
+        y_sum = block[rows + gates + 3 * n:]
+        c_sum[:] = 0
+        y_sum[:] = 0
+        for k in range(count):
+            th = theta[first + k]
+            for q in range(rows):
+                lanes[q, k] = th[q]
+            for u in range(n):
+                c[u, k] = start[first + k, u]
+                y[u, k] = start[first + k, n + u]
+        weights = lanes[:bias].reshape((gates, width, count))
+        biases = lanes[bias:]
+        for step in range(length):
+            x = columns[step]
+            for r in range(gates):
+                out = a[r]
+                source = biases[r]
+                for k in range(count):
+                    out[k] = source[k]
+                for j in range(inputs):
+                    weight = weights[r, j]
+                    xj = x[j]
+                    for k in range(count):
+                        out[k] += weight[k] * xj
+                for j in range(n):
+                    weight = weights[r, inputs + j]
+                    previous = y[j]
+                    for k in range(count):
+                        out[k] += weight[k] * previous[k]
+            for u in range(n):
+                a_i, a_f, a_z, a_o = a[u], a[n + u], a[2 * n + u], a[3 * n + u]
+                c_u, y_u, cs_u, ys_u = c[u], y[u], c_sum[u], y_sum[u]
+                for k in range(count):
+                    cell = sigmoid(a_i[k]) * tanh(a_z[k]) + sigmoid(a_f[k]) * c_u[k]
+                    out_k = sigmoid(a_o[k]) * tanh(cell)
+                    c_u[k] = cell
+                    y_u[k] = out_k
+                    cs_u[k] += cell
+                    ys_u[k] += out_k
+        for k in range(count):
+            for u in range(n):
+                mean_state[first + k, u] = c_sum[u, k] * inverse_length
+                mean_state[first + k, n + u] = y_sum[u, k] * inverse_length

@@ -1,0 +1,177 @@
+"""Particle-LSTM forward kernels against this machine's limits, side by side in one run.
+
+    python benchmarks/kernels.py [--json benchmarks/results/kernels.json] [--plot FILE.png]
+
+One thread throughout. Figures:
+
+- the machine's single-thread matrix-multiply rate (numpy, float32 and float64);
+- the large model (n = 64, p = 16, N = 512 particles with their own weights, m = 10):
+  both mcdpf kernels and a numpy-batched reference (``einsum`` + batched ``matmul``), in
+  GFLOP/s counting the ``8 n (n + p)`` FLOPs of the gate products per particle-column;
+- the papers' scale (n = 2, p = 2, N = 80, m = 2, float64): particle-columns per second,
+  the kernel alone and through its checking wrapper;
+- a sweep over n that locates the crossover between the two kernels (the threshold
+  ``BATCH_MAJOR_MAX_WORK`` in ``mcdpf/kernels/__init__.py``).
+"""
+
+import argparse
+
+from common import RESULTS, best_time, matmul_rate, table, write_json
+
+import numpy as np  # noqa: E402  (common pins the thread count first)
+
+from mcdpf.kernels import BATCH_MAJOR_MAX_WORK, lstm_mean_states, lstm_parameter_count
+from mcdpf.kernels.lstm import lstm_batch_major_kernel, lstm_particle_major_kernel
+
+KERNELS = {"particle-major": lstm_particle_major_kernel, "batch-major": lstm_batch_major_kernel}
+
+
+def numpy_batched(theta, columns, start, n):
+    """Reference: the same forward pass as whole-population numpy operations."""
+    count = theta.shape[0]
+    p = columns.shape[1]
+    gates, width = 4 * n, p + n
+    weights = theta[:, :gates * width].reshape(count, gates, width)
+    biases = theta[:, gates * width:gates * width + gates]
+    c, y = start[:, :n].copy(), start[:, n:].copy()
+    c_sum, y_sum = np.zeros_like(c), np.zeros_like(y)
+    projected = biases[:, None, :] + np.einsum("lj,igj->ilg", columns, weights[:, :, :p])
+    recurrent = weights[:, :, p:]
+    for step in range(columns.shape[0]):
+        a = projected[:, step] + np.matmul(recurrent, y[:, :, None])[:, :, 0]
+        i = 1 / (1 + np.exp(-a[:, :n]))
+        f = 1 / (1 + np.exp(-a[:, n:2 * n]))
+        z = np.tanh(a[:, 2 * n:3 * n])
+        o = 1 / (1 + np.exp(-a[:, 3 * n:]))
+        c = i * z + f * c
+        y = o * np.tanh(c)
+        c_sum += c
+        y_sum += y
+    return np.concatenate([c_sum, y_sum], axis=1) / columns.shape[0]
+
+
+def problem(n, p, count, length, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    theta = (0.3 * rng.standard_normal((count, lstm_parameter_count(n, p)))).astype(dtype)
+    columns = rng.standard_normal((length, p)).astype(dtype)
+    start = (0.1 * rng.standard_normal((count, 2 * n))).astype(dtype)
+    return theta, columns, start
+
+
+def time_kernels(n, p, count, length, dtype, with_numpy=True):
+    theta, columns, start = problem(n, p, count, length, dtype)
+    out = np.empty((count, 2 * n), dtype=dtype)
+    reference = numpy_batched(theta, columns, start, n)
+    seconds = {}
+    for name, kernel in KERNELS.items():
+        kernel(theta, columns, start, n, out)
+        tolerance = 1e-4 if dtype == np.float32 else 1e-10
+        assert np.allclose(out, reference, atol=tolerance), name  # same result
+        seconds[name] = best_time(lambda k=kernel: k(theta, columns, start, n, out))
+    seconds["wrapper"] = best_time(lambda: lstm_mean_states(theta, columns, start, n, out))
+    if with_numpy:
+        seconds["numpy"] = best_time(lambda: numpy_batched(theta, columns, start, n),
+                                     repeats=5)
+    return seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", default=str(RESULTS / "kernels.json"))
+    parser.add_argument("--plot", default=str(RESULTS / "kernel-crossover.png"))
+    args = parser.parse_args()
+
+    peak32 = matmul_rate(np.float32)
+    peak64 = matmul_rate(np.float64)
+    print(f"single-thread matmul (numpy, 1024^2): float32 {peak32 / 1e9:.1f} GFLOP/s, "
+          f"float64 {peak64 / 1e9:.1f} GFLOP/s\n")
+
+    large_rows = []
+    n, p, count, length = 64, 16, 512, 10
+    flops = 8 * n * (n + p) * count * length
+    for dtype, peak in ((np.float32, peak32), (np.float64, peak64)):
+        seconds = time_kernels(n, p, count, length, dtype)
+        for name in ("particle-major", "batch-major", "numpy"):
+            rate = flops / seconds[name]
+            large_rows.append({"dtype": np.dtype(dtype).name, "implementation": name,
+                               "ms": seconds[name] * 1e3, "gflops": rate / 1e9,
+                               "of_matmul": rate / peak,
+                               "vs_numpy": seconds["numpy"] / seconds[name]})
+    print(f"large model: n={n}, p={p}, N={count}, m={length} "
+          f"({8 * n * (n + p)} FLOP per particle-column)")
+    print(table(large_rows, [("dtype", "dtype", ""), ("implementation", "kernel", ""),
+                             ("ms", "ms/call", ".2f"), ("gflops", "GFLOP/s", ".1f"),
+                             ("of_matmul", "of matmul", ".1%"),
+                             ("vs_numpy", "x numpy", ".1f")]))
+
+    small_rows = []
+    n, p, count, length = 2, 2, 80, 2
+    seconds = time_kernels(n, p, count, length, np.float64)
+    for name in ("batch-major", "particle-major", "wrapper", "numpy"):
+        small_rows.append({"implementation": name, "us": seconds[name] * 1e6,
+                           "mpc": count * length / seconds[name] / 1e6})
+    print(f"\npapers' scale: n={n}, p={p}, N={count}, m={length}, float64 "
+          f"(wrapper = the checking wrapper around the batch-major kernel)")
+    print(table(small_rows, [("implementation", "kernel", ""), ("us", "us/call", ".2f"),
+                             ("mpc", "M particle-columns/s", ".1f")]))
+
+    sweep = []
+    for n in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32):
+        p = 2
+        seconds = time_kernels(n, p, 512, 5, np.float64, with_numpy=False)
+        sweep.append({"n": n, "p": p, "work": n * (n + p),
+                      "batch_us": seconds["batch-major"] * 1e6,
+                      "particle_us": seconds["particle-major"] * 1e6,
+                      "faster": min(("batch-major", "particle-major"),
+                                    key=lambda k: seconds[k]),
+                      "chosen": "batch-major" if n * (n + p) <= BATCH_MAJOR_MAX_WORK
+                      else "particle-major"})
+    print(f"\nkernel crossover (p=2, N=512, m=5, float64); mcdpf picks batch-major when "
+          f"n (n + p) <= {BATCH_MAJOR_MAX_WORK}")
+    print(table(sweep, [("n", "n", "d"), ("work", "n(n+p)", "d"),
+                        ("batch_us", "batch-major us", ".1f"),
+                        ("particle_us", "particle-major us", ".1f"),
+                        ("faster", "faster", ""), ("chosen", "chosen", "")]))
+
+    large32 = {r["implementation"]: r for r in large_rows if r["dtype"] == "float32"}
+    small = {r["implementation"]: r for r in small_rows}
+    targets = {
+        "large_float32_of_matmul": large32["particle-major"]["of_matmul"],
+        "large_float32_of_matmul_target": 0.35,
+        "large_float32_vs_numpy": large32["particle-major"]["vs_numpy"],
+        "large_float32_vs_numpy_target": 4.0,
+        "small_mpc": small["batch-major"]["mpc"],
+        "small_mpc_target": 50.0,
+    }
+    print("\ntargets: large float32 {:.1%} of matmul (target 35%), {:.1f}x numpy (target 4x); "
+          "papers' scale {:.1f} M particle-columns/s (target 50)".format(
+              targets["large_float32_of_matmul"], targets["large_float32_vs_numpy"],
+              targets["small_mpc"]))
+    write_json(args.json, {"matmul_gflops": {"float32": peak32 / 1e9, "float64": peak64 / 1e9},
+                           "large": large_rows, "small": small_rows, "crossover": sweep,
+                           "targets": targets})
+    plot(sweep, args.plot)
+
+
+def plot(sweep, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.8), dpi=120)
+    work = [row["work"] for row in sweep]
+    axis.loglog(work, [row["batch_us"] for row in sweep], "o-", label="batch-major")
+    axis.loglog(work, [row["particle_us"] for row in sweep], "s-", label="particle-major")
+    axis.axvline(BATCH_MAJOR_MAX_WORK, color="gray", ls="--", lw=1, label="threshold")
+    axis.set_xlabel("n (n + p)")
+    axis.set_ylabel("us per call (N = 512, m = 5)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    print(f"written: {path}")
+
+
+if __name__ == "__main__":
+    main()
