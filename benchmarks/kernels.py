@@ -16,9 +16,8 @@ One thread throughout. Figures:
 
 import argparse
 
-from common import RESULTS, best_time, matmul_rate, table, write_json
-
 import numpy as np  # noqa: E402  (common pins the thread count first)
+from common import RESULTS, best_time, matmul_rate, table, write_json
 
 from mcdpf.kernels import BATCH_MAJOR_MAX_WORK, lstm_mean_states, lstm_parameter_count
 from mcdpf.kernels.lstm import lstm_batch_major_kernel, lstm_particle_major_kernel

@@ -46,27 +46,41 @@ class Neighbourhood:
             self._record_types[itemsize] = MPI.BYTE.Create_contiguous(itemsize).Commit()
         return self._record_types[itemsize]
 
-    def exchange(self, records: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, int]:
+    def start_exchange(self, records: np.ndarray, counts: np.ndarray):
         """Send ``counts[i]`` consecutive records to neighbour ``i``; receive theirs.
 
         ``records`` is a 1-D structured array grouped by destination in neighbour order.
-        Returns the received records (grouped by source, in neighbour order) and the bytes
-        this node sent (counts plus payload).
+        The counts go first (blocking ``Neighbor_alltoall``: the receiver must size its
+        buffer), the records by a non-blocking ``Ineighbor_alltoallv``, so that the
+        caller can compute until :meth:`finish_exchange`.
         """
+        sent = int(counts.sum())
         if self.degree == 0:
-            return records[:0].copy(), 0
+            return None, records[:0].copy(), records, 0, sent
         self._send_counts[:] = counts
         self.graph.Neighbor_alltoall(self._send_counts, self._recv_counts)
-        received = np.empty(int(self._recv_counts.sum()), dtype=records.dtype)
+        send_counts = self._send_counts.tolist()
+        recv_counts = self._recv_counts.tolist()
+        received = np.empty(sum(recv_counts), dtype=records.dtype)
         record_type = self._record_type(records.dtype.itemsize)
-        send_displacements = np.zeros(self.degree, dtype=np.int32)
-        recv_displacements = np.zeros(self.degree, dtype=np.int32)
-        np.cumsum(self._send_counts[:-1], out=send_displacements[1:])
-        np.cumsum(self._recv_counts[:-1], out=recv_displacements[1:])
-        self.graph.Neighbor_alltoallv(
-            [records.view(np.uint8), (self._send_counts, send_displacements), record_type],
-            [received.view(np.uint8), (self._recv_counts, recv_displacements), record_type])
-        sent_bytes = self.degree * COUNT_BYTES + int(counts.sum()) * records.dtype.itemsize
+        request = self.graph.Ineighbor_alltoallv(
+            [records.view(np.uint8), (send_counts, _displacements(send_counts)), record_type],
+            [received.view(np.uint8), (recv_counts, _displacements(recv_counts)),
+             record_type])
+        sent_bytes = self.degree * COUNT_BYTES + sent * records.dtype.itemsize
+        return request, received, records, sent_bytes, sent
+
+    @staticmethod
+    def finish_exchange(pending) -> tuple[np.ndarray, int, int]:
+        """Wait for :meth:`start_exchange`; return (received records, bytes sent, sent)."""
+        request, received, _, sent_bytes, sent = pending
+        if request is not None:
+            request.Wait()
+        return received, sent_bytes, sent
+
+    def exchange(self, records: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, int]:
+        """Blocking :meth:`start_exchange` + :meth:`finish_exchange`: (received, bytes)."""
+        received, sent_bytes, _ = self.finish_exchange(self.start_exchange(records, counts))
         return received, sent_bytes
 
     def allgather(self, vector: np.ndarray) -> tuple[np.ndarray, int]:
@@ -100,6 +114,15 @@ class Neighbourhood:
         self._record_types.clear()
         if self.graph != MPI.COMM_NULL:
             self.graph.Free()
+
+
+def _displacements(counts: list[int]) -> list[int]:
+    """Exclusive prefix sums (plain Python: faster than numpy for a few neighbours)."""
+    total, displacements = 0, []
+    for count in counts:
+        displacements.append(total)
+        total += count
+    return displacements
 
 
 def agree_on_error(comm, message: str | None) -> str | None:

@@ -141,6 +141,8 @@ class FilterConfig:
                                 "every step", "float", minimum=0.0, maximum=1.0)
     migration: str = _key("free", "free random walk, or balanced (A-proportional fixed "
                           "counts)", "str", choices=MIGRATIONS)
+    overlap: bool = _key(True, "dpf: the first walk exchange overlaps the node's own "
+                         "prediction (results identical either way)", "bool")
     central_particles: int | None = _key(None, "cpf particles; default N * K", "int",
                                          minimum=1, optional=True)
 

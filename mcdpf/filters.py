@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .kernels import effective_sample_size, normalize_log_weights, resample
+from .kernels import effective_sample_size, normalize_log_weights, resample, route
 from .models import gaussian_log_likelihood
 
 ID_SERIAL_BITS = 40
@@ -214,35 +214,35 @@ def particle_record_dtype(model) -> np.dtype:
 
 @dataclass
 class Walkers:
-    """Particles on a walk: what travels, plus what the current node computed for them."""
+    """Particles on a walk at one node.
 
-    theta: np.ndarray
-    carry: np.ndarray
-    noise: np.ndarray
-    log_weights: np.ndarray
-    ids: np.ndarray
+    ``records`` (structured, :func:`particle_record_dtype`) is what travels; the
+    log-likelihood and next carried state are what this node computed for them.
+    """
+
+    records: np.ndarray
     log_likelihood: np.ndarray
     next_carry: np.ndarray
 
     @property
     def size(self) -> int:
         """Number of particles on this node."""
-        return self.ids.shape[0]
+        return self.records.shape[0]
 
-    def select(self, mask_or_index) -> Walkers:
+    def select(self, index) -> Walkers:
         """The subset picked by a boolean mask or index array."""
-        return Walkers(**{name: getattr(self, name)[mask_or_index]
-                          for name in self.__dataclass_fields__})
+        return Walkers(self.records[index], self.log_likelihood[index], self.next_carry[index])
 
-    def pack(self, record_dtype: np.dtype) -> np.ndarray:
-        """Records for the wire (what the next node needs; local scores stay here)."""
-        records = np.empty(self.size, dtype=record_dtype)
-        records["id"] = self.ids
-        records["log_weight"] = self.log_weights
-        records["theta"] = self.theta
-        records["carry"] = self.carry
-        records["noise"] = self.noise
-        return records
+    @staticmethod
+    def join(first: Walkers, second: Walkers) -> Walkers:
+        """Concatenation, ``first`` then ``second``."""
+        # Slice assignment: np.concatenate re-derives structured dtypes on every call.
+        records = np.empty(first.size + second.size, dtype=first.records.dtype)
+        records[:first.size] = first.records
+        records[first.size:] = second.records
+        return Walkers(records,
+                       np.concatenate([first.log_likelihood, second.log_likelihood]),
+                       np.concatenate([first.next_carry, second.next_carry]))
 
 
 def apportion(total: int, probabilities: np.ndarray) -> np.ndarray:
@@ -301,64 +301,83 @@ class DistributedParticleFilter(ParticleFilter):
         super().restore(state)
         self.empty_walks = int(state["empty_walks"])
 
-    def destinations(self, count: int) -> np.ndarray:
-        """Next position of each held particle: 0 stays, ``i`` goes to neighbour ``i-1``."""
+    def destinations(self, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Next move of each held particle: ``(slot, counts per slot, order by slot)``.
+
+        Slot 0 stays, slot ``i`` goes to neighbour ``i - 1``; ``order`` lists the
+        particles grouped by slot, stable.
+        """
         rng = self.streams["walk"]
-        if self.neighbourhood.degree == 0:
-            return np.zeros(count, dtype=np.int64)
         if self.settings.migration == "balanced":
             counts = apportion(count, self.move_probabilities)
-            return rng.permutation(np.repeat(np.arange(counts.size), counts))
-        uniforms = rng.random(count) * self.move_cumulative[-1]
-        chosen = np.searchsorted(self.move_cumulative, uniforms, side="right")
-        return np.minimum(chosen, self.move_probabilities.size - 1)
+            destination = rng.permutation(np.repeat(np.arange(counts.size), counts))
+            return destination, counts, np.argsort(destination, kind="stable")
+        return route(rng.random(count), self.move_cumulative)
 
-    def score(self, theta, carry, noise, target):
-        """Log-likelihood and next carried state of particles on this node's data."""
+    def score(self, records: np.ndarray, target):
+        """Log-likelihood and next carried state of arriving particles on this node's data."""
+        carry = np.ascontiguousarray(records["carry"])
         if self._columns is None or target is None:
-            return np.zeros(theta.shape[0]), carry
-        predictions, next_carry = self.model.evaluate(theta, carry, noise, self._columns)
-        return (gaussian_log_likelihood(target, predictions, self.settings.obs_noise),
-                next_carry)
+            return np.zeros(records.shape[0]), carry
+        return self.model.score(np.ascontiguousarray(records["theta"]), carry,
+                                np.ascontiguousarray(records["noise"]), self._columns,
+                                target, self.settings.obs_noise)
 
-    def walk_step(self, walkers: Walkers, target) -> tuple[Walkers, int, int, int]:
-        """Move every particle one step; score the arrivals here. Returns traffic too."""
-        destination = self.destinations(walkers.size)
-        stay = destination == 0
-        order = np.argsort(destination, kind="stable")
-        moving = walkers.select(order[np.count_nonzero(stay):])
-        counts = np.bincount(destination, minlength=self.neighbourhood.degree + 1)[1:]
-        received, sent_bytes = self.neighbourhood.exchange(moving.pack(self.record_dtype),
-                                                           counts)
-        theta = np.ascontiguousarray(received["theta"])
-        carry = np.ascontiguousarray(received["carry"])
-        noise = np.ascontiguousarray(received["noise"])
-        log_likelihood, next_carry = self.score(theta, carry, noise, target)
-        arrivals = Walkers(theta=theta, carry=carry, noise=noise,
-                           log_weights=received["log_weight"].copy(), ids=received["id"].copy(),
-                           log_likelihood=log_likelihood, next_carry=next_carry)
-        stayers = walkers.select(stay)
-        joined = Walkers(**{name: np.concatenate([getattr(stayers, name),
-                                                  getattr(arrivals, name)])
-                            for name in Walkers.__dataclass_fields__})
-        return joined, arrivals.size, moving.size, sent_bytes
+    def depart(self, records: np.ndarray):
+        """Draw every particle's next move and start sending the movers (non-blocking).
 
-    def start_walk(self, target) -> Walkers:
-        """This node's propagated particles with walk weight 1 and their local scores."""
+        Returns the mask of particles that stay and the pending exchange.
+        """
+        destination, counts, order = self.destinations(records.shape[0])
+        movers = records[order[counts[0]:]]
+        return destination == 0, self.neighbourhood.start_exchange(movers, counts[1:])
+
+    def arrive(self, stayers: Walkers, pending, target) -> tuple[Walkers, int, int, int]:
+        """Finish an exchange, score the arrivals here, join them to the stayers."""
+        received, sent_bytes, sent = self.neighbourhood.finish_exchange(pending)
+        log_likelihood, next_carry = self.score(received, target)
+        joined = Walkers.join(stayers, Walkers(received, log_likelihood, next_carry))
+        joined.records["log_weight"] += self.visit_exponent * joined.log_likelihood
+        return joined, received.shape[0], sent, sent_bytes
+
+    def predict(self, columns: np.ndarray | None) -> float:
+        """Propagate; send the first walk step's movers; predict while they travel.
+
+        The first move of a particle does not depend on any likelihood (its starting node
+        is not a visit), so with ``filter.overlap`` the first exchange is in flight while
+        this node evaluates its own particles for the prediction.
+        """
         particles = self.particles
-        return Walkers(theta=particles.theta, carry=particles.carry, noise=self._state_noise,
-                       log_weights=np.zeros(particles.size),
-                       ids=particles.ids, log_likelihood=self.local_log_likelihood(target),
-                       next_carry=self._next_carry)
+        records = np.empty(particles.size, dtype=self.record_dtype)
+        self._state_noise = self.propagate()
+        records["id"] = particles.ids
+        records["log_weight"] = 0.0
+        records["theta"] = particles.theta
+        records["carry"] = particles.carry
+        records["noise"] = self._state_noise
+        self._start = records
+        self._departure = self.depart(records) if self.settings.overlap else None
+        self._columns = columns
+        if columns is None:
+            self._predictions = None
+            self._next_carry = particles.carry
+            return float("nan")
+        self._predictions, self._next_carry = self.model.evaluate(
+            particles.theta, particles.carry, self._state_noise, columns)
+        weights, _ = normalize_log_weights(particles.log_weights)
+        return float(weights @ self._predictions)
 
     def update(self, target: float | None) -> StepInfo:
         """Walk ``s`` steps collecting tempered likelihoods, then resample back to N."""
-        start = self.start_walk(target)
+        start = Walkers(self._start, self.local_log_likelihood(target), self._next_carry)
+        stay, pending = self._departure or self.depart(start.records)
         walkers = start
         received = sent = bytes_sent = 0
-        for _ in range(self.walk_steps):
-            walkers, arrived, departed, step_bytes = self.walk_step(walkers, target)
-            walkers.log_weights += self.visit_exponent * walkers.log_likelihood
+        for step in range(self.walk_steps):
+            if step:
+                stay, pending = self.depart(walkers.records)
+            walkers, arrived, departed, step_bytes = self.arrive(walkers.select(stay),
+                                                                 pending, target)
             received += arrived
             sent += departed
             bytes_sent += step_bytes
@@ -369,18 +388,20 @@ class DistributedParticleFilter(ParticleFilter):
             # by its own likelihood (a local PF step), and count the event.
             self.empty_walks += 1
             walkers = start
-            walkers.log_weights = start.log_likelihood.copy()
-        weights, degenerate, _ = _normalise(walkers.log_weights)
+            walkers.records["log_weight"] = start.log_likelihood
+        log_weights = walkers.records["log_weight"]
+        weights, degenerate, _ = _normalise(log_weights)
         ess = effective_sample_size(weights)
-        self.estimate = weighted_mean(weights, walkers.theta)
+        theta = walkers.records["theta"]
+        self.estimate = weighted_mean(weights, theta)
         count = self.settings.particles
         ancestors = resample(self.settings.resampling, weights, count,
                              self.streams["resample"])
-        self.particles = ParticleSet(theta=walkers.theta[ancestors],
-                                     carry=walkers.next_carry[ancestors],
+        self.particles = ParticleSet(theta=np.ascontiguousarray(theta[ancestors]),
+                                     carry=np.ascontiguousarray(walkers.next_carry[ancestors]),
                                      log_weights=np.full(count, -np.log(count)),
                                      ids=self.ids.take(count))
-        self.last_walk_ids = walkers.ids
+        self.last_walk_ids = walkers.records["id"].copy()
         return StepInfo(ess=ess, resampled=True, held=held, received=received, sent=sent,
                         bytes_sent=bytes_sent, degenerate=degenerate, empty_walk=empty_walk)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels import lstm_mean_states, lstm_parameter_count, lstm_prediction_gradient
+from .kernels import lstm_parameter_count, lstm_predict, lstm_prediction_gradient
 
 
 @dataclass(frozen=True)
@@ -61,15 +61,24 @@ class LSTMModel:
         ``carry`` is the state of the previous step, ``state_noise`` the transition noise
         of the new state (both (N, n_carry)); ``columns`` is (m, p) in the model dtype.
         """
+        predictions, next_carry, _ = self._run(theta, carry, state_noise, columns, 0.0, 0.0)
+        return predictions, next_carry
+
+    def score(self, theta, carry, state_noise, columns, target: float, obs_noise: float):
+        """Log-likelihoods ``log N(target; d_hat_i, r)`` (float64) and next carried state."""
+        _, next_carry, log_likelihood = self._run(theta, carry, state_noise, columns, target,
+                                                  obs_noise)
+        return log_likelihood, next_carry
+
+    def _run(self, theta, carry, state_noise, columns, target, obs_noise):
         count = theta.shape[0]
         n = self.hidden
-        start = carry if self.carry_state else np.zeros((count, 2 * n), dtype=self.dtype)
-        state = lstm_mean_states(theta, columns, start, n)
         if self.carry_state:
-            state += state_noise
-        y_bar = state[:, n:]
-        predictions = np.einsum("ij,ij->i", theta[:, -n:], y_bar, dtype=np.float64)
-        return predictions, (state if self.carry_state else np.empty((count, 0), self.dtype))
+            return lstm_predict(theta, columns, carry, state_noise, n, True, target, obs_noise)
+        start = np.zeros((count, 2 * n), dtype=self.dtype)
+        predictions, _, log_likelihood = lstm_predict(theta, columns, start, start, n, False,
+                                                      target, obs_noise)
+        return predictions, np.empty((count, 0), self.dtype), log_likelihood
 
     def prediction_gradient(self, theta: np.ndarray, carry: np.ndarray,
                             columns: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -119,6 +128,11 @@ class LinearModel:
         mean_column = columns.mean(axis=0, dtype=np.float64)
         predictions = theta.astype(np.float64, copy=False) @ mean_column
         return predictions, carry
+
+    def score(self, theta, carry, state_noise, columns, target: float, obs_noise: float):
+        """Log-likelihoods ``log N(target; d_hat_i, r)`` (float64) and the (empty) state."""
+        predictions, carry = self.evaluate(theta, carry, state_noise, columns)
+        return gaussian_log_likelihood(target, predictions, obs_noise), carry
 
     def prediction_gradient(self, theta, carry, columns):
         """``(theta^T x_bar, x_bar, empty carried state)``."""

@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from .gradient import lstm_prediction_gradient_kernel
-from .lstm import lstm_batch_major_kernel, lstm_particle_major_kernel
+from .lstm import add_noise_and_predict_kernel, lstm_batch_major_kernel, lstm_particle_major_kernel
 from .resampling import KERNELS as RESAMPLING_KERNELS
 from .resampling import uniforms_needed
+from .walk import route_kernel
 from .weights import effective_sample_size_kernel, normalize_log_weights_kernel
 
 FLOAT_TYPES = (np.float64, np.float32)
@@ -65,6 +66,39 @@ def lstm_mean_states(theta: np.ndarray, columns: np.ndarray, start: np.ndarray, 
                              f"{(n_particles, 2 * hidden)}")
     lstm_kernel_for(hidden, inputs)(theta, columns, start, hidden, out)
     return out
+
+
+def lstm_predict(theta: np.ndarray, columns: np.ndarray, start: np.ndarray,
+                 noise: np.ndarray, hidden: int, carry_state: bool, target: float = 0.0,
+                 obs_noise: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predictions, new state and (if ``obs_noise > 0``) log-likelihoods on one sequence.
+
+    The state (N, 2n) is the mean-pooled ``[c_bar, y_bar]`` from ``start``, plus
+    ``noise`` when the state is carried; predictions (float64) are ``w_i^T y_bar_i``;
+    log-likelihoods (float64) ``log N(target; d_hat_i, obs_noise)``.
+    """
+    state = lstm_mean_states(theta, columns, start, hidden)
+    count = theta.shape[0]
+    predictions = np.empty(count)
+    log_likelihood = np.empty(count if obs_noise > 0 else 0)
+    add_noise_and_predict_kernel(state, noise, theta, hidden, carry_state, predictions,
+                                 float(target), float(obs_noise), log_likelihood)
+    return predictions, state, log_likelihood
+
+
+def route(uniforms: np.ndarray, cumulative: np.ndarray):
+    """Walk moves: ``(destination, counts, order)`` from U(0, 1) draws.
+
+    ``cumulative`` is the cumulative probability of [stay, neighbour 1, ...];
+    ``destination[i]`` the chosen slot of particle ``i``, ``counts`` how many chose each
+    slot, ``order`` the particles sorted by slot (stable).
+    """
+    count = uniforms.shape[0]
+    destination = np.empty(count, dtype=np.int64)
+    counts = np.zeros(cumulative.shape[0], dtype=np.int64)
+    order = np.empty(count, dtype=np.int64)
+    route_kernel(uniforms, cumulative, destination, counts, order)
+    return destination, counts, order
 
 
 def lstm_prediction_gradient(theta: np.ndarray, columns: np.ndarray, start: np.ndarray,
@@ -131,6 +165,9 @@ def warm_up(dtype) -> None:
                np.empty((1, 2), dtype=dtype))
     lstm_prediction_gradient(theta[0], np.zeros((1, 1), dtype=dtype), np.zeros(2, dtype=dtype),
                              1)
+    lstm_predict(theta, np.zeros((1, 1), dtype=dtype), np.zeros((1, 2), dtype=dtype),
+                 np.zeros((1, 2), dtype=dtype), 1, True)
+    route(np.zeros(2), np.array([0.5, 1.0]))
     weights, _ = normalize_log_weights(np.zeros(2))
     effective_sample_size(weights)
     rng = np.random.default_rng(0)

@@ -124,7 +124,7 @@ def lstm_batch_major_kernel(theta, columns, start, hidden, mean_state):
     scratch_rows = rows + gates + 4 * n
     tile = TILE_BYTES // (scratch_rows * theta.itemsize)
     tile = max(TILE_LANES, tile - tile % TILE_LANES)
-    tile = min(tile, n_particles)
+    tile = max(1, min(tile, n_particles))
     # One scratch allocation for everything; explicit transposes (numba's generic
     # strided copy is several times slower).
     scratch = np.empty(scratch_rows * tile, dtype=dtype)
@@ -179,3 +179,30 @@ def lstm_batch_major_kernel(theta, columns, start, hidden, mean_state):
             for u in range(n):
                 mean_state[first + k, u] = c_sum[u, k] * inverse_length
                 mean_state[first + k, n + u] = y_sum[u, k] * inverse_length
+
+
+@njit(cache=True, nogil=True)
+def add_noise_and_predict_kernel(state, noise, theta, hidden, carry_state, predictions,
+                                 target, obs_noise, log_likelihood):
+    """``state += noise`` (when carried), ``d_hat_i = w_i^T y_bar_i``, log-likelihoods.
+
+    ``state`` (N, 2n) holds ``[c_bar, y_bar]`` from a forward kernel, ``noise`` (N, 2n)
+    the transition noise of the carried state (ignored without ``carry_state``);
+    ``predictions`` (N,) float64 is written, and ``log_likelihood`` (N,) float64 with
+    ``log N(target; d_hat_i, obs_noise)`` when ``obs_noise > 0``.
+    """
+    n_particles = state.shape[0]
+    n = hidden
+    output = theta.shape[1] - n
+    normaliser = -0.5 * np.log(2.0 * np.pi * obs_noise) if obs_noise > 0 else 0.0
+    for i in range(n_particles):
+        if carry_state:
+            for u in range(2 * n):
+                state[i, u] += noise[i, u]
+        total = 0.0
+        for u in range(n):
+            total += theta[i, output + u] * state[i, n + u]
+        predictions[i] = total
+        if obs_noise > 0:
+            residual = target - total
+            log_likelihood[i] = normaliser - 0.5 * residual * residual / obs_noise
