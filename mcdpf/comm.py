@@ -46,22 +46,27 @@ class Neighbourhood:
             self._record_types[itemsize] = MPI.BYTE.Create_contiguous(itemsize).Commit()
         return self._record_types[itemsize]
 
-    def start_exchange(self, records: np.ndarray, counts: np.ndarray):
+    def start_exchange(self, records: np.ndarray, counts: np.ndarray, allocate=None):
         """Send ``counts[i]`` consecutive records to neighbour ``i``; receive theirs.
 
         ``records`` is a 1-D structured array grouped by destination in neighbour order.
         The counts go first (blocking ``Neighbor_alltoall``: the receiver must size its
         buffer), the records by a non-blocking ``Ineighbor_alltoallv``, so that the
-        caller can compute until :meth:`finish_exchange`.
+        caller can compute until :meth:`finish_exchange`. ``allocate(count)``, if given,
+        returns the contiguous array the incoming records are written to (so a caller
+        can receive straight into its own storage).
         """
         sent = int(counts.sum())
+        if allocate is None:
+            def allocate(count):
+                return np.empty(count, dtype=records.dtype)
         if self.degree == 0:
-            return None, records[:0].copy(), records, 0, sent
+            return None, allocate(0), records, 0, sent
         self._send_counts[:] = counts
         self.graph.Neighbor_alltoall(self._send_counts, self._recv_counts)
         send_counts = self._send_counts.tolist()
         recv_counts = self._recv_counts.tolist()
-        received = np.empty(sum(recv_counts), dtype=records.dtype)
+        received = allocate(sum(recv_counts))
         record_type = self._record_type(records.dtype.itemsize)
         request = self.graph.Ineighbor_alltoallv(
             [records.view(np.uint8), (send_counts, _displacements(send_counts)), record_type],

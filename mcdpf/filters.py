@@ -33,6 +33,8 @@ from .kernels import effective_sample_size, normalize_log_weights, resample, rou
 from .models import gaussian_log_likelihood
 
 ID_SERIAL_BITS = 40
+NOISE_BLOCK_VALUES = 1 << 20
+SCORE_BLOCK_VALUES = 1 << 22
 
 
 class StepInfo(NamedTuple):
@@ -141,13 +143,19 @@ class ParticleFilter:
             generator.bit_generator.state = state["rng"][name]
 
     def propagate(self) -> np.ndarray:
-        """Add ``N(0, q I)`` to every ``theta``; return the state noise (N, n_carry)."""
+        """Add ``N(0, q I)`` to every ``theta``; return the state noise (N, n_carry).
+
+        The parameter noise is drawn in blocks of rows (same random stream as one big
+        draw), so a large population needs no full-size temporary.
+        """
         particles = self.particles
         rng = self.streams["propagate"]
-        dtype = particles.theta.dtype
-        particles.theta += self.noise_std * rng.standard_normal(particles.theta.shape,
-                                                                 dtype=dtype)
-        return self.noise_std * rng.standard_normal(particles.carry.shape, dtype=dtype)
+        theta = particles.theta
+        rows = max(1, NOISE_BLOCK_VALUES // max(theta.shape[1], 1))
+        for first in range(0, theta.shape[0], rows):
+            block = theta[first:first + rows]
+            block += self.noise_std * rng.standard_normal(block.shape, dtype=theta.dtype)
+        return self.noise_std * rng.standard_normal(particles.carry.shape, dtype=theta.dtype)
 
     def predict(self, columns: np.ndarray | None) -> float:
         """Propagate, run the model on this node's sequence, return the predictive mean.
@@ -229,21 +237,6 @@ class Walkers:
         """Number of particles on this node."""
         return self.records.shape[0]
 
-    def select(self, index) -> Walkers:
-        """The subset picked by a boolean mask or index array."""
-        return Walkers(self.records[index], self.log_likelihood[index], self.next_carry[index])
-
-    @staticmethod
-    def join(first: Walkers, second: Walkers) -> Walkers:
-        """Concatenation, ``first`` then ``second``."""
-        # Slice assignment: np.concatenate re-derives structured dtypes on every call.
-        records = np.empty(first.size + second.size, dtype=first.records.dtype)
-        records[:first.size] = first.records
-        records[first.size:] = second.records
-        return Walkers(records,
-                       np.concatenate([first.log_likelihood, second.log_likelihood]),
-                       np.concatenate([first.next_carry, second.next_carry]))
-
 
 def apportion(total: int, probabilities: np.ndarray) -> np.ndarray:
     """Integer counts summing to ``total``, proportional to ``probabilities``.
@@ -315,30 +308,64 @@ class DistributedParticleFilter(ParticleFilter):
         return route(rng.random(count), self.move_cumulative)
 
     def score(self, records: np.ndarray, target):
-        """Log-likelihood and next carried state of arriving particles on this node's data."""
+        """Log-likelihood and next carried state of arriving particles on this node's data.
+
+        Scored in blocks, so the contiguous copies the kernels need stay small.
+        """
         carry = np.ascontiguousarray(records["carry"])
         if self._columns is None or target is None:
             return np.zeros(records.shape[0]), carry
-        return self.model.score(np.ascontiguousarray(records["theta"]), carry,
-                                np.ascontiguousarray(records["noise"]), self._columns,
-                                target, self.settings.obs_noise)
+        rows = max(1, SCORE_BLOCK_VALUES // max(self.model.n_params, 1))
+        scored = [self.model.score(np.ascontiguousarray(block["theta"]),
+                                   np.ascontiguousarray(block["carry"]),
+                                   np.ascontiguousarray(block["noise"]), self._columns,
+                                   target, self.settings.obs_noise)
+                  for block in (records[first:first + rows]
+                                for first in range(0, records.shape[0], rows))]
+        if len(scored) == 1:
+            return scored[0]
+        if not scored:
+            return np.zeros(0), carry
+        return (np.concatenate([log_likelihood for log_likelihood, _ in scored]),
+                np.concatenate([next_carry for _, next_carry in scored]))
 
     def depart(self, records: np.ndarray):
         """Draw every particle's next move and start sending the movers (non-blocking).
 
-        Returns the mask of particles that stay and the pending exchange.
+        The particles that stay are copied into a new record array sized for them and the
+        arrivals, which MPI fills directly; so the walk holds the old records, the movers
+        in flight and the new records, no more. Returns ``(new records, stay mask,
+        pending exchange)``.
         """
         destination, counts, order = self.destinations(records.shape[0])
-        movers = records[order[counts[0]:]]
-        return destination == 0, self.neighbourhood.start_exchange(movers, counts[1:])
+        stay = destination == 0
+        kept = int(counts[0])
+        movers = records[order[kept:]]
+        joined = []
 
-    def arrive(self, stayers: Walkers, pending, target) -> tuple[Walkers, int, int, int]:
-        """Finish an exchange, score the arrivals here, join them to the stayers."""
+        def allocate(incoming):
+            new = np.empty(kept + incoming, dtype=records.dtype)
+            np.compress(stay, records, out=new[:kept])
+            joined.append(new)
+            return new[kept:]
+
+        pending = self.neighbourhood.start_exchange(movers, counts[1:], allocate)
+        return joined[0], stay, pending
+
+    def arrive(self, departure, previous_scores, target) -> tuple[Walkers, int, int, int]:
+        """Finish an exchange, score the arrivals here, weight every particle held.
+
+        ``previous_scores`` are the log-likelihoods and next carried states of the
+        particles before the move (the stayers keep theirs).
+        """
+        records, stay, pending = departure
+        previous_likelihood, previous_carry = previous_scores
         received, sent_bytes, sent = self.neighbourhood.finish_exchange(pending)
         log_likelihood, next_carry = self.score(received, target)
-        joined = Walkers.join(stayers, Walkers(received, log_likelihood, next_carry))
-        joined.records["log_weight"] += self.visit_exponent * joined.log_likelihood
-        return joined, received.shape[0], sent, sent_bytes
+        walkers = Walkers(records, np.concatenate([previous_likelihood[stay], log_likelihood]),
+                          np.concatenate([previous_carry[stay], next_carry]))
+        walkers.records["log_weight"] += self.visit_exponent * walkers.log_likelihood
+        return walkers, received.shape[0], sent, sent_bytes
 
     def predict(self, columns: np.ndarray | None) -> float:
         """Propagate; send the first walk step's movers; predict while they travel.
@@ -365,19 +392,24 @@ class DistributedParticleFilter(ParticleFilter):
         self._predictions, self._next_carry = self.model.evaluate(
             particles.theta, particles.carry, self._state_noise, columns)
         weights, _ = normalize_log_weights(particles.log_weights)
+        # The records hold the particles now; the walk ends with a new population.
+        self.particles = None
         return float(weights @ self._predictions)
 
     def update(self, target: float | None) -> StepInfo:
         """Walk ``s`` steps collecting tempered likelihoods, then resample back to N."""
         start = Walkers(self._start, self.local_log_likelihood(target), self._next_carry)
-        stay, pending = self._departure or self.depart(start.records)
+        departure = self._departure or self.depart(start.records)
+        self._departure = None
         walkers = start
         received = sent = bytes_sent = 0
         for step in range(self.walk_steps):
             if step:
-                stay, pending = self.depart(walkers.records)
-            walkers, arrived, departed, step_bytes = self.arrive(walkers.select(stay),
-                                                                 pending, target)
+                departure = self.depart(walkers.records)
+            scores = (walkers.log_likelihood, walkers.next_carry)
+            walkers = None  # the records are copied: free them while the exchange runs
+            walkers, arrived, departed, step_bytes = self.arrive(departure, scores, target)
+            departure = None
             received += arrived
             sent += departed
             bytes_sent += step_bytes
