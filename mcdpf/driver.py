@@ -212,16 +212,20 @@ def agree_resume(comm, setup: NodeSetup, steps: int) -> tuple[str | None, int, t
     """Set-up collectives for ``--resume``: the checkpoint to continue from, checked.
 
     Communicating algorithms continue from the newest step that every rank has; ranks of
-    an algorithm without communication are independent and continue from their own newest.
+    an algorithm without communication are independent and continue from their own newest
+    (from the start if a rank was stopped before its first checkpoint).
     """
     mine = checkpoint_steps(setup.out_dir, setup.node)
     own = mine[-1] if mine else -1
-    common = comm_layer.agree_min(comm, own)
-    newest = common if setup.config.run.algorithm in COMMUNICATING else own
+    independent = setup.config.run.algorithm not in COMMUNICATING
+    common = comm_layer.agree_max(comm, own) if independent else comm_layer.agree_min(comm, own)
+    newest = own if independent else common
     problem, loaded = None, None
     if common < 0:
         problem = (f"{setup.out_dir}: no checkpoint that every rank has (set "
                    "run.checkpoint_every to write them)")
+    elif independent and newest < 0:
+        pass  # this rank restarts from step 0
     elif newest not in mine:
         problem = f"{setup.out_dir}: node {setup.node} lacks the checkpoint of step {newest}"
     else:
