@@ -107,6 +107,9 @@ class DataConfig:
                                minimum=1)
     window: int = _key(2, "hk-exchange: previous days in each input sequence", "int",
                        minimum=1)
+    scaling: str = _key("minmax", "hk-exchange: minmax (each series to [-1, 1]) or zscore "
+                        "(zero mean, unit variance), by whole-series statistics", "str",
+                        choices=("minmax", "zscore"))
     nonfinite: str = _key("error", "non-finite values in a stream: error, or skip the step",
                           "str", choices=NONFINITE_POLICIES)
 

@@ -10,8 +10,9 @@ Sources (``[data] source``):
     Hong Kong dollar per US dollar daily rates, 1 Apr 2005 - 30 Mar 2007 (502 days,
     shipped in ``mcdpf/datasets``). Sequence ``t`` holds the previous ``window`` days as
     columns ``(HKD/USD, EUR/USD)`` (p = 2); the label is the next day's HKD/USD. Each
-    series is scaled affinely to [-1, 1] by its minimum and maximum over the whole file
-    (a look-ahead of the range only, documented in the README).
+    series is scaled affinely by whole-file statistics (``data.scaling``: to [-1, 1] by
+    its minimum and maximum, or to zero mean and unit variance) - a look-ahead of two
+    numbers per series, documented in the README.
 ``synthetic-lstm``
     A teacher LSTM with known weights (``theta ~ N(0, 1)``, seeded by ``data.seed``)
     labels independent sequences of N(0, 1) columns; label noise ``noise_std``.
@@ -151,7 +152,10 @@ def handle_nonfinite(stream: Stream, policy: str, source: str) -> tuple[Stream, 
 
 
 # ------------------------------------------------------------------------- sources
-def _scale_to_unit_interval(values: np.ndarray) -> np.ndarray:
+def scale_series(values: np.ndarray, scaling: str) -> np.ndarray:
+    """Each column to [-1, 1] (``minmax``) or to zero mean and unit variance (``zscore``)."""
+    if scaling == "zscore":
+        return (values - values.mean(axis=0)) / values.std(axis=0)
     low, high = values.min(axis=0), values.max(axis=0)
     return 2.0 * (values - low) / (high - low) - 1.0
 
@@ -164,10 +168,10 @@ def hk_exchange_table() -> tuple[list[str], np.ndarray]:
     return [r["DATE"] for r in rows], rates
 
 
-def hk_exchange_stream(window: int) -> Stream:
+def hk_exchange_stream(window: int, scaling: str = "minmax") -> Stream:
     """Global HK exchange-rate stream: previous ``window`` days -> next day's HKD/USD."""
     _, rates = hk_exchange_table()
-    scaled = _scale_to_unit_interval(rates)
+    scaled = scale_series(rates, scaling)
     days = scaled.shape[0]
     if window >= days:
         raise InputError(f"data.window = {window}: the series has only {days} days")
@@ -250,7 +254,7 @@ def global_stream(data, steps: int | None, nodes: int) -> Stream:
     """The global stream of a non-file source, long enough for ``steps`` per node."""
     scheme = data.partition or "interleave"
     if data.source == "hk-exchange":
-        return hk_exchange_stream(data.window)
+        return hk_exchange_stream(data.window, data.scaling)
     if data.source == "sentences":
         from .sentences import sentence_stream
 

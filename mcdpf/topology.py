@@ -22,8 +22,9 @@ names: ``ring``, ``complete``, ``star``, ``torus`` (2-D, wrap-around), ``random`
 
 For every topology this module reports the stationary distribution ``pi`` (``pi A = pi``),
 the second-largest eigenvalue modulus ``SLEM = max(|lambda_2|, |lambda_min|)`` and the
-period of the walk; a periodic walk (period > 1, e.g. the simple walk on an even ring) does
-not mix, which :meth:`Topology.warnings` says.
+period of the walk; the position of a particle on a periodic walk (period > 1, e.g. the
+simple walk on an even ring) never converges in distribution, which
+:meth:`Topology.warnings` says.
 """
 
 from __future__ import annotations
@@ -179,8 +180,10 @@ class Topology:
         """Human-readable warnings about this topology's walk."""
         if self.period > 1:
             return [f"topology {self.source}: the {self.walk} walk is periodic (period "
-                    f"{self.period}, SLEM {self.slem:.3f}): particle visits do not mix and "
-                    "the walk's weights are biased; walk = \"lazy\" fixes it"]
+                    f"{self.period}, SLEM {self.slem:.3f}): a particle's position never "
+                    "settles to the stationary distribution, so which nodes a short walk "
+                    "visits depends on where it started (visit frequencies still average "
+                    "out as walk_steps grows); walk = \"lazy\" makes it aperiodic"]
         return []
 
     def describe(self) -> dict:
