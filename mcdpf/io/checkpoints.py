@@ -13,7 +13,6 @@ rank has is always among them.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import h5py
 import numpy as np
 
 from ..errors import InputError
+from .atomic import atomic_hdf5
 
 NAME = re.compile(r"node-(\d{4,})-step-(\d{8,})\.h5$")
 
@@ -51,8 +51,7 @@ def write_checkpoint(run_dir, node: int, step: int, learner_state: dict, records
     arrays, learner_scalars = {}, {}
     _split(learner_state, "learner", arrays, learner_scalars)
     _split(records, "records", arrays, {})
-    temporary = path.with_name(path.name + ".tmp")
-    with h5py.File(temporary, "w") as handle:
+    with atomic_hdf5(path, durable=True) as handle:
         for name, array in arrays.items():
             handle.create_dataset(name, data=array)
         for name, value in attributes.items():
@@ -61,14 +60,6 @@ def write_checkpoint(run_dir, node: int, step: int, learner_state: dict, records
         handle.attrs["step"] = step
         handle.attrs["node"] = node
         handle.attrs["complete"] = 1
-        handle.flush()
-        os.fsync(handle.id.get_vfd_handle())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
     for old in checkpoint_steps(run_dir, node)[:-keep]:
         checkpoint_path(run_dir, node, old).unlink(missing_ok=True)
     return path

@@ -9,7 +9,6 @@ resolved configuration as JSON (``config``).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import h5py
 import numpy as np
 
 from ..errors import InputError
+from .atomic import atomic_hdf5
 
 
 def node_file_name(node: int) -> str:
@@ -27,15 +27,11 @@ def node_file_name(node: int) -> str:
 def write_node_file(path: str | Path, datasets: dict[str, np.ndarray],
                     attributes: dict[str, object]) -> None:
     """Write one node's outputs atomically (temporary name, flush, rename)."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    with h5py.File(temporary, "w") as handle:
+    with atomic_hdf5(path) as handle:
         for name, array in datasets.items():
             handle.create_dataset(name, data=array)
         for name, value in attributes.items():
             handle.attrs[name] = value
-        handle.flush()
-    os.replace(temporary, path)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ are accepted and converted to float64.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
@@ -16,6 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..streams import Stream, check_stream
+from .atomic import atomic_hdf5
 
 STREAM_DATASETS = ("d", "X", "offsets")
 
@@ -68,13 +68,9 @@ def stream_file_lengths(path: str | Path, nodes: int) -> list[int]:
 
 def write_stream_file(path: str | Path, streams: list[Stream]) -> None:
     """Write one group per node; atomic (temporary name, then rename)."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    with h5py.File(temporary, "w") as handle:
+    with atomic_hdf5(path) as handle:
         for node, stream in enumerate(streams):
             group = handle.create_group(f"node{node}")
             group.create_dataset("d", data=np.asarray(stream.targets, dtype=np.float64))
             group.create_dataset("X", data=np.asarray(stream.columns, dtype=np.float64))
             group.create_dataset("offsets", data=np.asarray(stream.offsets, dtype=np.int64))
-        handle.flush()
-    os.replace(temporary, path)
