@@ -163,8 +163,12 @@ class ParticleFilter:
         ``columns`` is ``None`` on a skipped step (no data): the particles still
         propagate, their carried state is kept and the prediction is NaN.
         """
-        particles = self.particles
         self._state_noise = self.propagate()
+        return self.evaluate_here(columns)
+
+    def evaluate_here(self, columns: np.ndarray | None) -> float:
+        """Run the model on this node's sequence; the predictive mean (NaN when skipped)."""
+        particles = self.particles
         self._columns = columns
         if columns is None:
             self._predictions = None
@@ -178,7 +182,7 @@ class ParticleFilter:
     def local_log_likelihood(self, target: float | None) -> np.ndarray:
         """Log-likelihood of this node's label for every particle (0 when skipped)."""
         if target is None or self._predictions is None:
-            return np.zeros(self.particles.size)
+            return np.zeros(self._next_carry.shape[0])
         return gaussian_log_likelihood(target, self._predictions, self.settings.obs_noise)
 
     def update(self, target: float | None) -> StepInfo:
@@ -384,17 +388,10 @@ class DistributedParticleFilter(ParticleFilter):
         records["noise"] = self._state_noise
         self._start = records
         self._departure = self.depart(records) if self.settings.overlap else None
-        self._columns = columns
-        if columns is None:
-            self._predictions = None
-            self._next_carry = particles.carry
-            return float("nan")
-        self._predictions, self._next_carry = self.model.evaluate(
-            particles.theta, particles.carry, self._state_noise, columns)
-        weights, _ = normalize_log_weights(particles.log_weights)
+        prediction = self.evaluate_here(columns)
         # The records hold the particles now; the walk ends with a new population.
         self.particles = None
-        return float(weights @ self._predictions)
+        return prediction
 
     def update(self, target: float | None) -> StepInfo:
         """Walk ``s`` steps collecting tempered likelihoods, then resample back to N."""
