@@ -101,6 +101,8 @@ def check_stream(columns, offsets, targets, source: str) -> Stream:
     columns = np.asarray(columns)
     offsets = np.asarray(offsets)
     targets = np.asarray(targets)
+    if columns.ndim == 1:  # scalar inputs: p = 1
+        columns = columns[:, None]
     if targets.ndim != 1:
         raise InputError(f"{source}: d has shape {targets.shape}, expected (T,)")
     if columns.ndim != 2 or columns.shape[1] < 1:

@@ -40,7 +40,7 @@ import numpy as np
 
 from .errors import InputError
 
-ROW_SUM_TOLERANCE = 1e-9
+ROW_SUM_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True, eq=False)
@@ -319,8 +319,13 @@ def check_transition(matrix, nodes: int, edges, source: str) -> np.ndarray:
     sums = a.sum(axis=1)
     bad = np.flatnonzero(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE)
     if bad.size:
-        raise InputError(f"{source}: transition row {bad[0]} sums to {sums[bad[0]]!r}, not 1 "
-                         "(row-stochastic)")
+        total = float(sums[bad[0]])
+        raise InputError(f"{source}: transition row {bad[0]} sums to {total!r}, not 1 "
+                         f"(row-stochastic, tolerance {ROW_SUM_TOLERANCE:g})")
+    # Rows within the tolerance but visibly off (e.g. 0.333333 x 3) are renormalised;
+    # rows that are 1 to rounding are kept bit for bit.
+    inexact = np.abs(sums - 1.0) > 1e-12
+    a[inexact] /= sums[inexact, None]
     allowed = np.eye(nodes, dtype=bool)
     for i, j in edges:
         allowed[i, j] = allowed[j, i] = True

@@ -106,6 +106,18 @@ def test_stream_file_round_trip(tmp_path):
         np.testing.assert_array_equal(got.targets, streams[k].targets)
 
 
+def test_one_dimensional_inputs_are_p_equal_one(tmp_path):
+    path = tmp_path / "p1.h5"
+    with h5py.File(path, "w") as handle:
+        group = handle.create_group("node0")
+        group["d"] = np.arange(3.0)
+        group["X"] = np.arange(5.0)
+        group["offsets"] = np.array([0, 2, 3, 5], dtype=np.int64)
+    stream = read_stream_file(path, 0, 1)
+    assert stream.input_dim == 1
+    np.testing.assert_array_equal(stream.sequence(2)[:, 0], [3.0, 4.0])
+
+
 def good_group(handle, name, steps=4, p=2):
     group = handle.create_group(name)
     group["d"] = np.zeros(steps)
@@ -138,7 +150,7 @@ def _replace(name, value):
     (_replace("node1/offsets", np.array([0, 2, 4, 6, 9])), "end at the number of X rows"),
     (_replace("node1/offsets", np.array([0, 2, 4])), "offsets has shape"),
     (_replace("node1/offsets", np.array([0.0, 2, 4, 6, 8])), "expected int64"),
-    (_replace("node1/X", np.zeros(8)), "X has shape"),
+    (_replace("node1/X", np.zeros((8, 1, 1))), "X has shape"),
     (_replace("node1/d", np.zeros((4, 1))), "d has shape"),
     (_replace("node1/d", np.array([b"a", b"b", b"c", b"d"])), "expected numbers"),
 ])

@@ -134,6 +134,16 @@ def test_bad_topology_files_are_one_line_errors(tmp_path, text, message):
     assert str(path) in str(error.value)
 
 
+def test_transition_rows_within_tolerance_are_renormalised(tmp_path):
+    third = "0.333333"
+    path = write(tmp_path, "nodes = 3\nedges = [[0, 1], [1, 2], [0, 2]]\n"
+                 f"transition = [[{third}, {third}, {third}], [0.5, 0.0, 0.5], "
+                 "[0.25, 0.25, 0.5]]")
+    topology = read_topology_file(path)
+    np.testing.assert_allclose(topology.transition.sum(axis=1), 1.0, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(topology.transition[0], 1 / 3)
+
+
 def test_matrix_walk_needs_a_transition(tmp_path):
     path = write(tmp_path, "nodes = 2\nedges = [[0, 1]]")
     with pytest.raises(InputError, match="transition"):
