@@ -93,8 +93,8 @@ class DataConfig:
     source: str = _key("hk-exchange", "data source", "str", choices=SOURCES)
     path: str | None = _key(None, "HDF5 stream file (source = file)", "path", optional=True)
     partition: str | None = _key(None, "how one global stream is split over the nodes; "
-                                 "default interleave (not for source = file)", "str",
-                                 choices=PARTITIONS, optional=True)
+                                 "default interleave (ignored, with a warning, for "
+                                 "source = file)", "str", choices=PARTITIONS, optional=True)
     seed: int = _key(0, "seed of generated data (independent of run.seed)", "int", minimum=0)
     input_dim: int = _key(2, "p, input dimension of generated data; word-vector dimension "
                           "of sentences", "int", minimum=1)
@@ -360,9 +360,6 @@ def _check_consistency(config: Config) -> None:
         if data.path is None:
             raise InputError(f"{src}: [data] source = \"file\" needs 'path' (an HDF5 "
                              "stream file)")
-        if data.partition is not None:
-            raise InputError(f"{src}: [data] partition does not apply to source = \"file\" "
-                             "(the file holds one stream per node)")
     elif data.path is not None:
         raise InputError(f"{src}: [data] 'path' goes with source = \"file\" only")
     if data.min_length > data.max_length:

@@ -144,6 +144,9 @@ def setup_node(config, nodes: int, node: int, out_dir: Path, force: bool,
         for j, step in config.faults.drop or []:
             node_skipped[j][step:] = True
     warnings = list(topology.warnings())
+    if config.data.source == "file" and config.data.partition is not None:
+        warnings.append(f"data.partition = \"{config.data.partition}\" is ignored: a stream "
+                        "file holds one stream per node")
     if config.run.algorithm == "dpf" and config.filter.migration == "balanced" \
             and not np.allclose(topology.transition.sum(axis=0), 1.0):
         warnings.append("filter.migration = \"balanced\" on a walk that is not doubly "
