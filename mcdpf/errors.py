@@ -13,7 +13,3 @@ class InputError(Exception):
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
 
-
-def where(source: str | None, key: str) -> str:
-    """Return ``"SOURCE: key"`` (or just ``key``) for error messages."""
-    return f"{source}: {key}" if source else key

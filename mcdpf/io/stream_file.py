@@ -59,13 +59,6 @@ def read_stream_file(path: str | Path, node: int, nodes: int) -> Stream:
                         f"{path}: node{node}")
 
 
-def stream_file_lengths(path: str | Path, nodes: int) -> list[int]:
-    """Length ``T`` of every node's stream (shape of ``d``), without reading data."""
-    with _open(path) as handle:
-        return [int(handle[f"node{k}/d"].shape[0]) if f"node{k}/d" in handle else -1
-                for k in range(nodes)]
-
-
 def write_stream_file(path: str | Path, streams: list[Stream]) -> None:
     """Write one group per node; atomic (temporary name, then rename)."""
     with atomic_hdf5(path) as handle:

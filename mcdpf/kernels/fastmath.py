@@ -75,17 +75,6 @@ def _exp32(x):
     return p * _bits_to_float32((np.int32(k) + np.int32(127)) << np.int32(23))
 
 
-def fast_exp(x):
-    """``exp`` that vectorises (float64 or float32)."""
-
-
-@overload(fast_exp, inline="always")
-def _fast_exp(x):
-    if isinstance(x, types.Float) and x.bitwidth == 32:
-        return lambda x: _exp32(x)
-    return lambda x: _exp64(x)
-
-
 def sigmoid(x):
     """``1 / (1 + exp(-x))``."""
 
