@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -239,14 +238,14 @@ def _print_final_summary(comm, config, result) -> None:
     import numpy as np
 
     from .comm import gather_to_first
+    from .report import finite_mean
 
     errors = result["datasets"]["squared_error"]
-    mse = float(np.nanmean(errors)) if np.any(np.isfinite(errors)) else math.nan
+    mse = finite_mean(errors)
     attributes = result["attributes"]
     gathered = gather_to_first(comm, np.array([mse, attributes["loop_seconds"]]))
     if gathered is not None:
-        mse = float(np.nanmean(gathered[:, 0])) if np.any(np.isfinite(gathered[:, 0])) \
-            else math.nan
+        mse = finite_mean(gathered[:, 0])
         seconds = float(gathered[:, 1].max())
         steps = attributes["steps"]
         print(f"mcdpf: {config.run.algorithm} on {attributes['n_nodes']} nodes: "

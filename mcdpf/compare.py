@@ -14,12 +14,11 @@ runs every algorithm for every seed on the same streams, in the same MPI job, ea
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
-from .report import running_mse, summarize, to_json
+from .report import finite_mean, running_mse, summarize, to_json
 
 STYLE = {"dpf": ("tab:red", "-"), "cpf": ("black", "--"), "pf": ("tab:orange", "-"),
          "sgd": ("tab:blue", "-"), "ekf": ("tab:green", "-"), "dekf": ("tab:olive", "-"),
@@ -149,6 +148,6 @@ def parse_list(text: str, kind=str) -> list:
 def describe_run(algorithm: str, seed: int, result: dict) -> str:
     """One progress line per finished run."""
     errors = result["datasets"]["squared_error"]
-    mse = float(np.nanmean(errors)) if np.any(np.isfinite(errors)) else math.nan
+    mse = finite_mean(errors)
     return (f"mcdpf compare: {algorithm} seed {seed}: node-0 MSE {mse:.5g} in "
             f"{result['attributes']['loop_seconds']:.2f} s")

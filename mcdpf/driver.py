@@ -40,6 +40,7 @@ from .io import (
     write_node_file,
 )
 from .models import build_model
+from .report import finite_mean
 from .streams import handle_nonfinite, node_stream
 from .topology import build_topology
 
@@ -361,8 +362,7 @@ class Progress:
             return
         self.last = now
         done = t + 1
-        seen = squared_error[:done]
-        mse = np.nanmean(seen) if np.any(np.isfinite(seen)) else float("nan")
+        mse = finite_mean(squared_error[:done])
         rate = (done - self.first) / max(now - self.start, 1e-9)
         line = (f"mcdpf: step {done}/{self.steps}  node-0 running MSE {mse:.5g}  "
                 f"{rate:.1f} steps/s")

@@ -31,7 +31,8 @@ def running_mse(squared_error: np.ndarray) -> np.ndarray:
         return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
 
 
-def _mean(values: np.ndarray) -> float:
+def finite_mean(values: np.ndarray) -> float:
+    """Mean of the finite entries (NaN marks skipped steps); NaN if there are none."""
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else math.nan
 
@@ -48,14 +49,14 @@ def summarize(run_dir) -> dict:
         bytes_sent = record.datasets["bytes_sent"]
         nodes.append({
             "node": record.node,
-            "mse": _mean(errors),
-            "final_mse": _mean(errors[-tail:]),
+            "mse": finite_mean(errors),
+            "final_mse": finite_mean(errors[-tail:]),
             "bytes_sent": int(bytes_sent.sum()),
             "bytes_per_step": float(bytes_sent.mean()),
             "theta_mean": record.datasets["theta_mean"].tolist(),
             "loop_seconds": float(record.attributes["loop_seconds"]),
             "startup_seconds": float(record.attributes["startup_seconds"]),
-            "mean_ess": _mean(record.datasets["ess"]),
+            "mean_ess": finite_mean(record.datasets["ess"]),
             "dropped_at": int(record.attributes.get("dropped_at", -1)),
             "empty_walks": int(record.attributes.get("empty_walks", 0)),
             "degenerate_steps": int(record.attributes.get("degenerate_steps", 0)),
