@@ -150,7 +150,7 @@ def theorem_worker(kind, value, walk, seeds, output):
     from mcdpf.config import load_config
     from mcdpf.driver import train
     from mcdpf.kalman import kalman_filter
-    from mcdpf.streams import node_stream
+    from mcdpf.sources import node_stream
     from mcdpf.topology import build_topology
 
     comm = MPI.COMM_WORLD
@@ -327,7 +327,7 @@ def node_loss(work, results, seeds):
                 for override in extra:
                     args += ["--set", override]
                 mcdpf(4, *args)
-                from mcdpf.io import read_run
+                from mcdpf.rundir import read_run
 
                 errors = [r.datasets["squared_error"][drop_step:] for r in read_run(out)
                           if r.node != drop_node]

@@ -113,7 +113,7 @@ def worker(output: str) -> None:
     from mpi4py import MPI
 
     from mcdpf.kernels import warm_up
-    from mcdpf.streams import hk_exchange_stream
+    from mcdpf.sources import hk_exchange_stream
 
     comm = MPI.COMM_WORLD
     warm_up(np.float64)

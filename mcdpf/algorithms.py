@@ -1,13 +1,26 @@
-"""Registry of learning algorithms: ``run.algorithm`` picks a builder by name.
+"""The learning algorithms, registered by name (``run.algorithm``) with their traits.
 
-A learner follows the online protocol: ``predict(columns) -> float`` before the label,
-``update(target) -> StepInfo`` after it, and exposes ``estimate`` (float64 parameter
-vector). Columns or target are ``None`` on a skipped step.
+Each entry of :data:`mcdpf.registry.ALGORITHMS` is a builder
+``build(context) -> learner`` (the protocol of :mod:`mcdpf.learner`) with traits:
+
+``communicating``
+    exchanges with graph neighbours every step (the ranks move in lockstep; resume
+    continues every rank from one common checkpoint step);
+``needs_all_streams``
+    reads every node's data (the ``cpf`` oracle);
+``summary``
+    one line for tables and the command line's help;
+``check(config, model)``
+    set-up checks that raise :class:`~mcdpf.errors.InputError`;
+``warnings(config, topology)``
+    warnings printed once at set-up.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 from .baselines import (
     DiffusionEKF,
@@ -16,32 +29,33 @@ from .baselines import (
     OnlineSGD,
     check_covariance_memory,
 )
-from .filters import (
-    CentralizedParticleFilter,
-    DistributedParticleFilter,
-    IdSource,
-    ParticleFilter,
-    random_streams,
-)
+from .dpf import DistributedParticleFilter
+from .filters import ParticleFilter, StreamPlan
+from .particles import random_streams
+from .registry import ALGORITHMS
 
 CENTRAL_KEY = 0
 
 
 @dataclass
 class LearnerContext:
-    """Everything a builder may need at one node."""
+    """Everything a builder may need at one node.
+
+    ``measurements`` is the oracle's access to every node's data (``cpf``):
+    ``measurements(step, columns, target)`` returns each node's ``(columns, target)`` or
+    ``None``.
+    """
 
     config: object
     model: object
     topology: object
     node: int
     neighbourhood: object
-    node_streams: list | None = None
-    node_skipped: list | None = None
+    measurements: object = None
 
-    def streams(self, key: int | None = None):
-        """This node's random generators (``key``: another stream family)."""
-        return random_streams(self.config.run.seed, self.node if key is None else key)
+    def seed_generator(self) -> np.random.Generator:
+        """This node's initial-estimate generator (single-estimate learners)."""
+        return random_streams(self.config.run.seed, self.node)["init"]
 
     def initial_variance(self) -> float:
         """EKF ``P0`` scale."""
@@ -49,75 +63,102 @@ class LearnerContext:
         return value if value is not None else self.config.model.init_std ** 2
 
 
+def _no_check(config, model) -> None:
+    return None
+
+
+def _no_warnings(config, topology) -> list[str]:
+    return []
+
+
+def _ekf_check(config, model) -> None:
+    check_covariance_memory(model, config.ekf)
+
+
+def _dpf_warnings(config, topology) -> list[str]:
+    if config.filter.migration == "balanced" and not np.allclose(
+            topology.transition.sum(axis=0), 1.0):
+        return ["filter.migration = \"balanced\" on a walk that is not doubly stochastic: "
+                "node particle counts drift from N before resampling"]
+    return []
+
+
+def register(name: str, summary: str, *, communicating: bool = False,
+             needs_all_streams: bool = False, check=_no_check, warnings=_no_warnings):
+    """Register an algorithm builder under ``name`` with its traits."""
+    return ALGORITHMS.register(name, summary=summary, communicating=communicating,
+                               needs_all_streams=needs_all_streams, check=check,
+                               warnings=warnings)
+
+
+@register("pf", "particle filter at each node, no communication")
 def build_pf(context: LearnerContext):
-    """Local particle filter, no communication."""
-    return ParticleFilter(context.model, context.config.filter, context.streams(),
-                          IdSource(context.node))
+    """Local particle filter."""
+    settings = context.config.filter
+    return ParticleFilter(context.model, settings, context.config.run.seed, context.node,
+                          settings.particles, StreamPlan((context.node,)))
 
 
+@register("dpf", "Markov chain distributed particle filter (MCDPF)", communicating=True,
+          warnings=_dpf_warnings)
 def build_dpf(context: LearnerContext):
     """Markov chain distributed particle filter."""
-    return DistributedParticleFilter(context.model, context.config.filter, context.streams(),
-                                     IdSource(context.node), context.topology,
-                                     context.neighbourhood, context.node)
+    return DistributedParticleFilter(context.model, context.config.filter,
+                                     context.config.run.seed, context.node, context.topology,
+                                     context.neighbourhood)
 
 
+@register("cpf", "centralized particle filter over every node's data (oracle)",
+          needs_all_streams=True)
 def build_cpf(context: LearnerContext):
     """Centralized particle filter (oracle): the same random streams on every rank."""
-    return CentralizedParticleFilter(context.model, context.config.filter,
-                                     context.streams(CENTRAL_KEY), IdSource(CENTRAL_KEY),
-                                     context.node_streams, context.node_skipped, context.node)
+    settings = context.config.filter
+    nodes = context.topology.nodes
+    count = settings.central_particles or settings.particles * nodes
+    plan = StreamPlan(tuple(range(nodes)), own=context.node,
+                      measurements=context.measurements)
+    return ParticleFilter(context.model, settings, context.config.run.seed, CENTRAL_KEY, count,
+                          plan)
 
 
+@register("sgd", "online gradient descent (BPTT within the sequence)")
 def build_sgd(context: LearnerContext):
     """Online SGD."""
-    return OnlineSGD(context.model, context.streams()["init"],
-                     context.config.sgd.learning_rate)
+    return OnlineSGD(context.model, context.seed_generator, context.config.sgd.learning_rate)
 
 
+@register("ekf", "extended Kalman filter on the parameters", check=_ekf_check)
 def build_ekf(context: LearnerContext):
     """Extended Kalman filter on the parameters."""
     settings = context.config.filter
-    return ExtendedKalmanFilter(context.model, context.streams()["init"],
-                                settings.state_noise, settings.obs_noise,
-                                context.initial_variance())
+    return ExtendedKalmanFilter(context.model, context.seed_generator, settings.state_noise,
+                                settings.obs_noise, context.initial_variance())
 
 
+@register("dekf", "diffusion EKF: neighbours' measurements and estimates",
+          communicating=True, check=_ekf_check)
 def build_dekf(context: LearnerContext):
     """Diffusion EKF."""
     settings = context.config.filter
-    return DiffusionEKF(context.model, context.streams()["init"], settings.state_noise,
+    return DiffusionEKF(context.model, context.seed_generator, settings.state_noise,
                         settings.obs_noise, context.initial_variance(), context.topology,
                         context.neighbourhood, context.node)
 
 
+@register("dsgd", "diffusion (adapt-then-combine) SGD: neighbours' estimates",
+          communicating=True)
 def build_dsgd(context: LearnerContext):
     """Diffusion (adapt-then-combine) SGD."""
-    return DiffusionSGD(context.model, context.streams()["init"],
+    return DiffusionSGD(context.model, context.seed_generator,
                         context.config.sgd.learning_rate, context.topology,
                         context.neighbourhood, context.node)
 
 
-BUILDERS = {
-    "pf": build_pf,
-    "dpf": build_dpf,
-    "cpf": build_cpf,
-    "sgd": build_sgd,
-    "ekf": build_ekf,
-    "dekf": build_dekf,
-    "dsgd": build_dsgd,
-}
-
-COMMUNICATING = {"dpf", "dekf", "dsgd"}
-NEEDS_ALL_STREAMS = {"cpf"}
-
-
-def check_algorithm_inputs(config, model) -> None:
-    """Algorithm-specific set-up checks (raise :class:`InputError`)."""
-    if config.run.algorithm in ("ekf", "dekf"):
-        check_covariance_memory(model, config.ekf)
+def traits(name: str) -> dict:
+    """The traits of algorithm ``name``."""
+    return ALGORITHMS.entry(name).traits
 
 
 def build_learner(name: str, context: LearnerContext):
     """The learner ``name`` for this node."""
-    return BUILDERS[name](context)
+    return ALGORITHMS[name](context)

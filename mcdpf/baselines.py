@@ -23,19 +23,21 @@ The carried state of a node's own stream is the one computed with the estimate u
 its prediction. Initial estimate: for the linear model the prior mean 0 (so ``ekf`` is the
 exact Kalman filter); for the LSTM a draw from ``N(0, init_std^2 I)``, because
 ``theta = 0`` is a stationary point of the LSTM (every gradient vanishes there).
-Estimates and covariances are float64; the LSTM kernels run in ``model.dtype``.
+Estimates and covariances are float64; the LSTM kernels run in ``model.dtype``. The
+state (:class:`EstimateState`) is passed in and returned; :meth:`learn` updates the EKF
+covariance in place (a copy of an ``n_theta^2`` matrix per step would double the memory).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
 from .errors import InputError
-from .filters import StepInfo
+from .learner import StepInfo
 from .topology import metropolis_walk
 
-NO_PARTICLES = dict(ess=float("nan"), resampled=False, held=0, received=0, sent=0,
-                    degenerate=0, empty_walk=False)
 BYTES_PER_GB = 1024 ** 3
 
 
@@ -62,88 +64,121 @@ def metropolis_row(topology, node: int) -> tuple[float, np.ndarray]:
     return weights[node, node], weights[node, topology.neighbours(node)]
 
 
-class GradientLearner:
-    """State shared by the single-estimate learners: estimate, carried state, protocol."""
+@dataclass(frozen=True)
+class EstimateState:
+    """A single-estimate learner between steps (float64 estimate, carried state, P)."""
 
-    def __init__(self, model, rng):
-        self.model = model
-        self.estimate = initial_estimate(model, rng)
-        self.carry = np.zeros(model.n_carry, dtype=model.dtype)
-        self._columns = None
-        self._prediction = None
-        self._gradient = None
-        self._next_carry = None
+    estimate: np.ndarray
+    carry: np.ndarray
+    covariance: np.ndarray | None = None
 
-    def state(self) -> dict:
-        """Estimate and carried state."""
-        return {"estimate": self.estimate, "carry": self.carry}
 
-    def restore(self, state: dict) -> None:
-        """Continue from :meth:`state`."""
-        self.estimate = state["estimate"]
-        self.carry = state["carry"]
+@dataclass(frozen=True)
+class Linearisation:
+    """The pending half-step: prediction and Jacobian at the estimate, next state."""
 
-    def predict(self, columns: np.ndarray | None) -> float:
-        """Prediction and Jacobian at the current estimate on this node's sequence."""
-        self._columns = columns
-        if columns is None:
-            self._prediction = None
-            return float("nan")
-        theta = self.estimate.astype(self.model.dtype)
-        self._prediction, self._gradient, self._next_carry = \
-            self.model.prediction_gradient(theta, self.carry, columns)
-        return self._prediction
+    columns: np.ndarray | None
+    carry: np.ndarray
+    prediction: float | None = None
+    gradient: np.ndarray | None = None
+    next_carry: np.ndarray | None = None
 
     def observed(self, target) -> bool:
-        """Whether this step has data; if so, move the carried state forward."""
-        if target is None or self._prediction is None:
-            return False
-        self.carry = self._next_carry
-        return True
+        """Whether this step has data and a label."""
+        return target is not None and self.prediction is not None
+
+    def carry_after(self, target) -> np.ndarray:
+        """The carried state after the step (moved forward only when observed)."""
+        return self.next_carry if self.observed(target) else self.carry
+
+
+class GradientLearner:
+    """What the single-estimate learners share: the estimate, carried state, protocol.
+
+    Parameters
+    ----------
+    model
+        The model.
+    init_generator
+        ``init_generator()`` returns the generator of the initial LSTM estimate.
+    """
+
+    def __init__(self, model, init_generator):
+        self.model = model
+        self.init_generator = init_generator
+
+    def initial_state(self) -> EstimateState:
+        """The initial estimate and a zero carried state."""
+        return EstimateState(estimate=initial_estimate(self.model, self.init_generator()),
+                             carry=np.zeros(self.model.n_carry, dtype=self.model.dtype))
+
+    def linearise(self, estimate, carry, columns) -> Linearisation:
+        """Prediction and Jacobian at ``estimate`` on a sequence (None: no data)."""
+        if columns is None:
+            return Linearisation(columns=None, carry=carry)
+        prediction, gradient, next_carry = self.model.prediction_gradient(
+            estimate.astype(self.model.dtype), carry, columns)
+        return Linearisation(columns=columns, carry=carry, prediction=prediction,
+                             gradient=gradient, next_carry=next_carry)
+
+    def predict(self, state: EstimateState, step: int, columns):
+        """Prediction and Jacobian at the current estimate on this node's sequence."""
+        pending = self.linearise(state.estimate, state.carry, columns)
+        prediction = float("nan") if pending.prediction is None else pending.prediction
+        return prediction, pending
+
+    def state_arrays(self, state: EstimateState) -> dict:
+        """Estimate, carried state (and covariance)."""
+        arrays = {"estimate": state.estimate, "carry": state.carry}
+        if state.covariance is not None:
+            arrays["covariance"] = state.covariance
+        return arrays
+
+    def restore(self, arrays: dict) -> EstimateState:
+        """The state saved by :meth:`state_arrays`."""
+        return EstimateState(estimate=arrays["estimate"], carry=arrays["carry"],
+                             covariance=arrays.get("covariance"))
 
 
 class OnlineSGD(GradientLearner):
     """``sgd``: one gradient step per label."""
 
-    def __init__(self, model, rng, learning_rate: float):
-        super().__init__(model, rng)
+    def __init__(self, model, init_generator, learning_rate: float):
+        super().__init__(model, init_generator)
         self.learning_rate = learning_rate
 
-    def adapt(self, target) -> np.ndarray:
+    def adapt(self, state: EstimateState, pending: Linearisation, target) -> np.ndarray:
         """The estimate after a gradient step on this node's label."""
-        if not self.observed(target):
-            return self.estimate
-        return self.estimate + self.learning_rate * (target - self._prediction) * self._gradient
+        if not pending.observed(target):
+            return state.estimate
+        return state.estimate + self.learning_rate * (target - pending.prediction) \
+            * pending.gradient
 
-    def update(self, target) -> StepInfo:
+    def learn(self, state, pending, target):
         """Gradient step."""
-        self.estimate = self.adapt(target)
-        return StepInfo(bytes_sent=0, **NO_PARTICLES)
+        return EstimateState(estimate=self.adapt(state, pending, target),
+                             carry=pending.carry_after(target)), StepInfo()
 
 
 class ExtendedKalmanFilter(GradientLearner):
     """``ekf``: EKF on the parameters with ``Q = q I`` and ``R = r``."""
 
-    def __init__(self, model, rng, state_noise: float, obs_noise: float,
+    def __init__(self, model, init_generator, state_noise: float, obs_noise: float,
                  initial_variance: float):
-        super().__init__(model, rng)
+        super().__init__(model, init_generator)
         self.state_noise = state_noise
         self.obs_noise = obs_noise
-        self.covariance = initial_variance * np.eye(model.n_params)
+        self.initial_variance = initial_variance
 
-    def state(self) -> dict:
-        """Estimate, carried state and covariance."""
-        return {**super().state(), "covariance": self.covariance}
+    def initial_state(self) -> EstimateState:
+        """Initial estimate, zero state, ``P0 = initial_variance * I``."""
+        state = super().initial_state()
+        return replace(state, covariance=self.initial_variance * np.eye(self.model.n_params))
 
-    def restore(self, state: dict) -> None:
-        """Continue from :meth:`state`."""
-        super().restore(state)
-        self.covariance = state["covariance"]
-
-    def predict(self, columns):
-        """Time update ``P += q I``, then predict at the current estimate."""
-        self.covariance[np.diag_indices_from(self.covariance)] += self.state_noise
-        return super().predict(columns)
+    def time_update(self, covariance: np.ndarray) -> np.ndarray:
+        """``P += q I`` in place."""
+        covariance[np.diag_indices_from(covariance)] += self.state_noise
+        return covariance
 
     def measurement_update(self, estimate, covariance, target, prediction, jacobian):
         """One scalar EKF update; returns the new estimate, updates ``covariance`` in place."""
@@ -155,61 +190,60 @@ class ExtendedKalmanFilter(GradientLearner):
         covariance *= 0.5
         return estimate + gain * (target - prediction)
 
-    def update(self, target) -> StepInfo:
-        """Measurement update with this node's label."""
-        if self.observed(target):
-            self.estimate = self.measurement_update(self.estimate, self.covariance, target,
-                                                    self._prediction, self._gradient)
-        return StepInfo(bytes_sent=0, **NO_PARTICLES)
+    def learn(self, state, pending, target):
+        """Time update, then the measurement update with this node's label."""
+        covariance = self.time_update(state.covariance)
+        estimate = state.estimate
+        if pending.observed(target):
+            estimate = self.measurement_update(estimate, covariance, target,
+                                               pending.prediction, pending.gradient)
+        return EstimateState(estimate=estimate, carry=pending.carry_after(target),
+                             covariance=covariance), StepInfo()
 
 
 class Diffusion:
     """Mixin: neighbour-only combination with Metropolis weights of the current graph."""
 
-    def rewire(self, topology, neighbourhood) -> None:
-        """Combine over a (new) topology."""
+    def connect(self, topology, neighbourhood, node: int) -> None:
+        """Combine over ``topology`` through ``neighbourhood``."""
+        self.node = node
         self.neighbourhood = neighbourhood
-        self.self_weight, self.neighbour_weights = metropolis_row(topology, self.node)
+        self.self_weight, self.neighbour_weights = metropolis_row(topology, node)
 
-    def combine(self, intermediate: np.ndarray) -> int:
-        """``estimate = c_kk psi_k + sum_l c_lk psi_l``; returns the bytes sent."""
+    def combine(self, intermediate: np.ndarray) -> tuple[np.ndarray, int]:
+        """``c_kk psi_k + sum_l c_lk psi_l`` and the bytes sent."""
         gathered, sent = self.neighbourhood.allgather(intermediate)
-        self.estimate = self.self_weight * intermediate + self.neighbour_weights @ gathered
-        return sent
+        return self.self_weight * intermediate + self.neighbour_weights @ gathered, sent
 
 
 class DiffusionSGD(Diffusion, OnlineSGD):
     """``dsgd``: adapt (local SGD step), then combine neighbours' adapted estimates."""
 
-    def __init__(self, model, rng, learning_rate, topology, neighbourhood, node):
-        super().__init__(model, rng, learning_rate)
-        self.node = node
-        self.rewire(topology, neighbourhood)
+    def __init__(self, model, init_generator, learning_rate, topology, neighbourhood, node):
+        super().__init__(model, init_generator, learning_rate)
+        self.connect(topology, neighbourhood, node)
 
-    def update(self, target) -> StepInfo:
+    def learn(self, state, pending, target):
         """Adapt, exchange, combine."""
-        sent = self.combine(self.adapt(target))
-        return StepInfo(bytes_sent=sent, **NO_PARTICLES)
+        estimate, sent = self.combine(self.adapt(state, pending, target))
+        return EstimateState(estimate=estimate, carry=pending.carry_after(target)), \
+            StepInfo(bytes_sent=sent)
 
 
 class DiffusionEKF(Diffusion, ExtendedKalmanFilter):
     """``dekf``: incremental update with the neighbourhood's measurements, then combine."""
 
-    def __init__(self, model, rng, state_noise, obs_noise, initial_variance, topology,
+    def __init__(self, model, init_generator, state_noise, obs_noise, initial_variance, topology,
                  neighbourhood, node):
-        super().__init__(model, rng, state_noise, obs_noise, initial_variance)
-        self.node = node
-        self.rewire(topology, neighbourhood)
+        super().__init__(model, init_generator, state_noise, obs_noise, initial_variance)
+        self.connect(topology, neighbourhood, node)
 
-    def pack_measurement(self, target) -> np.ndarray:
-        """``[observed, d, starting state..., columns...]`` of this node's step (float64).
-
-        Call before :meth:`observed` moves the carried state forward.
-        """
-        if target is None or self._columns is None:
+    def pack_measurement(self, pending: Linearisation, target) -> np.ndarray:
+        """``[observed, d, starting state..., columns...]`` of this node's step (float64)."""
+        if target is None or pending.columns is None:
             return np.zeros(1)
-        return np.concatenate([[1.0, target], np.asarray(self.carry, dtype=np.float64),
-                               np.asarray(self._columns, dtype=np.float64).ravel()])
+        return np.concatenate([[1.0, target], np.asarray(pending.carry, dtype=np.float64),
+                               np.asarray(pending.columns, dtype=np.float64).ravel()])
 
     def unpack_measurement(self, record: np.ndarray):
         """``(target, carry, columns)`` of a neighbour's record, or None if unobserved."""
@@ -220,22 +254,24 @@ class DiffusionEKF(Diffusion, ExtendedKalmanFilter):
         columns = np.ascontiguousarray(record[2 + width:], dtype=self.model.dtype)
         return record[1], carry, columns.reshape(-1, self.model.inputs)
 
-    def update(self, target) -> StepInfo:
+    def learn(self, state, pending, target):
         """Share measurements, update incrementally, share and combine estimates."""
         records, measurement_bytes = self.neighbourhood.allgatherv(
-            self.pack_measurement(target))
-        intermediate = self.estimate
-        if self.observed(target):
-            intermediate = self.measurement_update(intermediate, self.covariance, target,
-                                                   self._prediction, self._gradient)
+            self.pack_measurement(pending, target))
+        covariance = self.time_update(state.covariance)
+        intermediate = state.estimate
+        if pending.observed(target):
+            intermediate = self.measurement_update(intermediate, covariance, target,
+                                                   pending.prediction, pending.gradient)
         for record in records:
             measurement = self.unpack_measurement(record)
             if measurement is None:
                 continue
             label, carry, columns = measurement
-            prediction, jacobian, _ = self.model.prediction_gradient(
-                intermediate.astype(self.model.dtype), carry, columns)
-            intermediate = self.measurement_update(intermediate, self.covariance, label,
-                                                   prediction, jacobian)
-        estimate_bytes = self.combine(intermediate)
-        return StepInfo(bytes_sent=measurement_bytes + estimate_bytes, **NO_PARTICLES)
+            neighbour = self.linearise(intermediate, carry, columns)
+            intermediate = self.measurement_update(intermediate, covariance, label,
+                                                   neighbour.prediction, neighbour.gradient)
+        estimate, estimate_bytes = self.combine(intermediate)
+        return EstimateState(estimate=estimate, carry=pending.carry_after(target),
+                             covariance=covariance), \
+            StepInfo(bytes_sent=measurement_bytes + estimate_bytes)

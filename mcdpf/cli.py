@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError
+from .registry import ALGORITHMS, TOPOLOGIES, WALKS
 
 EXIT_INPUT_ERROR = 2
 RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
@@ -53,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mcdpf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = commands.add_parser("train", help="train under mpiexec: one rank per node")
+    train = commands.add_parser("train", help="train under mpiexec: one rank per node "
+                                "(algorithms: " + "; ".join(
+                                    f"{name}: {ALGORITHMS.entry(name).traits['summary']}"
+                                    for name in ALGORITHMS) + ")")
     train.add_argument("config", help="configuration file (TOML)")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a configuration key (VALUE is a TOML value; a bare "
@@ -69,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="under mpiexec: run several algorithms on "
                                   "one configuration; table and running-MSE figure")
     compare.add_argument("config", help="configuration file (TOML)")
-    compare.add_argument("--algorithms", default="pf,dpf,cpf,sgd,ekf,dekf,dsgd",
-                         help="comma-separated algorithms (default: all)")
+    compare.add_argument("--algorithms", default=",".join(ALGORITHMS),
+                         help="comma-separated algorithms (default: all: "
+                         f"{', '.join(ALGORITHMS)})")
     compare.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     compare.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                          help="override a configuration key; repeatable")
@@ -84,10 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--plot", metavar="FILE.png", help="write running-MSE curves")
 
     topology = commands.add_parser("topology", help="validate and describe a topology")
-    topology.add_argument("topology", help="topology file, or a built-in name (ring, "
-                          "complete, star, torus, random, paper-ring)")
+    topology.add_argument("topology", help="topology file, or a built-in name ("
+                          f"{', '.join(TOPOLOGIES)})")
     topology.add_argument("--nodes", type=int, help="node count of a built-in topology")
-    topology.add_argument("--walk", choices=("simple", "lazy", "metropolis", "matrix"))
+    topology.add_argument("--walk", choices=WALKS.names())
     topology.add_argument("--seed", type=int, default=0, help="seed of the random topology")
     topology.add_argument("--json", action="store_true", help="print one JSON object")
     topology.add_argument("--write", metavar="FILE.toml",
@@ -166,7 +171,6 @@ def _agreed_config(comm, args, extra_check=None):
 
 def _compare(comm, args) -> int:
     from .compare import describe_run, parse_list, run_comparison, write_comparison
-    from .config import ALGORITHMS
 
     algorithms, seeds = [], []
 

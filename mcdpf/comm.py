@@ -144,6 +144,34 @@ def agree_on_error(comm, message: str | None) -> str | None:
     return None
 
 
+def allgather_streams(comm, stream, skipped: np.ndarray) -> tuple[list, list]:
+    """Set-up collective: every rank's stream and skipped-step mask, on every rank."""
+    from .streams import Stream
+
+    columns = np.ascontiguousarray(stream.columns, dtype=np.float64)
+    header = np.array([columns.shape[0], columns.shape[1], stream.steps], dtype=np.int64)
+    headers = np.empty((comm.Get_size(), 3), dtype=np.int64)
+    comm.Allgather(header, headers)
+
+    def gathered(values, sizes, dtype):
+        values = np.ascontiguousarray(values, dtype=dtype)
+        received = np.empty(int(sizes.sum()), dtype=dtype)
+        displacements = np.zeros(sizes.size, dtype=np.int64)
+        np.cumsum(sizes[:-1], out=displacements[1:])
+        comm.Allgatherv(values.ravel(), [received, (sizes, displacements)])
+        return np.split(received, np.cumsum(sizes)[:-1])
+
+    sizes = headers[:, 0] * headers[:, 1]
+    all_columns = gathered(columns, sizes, np.float64)
+    all_offsets = gathered(stream.offsets, headers[:, 2] + 1, np.int64)
+    all_targets = gathered(stream.targets, headers[:, 2], np.float64)
+    all_skipped = gathered(skipped.astype(np.int8), headers[:, 2], np.int8)
+    streams = [Stream(columns=c.reshape(int(h[0]), int(h[1])), offsets=o, targets=t)
+               for c, o, t, h in zip(all_columns, all_offsets, all_targets, headers,
+                                     strict=True)]
+    return streams, [mask.astype(bool) for mask in all_skipped]
+
+
 def process_table(comm) -> list[dict]:
     """Set-up collective: ``[{rank, host, pid}, ...]`` of every rank, on every rank."""
     import os

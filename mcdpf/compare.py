@@ -49,7 +49,7 @@ def run_comparison(comm, config, algorithms: list[str], seeds: list[int], out_di
 
 
 def _network_curve(run_dir: Path) -> np.ndarray:
-    from .io import read_run
+    from .rundir import read_run
 
     curves = [running_mse(r.datasets["squared_error"]) for r in read_run(run_dir)]
     return np.nanmean(np.vstack(curves), axis=0)

@@ -24,13 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .registry import ALGORITHMS, RESAMPLING, SOURCES, TOPOLOGIES, WALKS
 
-ALGORITHMS = ("pf", "dpf", "cpf", "sgd", "ekf", "dekf", "dsgd")
-TOPOLOGY_NAMES = ("ring", "complete", "star", "torus", "random", "paper-ring")
-WALKS = ("simple", "lazy", "metropolis", "matrix")
-SOURCES = ("hk-exchange", "sentences", "synthetic-lstm", "linear-gaussian", "file")
 PARTITIONS = ("replicate", "interleave", "shard")
-RESAMPLING = ("systematic", "stratified", "multinomial", "residual")
 MIGRATIONS = ("free", "balanced")
 DTYPES = ("float64", "float32")
 NONFINITE_POLICIES = ("error", "skip")
@@ -39,8 +35,10 @@ NONFINITE_POLICIES = ("error", "skip")
 def _key(default: Any, doc: str, kind: str, **limits: Any):
     """Declare a configuration key: its default, description, kind and limits.
 
-    ``kind`` is one of ``int``, ``float``, ``bool``, ``str``, ``path`` or ``pairs``
-    (a list of ``[int, int]``). ``limits`` may hold ``choices``, ``minimum``,
+    ``kind`` is one of ``int``, ``float``, ``bool``, ``str``, ``path``, ``pairs`` (a list
+    of ``[int, int]``) or ``matrix`` (a list of lists of numbers). ``limits`` may hold
+    ``choices`` (a tuple, or a :class:`~mcdpf.registry.Registry` read when checking),
+    ``minimum``,
     ``maximum``, ``positive`` (strictly greater than zero) and ``optional`` (the key
     may be absent; its default is then ``None``).
     """
@@ -73,9 +71,14 @@ class TopologyConfig:
     file: str | None = _key(None, "topology file (TOML: nodes, edges, optional transition)",
                             "path", optional=True)
     name: str | None = _key(None, "built-in topology instead of a file", "str",
-                            choices=TOPOLOGY_NAMES, optional=True)
-    nodes: int | None = _key(None, "node count of a built-in topology; default: the MPI "
-                             "world size", "int", minimum=1, optional=True)
+                            choices=TOPOLOGIES, optional=True)
+    edges: list | None = _key(None, "inline undirected edges [[i, j], ...] instead of a file "
+                              "or name", "pairs", optional=True)
+    transition: list | None = _key(None, "inline transition matrix (K x K) that goes with "
+                                   "edges", "matrix", optional=True)
+    nodes: int | None = _key(None, "node count of a built-in topology (or of inline edges); "
+                             "default: the MPI world size (edges: 1 + the largest index)",
+                             "int", minimum=1, optional=True)
     walk: str | None = _key(None, "random walk; default: matrix when the file has a "
                             "transition, else simple", "str", choices=WALKS, optional=True)
     seed: int = _key(0, "seed of the `random` topology", "int", minimum=0)
@@ -250,15 +253,23 @@ def _check_value(section: str, key: str, value: Any, meta: dict, origin: str,
             path = Path(value).expanduser()
             value = os.path.normpath(path if path.is_absolute() else base_dir / path)
     elif kind == "pairs":
-        ok = isinstance(value, list) and all(
-            isinstance(p, list) and len(p) == 2
+        ok = isinstance(value, list | tuple) and all(
+            isinstance(p, list | tuple) and len(p) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in p)
             for p in value)
         if not ok:
-            raise InputError(f"{label}: must be a list of [node, step] pairs of "
-                             "non-negative integers")
+            raise InputError(f"{label}: must be a list of [i, j] pairs of non-negative "
+                             "integers")
         return [list(p) for p in value]
-    choices = meta.get("choices")
+    elif kind == "matrix":
+        ok = isinstance(value, list | tuple) and all(
+            isinstance(row, list | tuple) and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in row)
+            for row in value)
+        if not ok:
+            raise InputError(f"{label}: must be a list of rows of numbers")
+        return [[float(v) for v in row] for row in value]
+    choices = _choices(meta)
     if choices is not None and value not in choices:
         raise InputError(f"{label}: must be one of {', '.join(choices)}"
                          f"{_suggest(str(value), choices)}")
@@ -269,6 +280,12 @@ def _check_value(section: str, key: str, value: Any, meta: dict, origin: str,
     if meta.get("positive") and not value > 0:
         raise InputError(f"{label}: must be > 0")
     return value
+
+
+def _choices(meta: dict) -> tuple[str, ...] | None:
+    """A key's allowed values (a registry's names are read when needed)."""
+    choices = meta.get("choices")
+    return None if choices is None else tuple(choices)
 
 
 def _section_fields(section: str) -> dict[str, dataclasses.Field]:
@@ -289,46 +306,85 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key.strip(), value
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+def _document(path_or_dict) -> tuple[dict, str, Path]:
+    """The sections of a TOML file or a mapping, its name for messages, its base directory."""
+    if isinstance(path_or_dict, dict):
+        document = {}
+        for section, table in path_or_dict.items():
+            if hasattr(table, "to_config"):  # a Topology object for [topology]
+                table = table.to_config()
+            document[section] = table
+        return document, "<dict>", Path.cwd()
+    path = Path(path_or_dict)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot read configuration: {error}") from None
+    try:
+        return tomllib.loads(text), str(path), path.resolve().parent
+    except tomllib.TOMLDecodeError as error:
+        raise InputError(f"{path}: invalid TOML: {error}") from None
+
+
+def _overrides(overrides) -> list[tuple[str, str, Any, str]]:
+    """``(section, key, value, label)`` of ``--set`` strings or a ``{"section.key": value}``."""
+    if isinstance(overrides, dict):
+        items = []
+        for name, value in overrides.items():
+            section, dot, key = str(name).partition(".")
+            if not dot or not section or not key:
+                raise InputError(f"override {name!r}: expected 'section.key'")
+            items.append((section, key, value, f"override {name}"))
+        return items
+    items = []
+    for text in overrides:
+        section, key, value = parse_override(text)
+        items.append((section, key, value, f"--set {section}.{key}"))
+    return items
+
+
+def load_config(path_or_dict=None, overrides=()) -> Config:
     """Read, override and validate a configuration.
 
     Parameters
     ----------
-    path
-        TOML file, or ``None`` for defaults plus overrides only.
+    path_or_dict
+        A TOML file, a mapping ``{section: {key: value}}`` (a
+        :class:`~mcdpf.topology.Topology` may stand for the ``topology`` table), or
+        ``None`` for the defaults.
     overrides
-        ``section.key=VALUE`` strings applied after the file, in order.
+        ``section.key=VALUE`` strings (as ``--set``), or a mapping
+        ``{"section.key": value}``, applied after the file in order.
+
+    Raises
+    ------
+    InputError
+        One line naming the file or key and the problem.
     """
     tables: dict[str, dict[str, tuple[Any, str, Path]]] = {}
-    origin = str(path) if path is not None else "<defaults>"
-    if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"{path}: configuration file not found") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise InputError(f"{path}: cannot read configuration: {error}") from None
-        try:
-            document = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as error:
-            raise InputError(f"{path}: invalid TOML: {error}") from None
-        base_dir = path.resolve().parent
+    origin = "<defaults>"
+    if path_or_dict is not None:
+        document, origin, base_dir = _document(path_or_dict)
         for section, table in document.items():
             if section not in SECTIONS:
-                raise InputError(f"{path}: unknown section [{section}]"
+                raise InputError(f"{origin}: unknown section [{section}]"
                                  f"{_suggest(section, SECTIONS)}; sections are "
                                  f"{', '.join(SECTIONS)}")
             if not isinstance(table, dict):
-                raise InputError(f"{path}: '{section}' must be a [{section}] table")
+                raise InputError(f"{origin}: '{section}' must be a [{section}] table")
             for key, value in table.items():
-                tables.setdefault(section, {})[key] = (value, str(path), base_dir)
-    for text in overrides:
-        section, key, value = parse_override(text)
+                if value is not None:
+                    tables.setdefault(section, {})[key] = (value, origin, base_dir)
+    for section, key, value, label in _overrides(overrides):
         if section not in SECTIONS:
-            raise InputError(f"--set {text}: unknown section [{section}]"
+            raise InputError(f"{label}: unknown section [{section}]"
                              f"{_suggest(section, SECTIONS)}")
-        tables.setdefault(section, {})[key] = (value, f"--set {section}.{key}", Path.cwd())
+        if value is None:
+            tables.get(section, {}).pop(key, None)
+        else:
+            tables.setdefault(section, {})[key] = (value, label, Path.cwd())
 
     sections = {}
     for section, cls in SECTIONS.items():
@@ -346,15 +402,24 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     return config
 
 
+def config_from_json(resolved: dict, origin: str) -> Config:
+    """A configuration from its resolved form (:meth:`Config.to_dict`), validated again."""
+    config = load_config(resolved)
+    return dataclasses.replace(config, source=origin)
+
+
 def _check_consistency(config: Config) -> None:
     """Checks that involve several keys."""
     src = config.source
     topo = config.topology
-    if (topo.file is None) == (topo.name is None):
-        raise InputError(f"{src}: [topology] set exactly one of 'file' or 'name'")
+    if sum(value is not None for value in (topo.file, topo.name, topo.edges)) != 1:
+        raise InputError(f"{src}: [topology] set exactly one of 'file', 'name' or 'edges'")
     if topo.file is not None and topo.nodes is not None:
-        raise InputError(f"{src}: [topology] 'nodes' goes with 'name'; a topology file "
-                         "states its own node count")
+        raise InputError(f"{src}: [topology] 'nodes' goes with 'name' or 'edges'; a "
+                         "topology file states its own node count")
+    if topo.transition is not None and topo.edges is None:
+        raise InputError(f"{src}: [topology] 'transition' goes with 'edges' (a topology "
+                         "file holds its own)")
     data = config.data
     if data.source == "file":
         if data.path is None:
@@ -375,7 +440,8 @@ def reference_table() -> str:
             meta = f.metadata
             default = "—" if f.default is None else _describe(f.default)
             doc = meta["doc"]
-            if meta.get("choices"):
-                doc += " (" + " \\| ".join(meta["choices"]) + ")"
+            choices = _choices(meta)
+            if choices:
+                doc += " (" + " \\| ".join(choices) + ")"
             rows.append(f"| `{section}.{f.name}` | `{default}` | {doc} |")
     return "\n".join(rows)

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from .io import read_run
+from .rundir import read_run
 
 FINAL_FRACTION = 0.1
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcdpf import kernels
-from mcdpf.kernels.resampling import KERNELS
+from mcdpf.registry import RESAMPLING
 
 DTYPE_TOLERANCE = {np.float64: 1e-12, np.float32: 2e-5}
 
@@ -83,7 +83,7 @@ def test_ess_bounds():
     assert kernels.effective_sample_size(np.eye(1, 10)[0]) == pytest.approx(1)
 
 
-@pytest.mark.parametrize("scheme", sorted(KERNELS))
+@pytest.mark.parametrize("scheme", sorted(RESAMPLING))
 @pytest.mark.parametrize("n_out", [1, 5, 13])
 def test_resampling_is_unbiased(scheme, n_out):
     """Mean offspring count of particle i over R draws is n_out * w_i.
@@ -106,7 +106,7 @@ def test_resampling_is_unbiased(scheme, n_out):
     assert np.all(np.abs(counts / repeats - expected) <= 5 * standard_error + 1e-9)
 
 
-@pytest.mark.parametrize("scheme", sorted(KERNELS))
+@pytest.mark.parametrize("scheme", sorted(RESAMPLING))
 def test_resampling_respects_zero_weights_and_rounding(scheme):
     rng = np.random.default_rng(0)
     weights = np.array([0.0, 0.5, 0.0, 0.5 - 1e-17, 0.0])

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from mcdpf.algorithms import BUILDERS
 from mcdpf.config import load_config
 from mcdpf.driver import train
 from mcdpf.io import write_stream_file
+from mcdpf.registry import ALGORITHMS
 from mcdpf.streams import Stream
 
-LEARNERS = sorted(BUILDERS)
+LEARNERS = sorted(ALGORITHMS)
 CONTRACT_DATASETS = {"target", "prediction", "squared_error", "ess", "particles_held",
                      "bytes_sent", "step_seconds", "theta_mean"}
 CONTRACT_ATTRIBUTES = {"node", "n_nodes", "algorithm", "steps", "config", "loop_seconds",
@@ -115,7 +115,7 @@ def test_cpf_on_a_single_node_equals_pf(tmp_path):
 
 def test_ekf_on_the_linear_model_is_the_kalman_filter(tmp_path):
     from mcdpf.kalman import kalman_filter
-    from mcdpf.streams import node_stream
+    from mcdpf.sources import node_stream
 
     config = config_for(tmp_path, "ekf", "model.kind=linear", "model.init_std=0.8",
                         "filter.state_noise=0.001", "filter.obs_noise=0.02",
@@ -135,16 +135,17 @@ def test_sgd_step_is_the_exact_gradient_step(tmp_path):
 
     config = config_for(tmp_path, "sgd")
     model = build_model(config.model, 2)
-    learner = OnlineSGD(model, np.random.default_rng(0), learning_rate=0.05)
+    learner = OnlineSGD(model, lambda: np.random.default_rng(0), learning_rate=0.05)
     columns = np.random.default_rng(1).standard_normal((4, 2))
-    before = learner.estimate.copy()
-    prediction = learner.predict(columns)
-    learner.update(0.7)
+    state = learner.initial_state()
+    before = state.estimate.copy()
+    prediction, pending = learner.predict(state, 0, columns)
+    state, _ = learner.learn(state, pending, 0.7)
     step = 1e-6
     numeric = np.array([(model.prediction_gradient(before + step * e, np.zeros(4), columns)[0]
                          - model.prediction_gradient(before - step * e, np.zeros(4), columns)[0])
                         / (2 * step) for e in np.eye(before.size)])
-    np.testing.assert_allclose(learner.estimate - before, 0.05 * (0.7 - prediction) * numeric,
+    np.testing.assert_allclose(state.estimate - before, 0.05 * (0.7 - prediction) * numeric,
                                rtol=1e-5, atol=1e-9)
 
 

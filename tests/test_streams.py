@@ -7,15 +7,14 @@ import pytest
 from mcdpf.config import load_config
 from mcdpf.errors import InputError
 from mcdpf.io import read_stream_file, write_stream_file
-from mcdpf.streams import (
-    Stream,
-    handle_nonfinite,
+from mcdpf.sources import (
     hk_exchange_stream,
     hk_exchange_table,
     node_stream,
     partition_indices,
     synthetic_lstm_stream,
 )
+from mcdpf.streams import Stream, handle_nonfinite
 
 
 def data_config(tmp_path, **data):

@@ -1,9 +1,7 @@
-"""Per-rank run outputs: ``node-0000.h5``, ``node-0001.h5``, ... in the run directory.
+"""Per-node output files: datasets (per-step records, the final estimate) and attributes.
 
-Each file is written by its own rank only. Datasets hold per-step records (``target``,
-``prediction``, ``squared_error``, ``ess``, particle counts, ``bytes_sent``,
-``step_seconds``, ...) and the final ``theta_mean``; attributes hold scalars and the
-resolved configuration as JSON (``config``).
+Each file is written by its own rank only, atomically. What the datasets and attributes
+are is declared once, in :mod:`mcdpf.rundir`; this module only writes and reads them.
 """
 
 from __future__ import annotations
@@ -17,11 +15,6 @@ import numpy as np
 
 from ..errors import InputError
 from .atomic import atomic_hdf5
-
-
-def node_file_name(node: int) -> str:
-    """``node-0000.h5`` style name of a node's output file."""
-    return f"node-{node:04d}.h5"
 
 
 def write_node_file(path: str | Path, datasets: dict[str, np.ndarray],
@@ -48,12 +41,8 @@ class NodeRecord:
         return json.loads(self.attributes["config"])
 
 
-def read_run(run_dir: str | Path) -> list[NodeRecord]:
-    """Read every ``node-*.h5`` of a run directory, ordered by node."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise InputError(f"{run_dir}: run directory not found")
-    files = sorted(run_dir.glob("node-*.h5"))
+def read_node_files(run_dir: str | Path, files: list[Path]) -> list[NodeRecord]:
+    """Read a run's node output files, ordered by node; check that none is missing."""
     if not files:
         raise InputError(f"{run_dir}: no node-*.h5 files (not a run directory, or the run "
                          "did not finish)")

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..registry import RESAMPLING
 from .gradient import lstm_prediction_gradient_kernel
 from .lstm import add_noise_and_predict_kernel, lstm_batch_major_kernel, lstm_particle_major_kernel
-from .resampling import KERNELS as RESAMPLING_KERNELS
-from .resampling import uniforms_needed
 from .walk import route_kernel
 from .weights import effective_sample_size_kernel, normalize_log_weights_kernel
 
@@ -150,9 +149,10 @@ def resample(scheme: str, weights: np.ndarray, n_out: int,
              rng: np.random.Generator) -> np.ndarray:
     """Ancestor indices (int64, ascending, length ``n_out``) drawn by ``scheme``."""
     weights = np.ascontiguousarray(weights, dtype=np.float64)
-    uniforms = rng.random(uniforms_needed(scheme, n_out))
+    entry = RESAMPLING.entry(scheme)
+    uniforms = rng.random(entry.traits["uniforms"](n_out))
     out = np.empty(n_out, dtype=np.int64)
-    RESAMPLING_KERNELS[scheme](weights, uniforms, out)
+    entry.target(weights, uniforms, out)
     return out
 
 
@@ -171,5 +171,5 @@ def warm_up(dtype) -> None:
     weights, _ = normalize_log_weights(np.zeros(2))
     effective_sample_size(weights)
     rng = np.random.default_rng(0)
-    for scheme in RESAMPLING_KERNELS:
+    for scheme in RESAMPLING:
         resample(scheme, weights, 2, rng)

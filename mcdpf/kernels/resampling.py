@@ -5,12 +5,15 @@ All four are unbiased (the expected number of copies of particle ``i`` is
 (Douc, Cappe & Moulines 2005). ``n_out`` may differ from ``M`` (after a random walk a node
 resamples the ``M`` particles it holds back to its nominal ``N``).
 
-The kernels take the uniforms the caller drew; :data:`UNIFORMS_NEEDED` says how many.
-Output indices are ascending.
+Each kernel is registered in :data:`mcdpf.registry.RESAMPLING` with the trait
+``uniforms(n_out)``: how many U(0, 1) draws it consumes (the caller draws them and passes
+them in). Output indices are ascending.
 """
 
 import numpy as np
 from numba import njit
+
+from ..registry import RESAMPLING
 
 
 @njit(cache=True, nogil=True)
@@ -26,6 +29,7 @@ def _ancestors_at_positions(weights, positions, out):
         out[k] = i
 
 
+@RESAMPLING.register("systematic", uniforms=lambda n_out: 1)
 @njit(cache=True, nogil=True)
 def systematic_kernel(weights, uniforms, out):
     """One uniform ``u``: positions ``(k + u) / n_out``."""
@@ -34,6 +38,7 @@ def systematic_kernel(weights, uniforms, out):
     _ancestors_at_positions(weights, positions, out)
 
 
+@RESAMPLING.register("stratified", uniforms=lambda n_out: n_out)
 @njit(cache=True, nogil=True)
 def stratified_kernel(weights, uniforms, out):
     """One uniform per stratum: positions ``(k + u_k) / n_out``."""
@@ -42,6 +47,7 @@ def stratified_kernel(weights, uniforms, out):
     _ancestors_at_positions(weights, positions, out)
 
 
+@RESAMPLING.register("multinomial", uniforms=lambda n_out: n_out)
 @njit(cache=True, nogil=True)
 def multinomial_kernel(weights, uniforms, out):
     """``n_out`` independent draws (inverse CDF of sorted uniforms)."""
@@ -49,6 +55,7 @@ def multinomial_kernel(weights, uniforms, out):
     _ancestors_at_positions(weights, positions, out)
 
 
+@RESAMPLING.register("residual", uniforms=lambda n_out: n_out)
 @njit(cache=True, nogil=True)
 def residual_kernel(weights, uniforms, out):
     """``floor(n_out w_i)`` copies each, the remainder multinomially on the residuals."""
@@ -78,16 +85,3 @@ def residual_kernel(weights, uniforms, out):
     _ancestors_at_positions(residual, positions, draws)
     out[filled:] = draws
     out.sort()
-
-
-KERNELS = {
-    "systematic": systematic_kernel,
-    "stratified": stratified_kernel,
-    "multinomial": multinomial_kernel,
-    "residual": residual_kernel,
-}
-
-
-def uniforms_needed(scheme: str, n_out: int) -> int:
-    """How many U(0, 1) draws ``scheme`` consumes for ``n_out`` outputs."""
-    return 1 if scheme == "systematic" else n_out

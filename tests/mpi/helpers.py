@@ -1,6 +1,6 @@
 """Graphs and tracing for tests that run at any rank count."""
 
-from mcdpf.topology import _finish, check_graph, make_walk, named_topology
+from mcdpf.topology import check_graph, finish, make_walk, named_topology
 
 
 def irregular_topology(nodes: int):
@@ -12,11 +12,11 @@ def irregular_topology(nodes: int):
     if nodes == 3:
         edges = check_graph(3, [[0, 1], [1, 2]], "path(3)")
         walk, transition = make_walk("lazy", 3, edges, None, "path(3)")
-        return _finish(3, edges, transition, walk, "path(3)")
+        return finish(3, edges, transition, walk, "path(3)")
     edges = [[0, 1], [0, 2], [1, 2]] + [[k, k + 1] for k in range(2, nodes - 1)]
     edges = check_graph(nodes, edges, f"lollipop({nodes})")
     walk, transition = make_walk("simple", nodes, edges, None, f"lollipop({nodes})")
-    return _finish(nodes, edges, transition, walk, f"lollipop({nodes})")
+    return finish(nodes, edges, transition, walk, f"lollipop({nodes})")
 
 
 def random_topology(nodes: int, seed: int):

@@ -16,7 +16,7 @@ from mpi4py import MPI
 from mcdpf.config import load_config
 from mcdpf.driver import train
 from mcdpf.kalman import kalman_filter
-from mcdpf.streams import node_stream
+from mcdpf.sources import node_stream
 
 pytestmark = pytest.mark.mpi
 

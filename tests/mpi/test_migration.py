@@ -8,7 +8,7 @@ from mpi4py import MPI
 from mcdpf.comm import Neighbourhood
 from mcdpf.config import load_config
 from mcdpf.driver import train
-from mcdpf.filters import ID_SERIAL_BITS
+from mcdpf.particles import ID_SERIAL_BITS
 
 pytestmark = pytest.mark.mpi
 
@@ -67,15 +67,16 @@ def test_dpf_walk_keeps_every_particle(mpi_tmp_path):
     learner = build_learner("dpf", LearnerContext(config, model, topology, comm.rank,
                                                   neighbourhood))
     rng = np.random.default_rng(comm.rank)
-    for _ in range(5):
-        before = np.sort(np.concatenate(comm.allgather(learner.particles.ids)))
-        learner.predict(rng.standard_normal((3, 2)))
-        info = learner.update(float(rng.standard_normal()))
-        after = np.sort(np.concatenate(comm.allgather(learner.last_walk_ids)))
+    state = learner.initial_state()
+    for step in range(5):
+        before = np.sort(np.concatenate(comm.allgather(state.particles.ids)))
+        _, pending = learner.predict(state, step, rng.standard_normal((3, 2)))
+        state, info = learner.learn(state, pending, float(rng.standard_normal()))
+        after = np.sort(np.concatenate(comm.allgather(state.walk_ids)))
         np.testing.assert_array_equal(after, before)
         assert sum(comm.allgather(info.held)) == 25 * comm.size
-        assert learner.particles.size == 25
-        assert np.unique(learner.particles.ids).size == 25
+        assert state.particles.size == 25
+        assert np.unique(state.particles.ids).size == 25
     neighbourhood.free()
 
 

@@ -1,0 +1,267 @@
+"""One network node learning online: the step engine under ``mcdpf.train`` and the CLI.
+
+A :class:`Node` is one rank's node of the network described by a configuration. Every
+rank of the communicator builds its own, then all step in lockstep::
+
+    node = Node(config, comm, input_dim=2)
+    for X, d in my_stream:
+        prediction = node.predict(X)   # before the label
+        info = node.learn(d)           # StepInfo: ESS, bytes sent, ...
+
+``predict(None)`` / ``learn(None)`` is a step without data at this node (it still takes
+part in the exchanges). The node owns the learner's state between calls (one documented
+place): ``predict`` returns the prediction and keeps the pending half-step, ``learn``
+finishes it. ``[faults] drop`` events change the network at their steps: every rank
+rebuilds the graph communicator, the walk and the diffusion weights; a node that left
+predicts NaN from then on.
+
+``save(path)`` writes a checkpoint of the node alone (configuration, step, learner
+state); ``Node.load(path, comm)`` continues from it. Construction is collective over
+``comm`` and raises the same :class:`~mcdpf.errors.InputError` on every rank.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from . import __version__
+from . import comm as comm_layer
+from .algorithms import LearnerContext, build_learner, traits
+from .errors import InputError
+from .io import read_checkpoint, write_checkpoint
+from .learner import StepInfo
+from .models import build_model
+from .topology import build_topology
+
+
+def drop_schedule(faults) -> list[tuple[int, list[int]]]:
+    """``[(step, [nodes leaving at that step]), ...]`` in step order."""
+    events: dict[int, list[int]] = {}
+    for node, step in faults.drop or []:
+        events.setdefault(step, []).append(node)
+    return sorted(events.items())
+
+
+def check_drops(faults, topology) -> None:
+    """Every fault names an existing node; every node-loss event leaves a connected graph."""
+    for kind in ("drop", "crash", "kill"):
+        for node, _ in getattr(faults, kind) or []:
+            if node >= topology.nodes:
+                raise InputError(f"faults.{kind}: node {node} does not exist (nodes 0.."
+                                 f"{topology.nodes - 1})")
+    network = topology
+    for step, dropped in drop_schedule(faults):
+        try:
+            network = network.without(dropped)
+        except InputError as error:
+            raise InputError(f"faults.drop at step {step}: {error}") from None
+
+
+class Network:
+    """The graph as the run goes: the topology and this node's neighbourhood.
+
+    Node-loss events (``faults.drop``) apply at their steps; :meth:`advance` is a
+    collective over every rank at such a step (the graph communicator is rebuilt).
+    """
+
+    def __init__(self, comm, topology, node: int, faults, communicating: bool,
+                 start_step: int = 0):
+        self.comm = comm
+        self.node = node
+        self.communicating = communicating
+        self.events = dict(drop_schedule(faults))
+        self.topology = topology
+        for step, dropped in self.events.items():
+            if step < start_step:
+                self.topology = self.topology.without(dropped)
+        self.neighbourhood = self._connect()
+
+    def _connect(self):
+        if not self.communicating:
+            return None
+        return comm_layer.Neighbourhood(self.comm, self.topology.neighbours(self.node))
+
+    @property
+    def active(self) -> bool:
+        """Whether this node is still in the network."""
+        return self.node not in self.topology.removed
+
+    def advance(self, step: int) -> bool:
+        """Apply the node-loss events of ``step``; True if the graph changed."""
+        if step not in self.events:
+            return False
+        self.topology = self.topology.without(self.events[step])
+        if self.neighbourhood is not None:
+            self.neighbourhood.free()
+        self.neighbourhood = self._connect()
+        return True
+
+    def close(self) -> None:
+        """Free the graph communicator."""
+        if self.neighbourhood is not None:
+            self.neighbourhood.free()
+            self.neighbourhood = None
+
+
+class Node:
+    """One node of the network, learning online in lockstep with the other ranks.
+
+    Parameters
+    ----------
+    config
+        A :class:`~mcdpf.config.Config` (``[data]`` is not read).
+    comm
+        Intracommunicator whose ranks are the network's nodes (rank ``k`` is node ``k``).
+    input_dim
+        ``p``, columns of every sequence.
+    """
+
+    def __init__(self, config, comm, input_dim: int, *, topology=None, measurements=None,
+                 start_step: int = 0, state: dict | None = None):
+        self.config = config
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.input_dim = input_dim
+        self.algorithm = config.run.algorithm
+        self.traits = traits(self.algorithm)
+        error = None
+        try:
+            if topology is None:
+                topology = build_topology(config.topology, comm.Get_size())
+                check_drops(config.faults, topology)
+            self.model = build_model(config.model, input_dim)
+            self.traits["check"](config, self.model)
+        except InputError as problem:
+            error = str(problem)
+        error = comm_layer.agree_on_error(comm, error)
+        if error:
+            raise InputError(error)
+        self.initial_topology = topology
+        self.measurements = measurements
+        self.network = Network(comm, topology, self.rank, config.faults,
+                               self.traits["communicating"], start_step)
+        self.learner = self._build_learner()
+        self.step = start_step
+        self.state = self.learner.initial_state() if state is None \
+            else self.learner.restore(state)
+        self._pending = None
+
+    def _build_learner(self):
+        network = self.network
+        context = LearnerContext(config=self.config, model=self.model,
+                                 topology=network.topology, node=self.rank,
+                                 neighbourhood=network.neighbourhood,
+                                 measurements=self.measurements)
+        return build_learner(self.algorithm, context)
+
+    @property
+    def active(self) -> bool:
+        """Whether this node is still in the network (``faults.drop``)."""
+        return self.network.active
+
+    @property
+    def estimate(self) -> np.ndarray:
+        """The current float64 parameter estimate."""
+        return self.state.estimate
+
+    @property
+    def topology(self):
+        """The network's current topology."""
+        return self.network.topology
+
+    def _columns(self, columns):
+        if columns is None:
+            return None
+        columns = np.asarray(columns)
+        if columns.ndim == 1 and self.input_dim == 1:
+            columns = columns[:, None]
+        if columns.ndim != 2 or columns.shape[1] != self.input_dim or columns.shape[0] < 1:
+            raise InputError(f"node {self.rank}, step {self.step}: X has shape "
+                             f"{columns.shape}; this node's model takes (m, "
+                             f"{self.input_dim}) sequences with m >= 1")
+        if not np.all(np.isfinite(columns)):
+            raise InputError(f"node {self.rank}, step {self.step}: X has non-finite values "
+                             "(pass None for a step without data)")
+        return np.ascontiguousarray(columns, dtype=self.model.dtype)
+
+    def predict(self, columns) -> float:
+        """This node's prediction of step ``step``'s label, before the label.
+
+        ``columns``: the sequence (m, p), or ``None`` for a step without data.
+        """
+        if self._pending is not None:
+            raise InputError(f"node {self.rank}, step {self.step}: predict called twice; "
+                             "call learn(d) (or learn(None)) to finish the step first")
+        columns = self._columns(columns)
+        if self.network.advance(self.step) and self.active:
+            self.learner = self._build_learner()
+        if not self.active:
+            self._pending = ("inactive", None)
+            return float("nan")
+        prediction, pending = self.learner.predict(self.state, self.step, columns)
+        self._pending = ("active", pending)
+        return prediction
+
+    def learn(self, target) -> StepInfo:
+        """Finish the step with its label (``None``: no label); returns its diagnostics."""
+        if self._pending is None:
+            raise InputError(f"node {self.rank}, step {self.step}: learn called without "
+                             "predict; every step is predict(X) then learn(d)")
+        if target is not None:
+            target = float(target)
+            if not np.isfinite(target):
+                raise InputError(f"node {self.rank}, step {self.step}: label {target} is "
+                                 "not finite (pass None for a step without a label)")
+        kind, pending = self._pending
+        self._pending = None
+        self.step += 1
+        if kind == "inactive":
+            return StepInfo()
+        self.state, info = self.learner.learn(self.state, pending, target)
+        return info
+
+    def checkpoint_state(self) -> dict:
+        """The learner state as arrays and scalars (for a checkpoint)."""
+        return self.learner.state_arrays(self.state)
+
+    def checkpoint_attributes(self) -> dict:
+        """What a checkpoint records about the run besides the state."""
+        return {"config": self.config.to_json(), "n_nodes": self.initial_topology.nodes,
+                "input_dim": self.input_dim, "mcdpf_version": __version__}
+
+    def save(self, path) -> None:
+        """Write this node's checkpoint (configuration, step, state) to ``path``."""
+        if self._pending is not None:
+            raise InputError(f"node {self.rank}: save between learn and the next predict, "
+                             "not in the middle of a step")
+        write_checkpoint(path, self.checkpoint_state(), None,
+                         {**self.checkpoint_attributes(), "step": self.step,
+                          "node": self.rank})
+
+    @classmethod
+    def load(cls, path, comm) -> Node:
+        """Continue from a checkpoint written by :meth:`save` (collective over ``comm``)."""
+        from .config import config_from_json
+
+        error, loaded = None, None
+        try:
+            loaded = read_checkpoint(path)
+            attributes = loaded[2]
+            if int(attributes["node"]) != comm.Get_rank():
+                raise InputError(f"{path}: checkpoint of node {attributes['node']}, loaded "
+                                 f"on rank {comm.Get_rank()}")
+        except InputError as problem:
+            error = str(problem)
+        error = comm_layer.agree_on_error(comm, error)
+        if error:
+            raise InputError(error)
+        state, _, attributes = loaded
+        config = config_from_json(json.loads(attributes["config"]), str(path))
+        return cls(config, comm, int(attributes["input_dim"]), start_step=int(attributes["step"]),
+                   state=state)
+
+    def close(self) -> None:
+        """Release the graph communicator (also done when the node is garbage)."""
+        self.network.close()

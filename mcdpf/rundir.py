@@ -1,0 +1,223 @@
+"""The run directory: every file name of a run, and the output schema, in one place.
+
+::
+
+    RUN_DIR/
+      node-0000.h5 ...              one output file per node (written by its own rank)
+      processes.json                rank, host and PID of every process of the last job
+      resumes.json                  every resume: step, nodes left out, ranks, cause
+      restarts.json                 every automatic restart (``mcdpf supervise``)
+      checkpoints/node-0000-step-00000040.h5 ...
+
+The per-step records of a node (:data:`RECORDS`) and the attributes of its output file
+(:data:`ATTRIBUTES`) are declared here once; the recorder, the writer, the report and the
+documentation read these declarations.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .io import is_complete, read_checkpoint, read_node_files, write_checkpoint, write_node_file
+
+CHECKPOINT_NAME = re.compile(r"node-(\d{4,})-step-(\d{8,})\.h5$")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One per-step record: its dtype, the value before the step is recorded, meaning."""
+
+    dtype: type
+    fill: float
+    doc: str
+
+
+RECORDS = {
+    "target": Field(np.float64, np.nan, "label d[k,t] (NaN when skipped)"),
+    "prediction": Field(np.float64, np.nan, "prediction made before the label"),
+    "squared_error": Field(np.float64, np.nan, "(target - prediction)^2"),
+    "ess": Field(np.float64, np.nan, "effective sample size after the step"),
+    "particles_held": Field(np.int64, 0, "particles held after the walk"),
+    "particles_received": Field(np.int64, 0, "particles received over the walk"),
+    "particles_sent": Field(np.int64, 0, "particles sent over the walk"),
+    "bytes_sent": Field(np.int64, 0, "bytes this node sent in the step"),
+    "resampled": Field(np.int8, 0, "1 if the particles were resampled"),
+    "degenerate": Field(np.int8, 0, "1 if no weight was finite (reset to uniform)"),
+    "empty_walk": Field(np.int8, 0, "1 if no particle was held after the walk"),
+    "skipped": Field(np.int8, 0, "1 if the node had no data (or had left) at this step"),
+    "step_seconds": Field(np.float64, 0.0, "wall time of the step"),
+}
+ESTIMATES = "theta_estimates"  # (T, n_params) with run.record_estimates
+
+ATTRIBUTES = {
+    "node": "this node",
+    "n_nodes": "nodes of the network",
+    "algorithm": "run.algorithm",
+    "steps": "time steps of the run",
+    "config": "the resolved configuration (JSON)",
+    "topology": "summary of the topology (JSON)",
+    "model_kind": "lstm or linear",
+    "theta_layout": "layout of theta_mean",
+    "n_params": "length of theta_mean",
+    "input_dim": "p",
+    "dtype": "model.dtype",
+    "mcdpf_version": "version that wrote the file",
+    "loop_seconds": "seconds of the training loop (start-up and compilation excluded)",
+    "startup_seconds": "seconds from start to the first step",
+    "empty_walks": "steps with an empty walk",
+    "degenerate_steps": "steps with degenerate weights",
+    "skipped_steps": "steps without data",
+    "dropped_at": "-1, or the step this node left the network",
+    "valid_until": "steps whose records are valid (the run's steps, or a lost node's last "
+                   "checkpoint)",
+}
+
+
+def empty_records(steps: int, n_params: int, record_estimates: bool) -> dict:
+    """Preallocated per-step records of one node."""
+    records = {name: np.full(steps, spec.fill, dtype=spec.dtype)
+               for name, spec in RECORDS.items()}
+    if record_estimates:
+        records[ESTIMATES] = np.full((steps, n_params), np.nan)
+    return records
+
+
+class RunDirectory:
+    """A run's directory: names of its files, reading and writing them.
+
+    Parameters
+    ----------
+    path
+        The directory (created when first written).
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDirectory({str(self.path)!r})"
+
+    # ---------------------------------------------------------------- names
+    def node_file(self, node: int) -> Path:
+        """Output file of ``node``."""
+        return self.path / f"node-{node:04d}.h5"
+
+    def node_files(self) -> list[Path]:
+        """Every node output file present, sorted."""
+        return sorted(self.path.glob("node-*.h5"))
+
+    @property
+    def checkpoint_directory(self) -> Path:
+        """``RUN_DIR/checkpoints``."""
+        return self.path / "checkpoints"
+
+    def checkpoint_file(self, node: int, step: int) -> Path:
+        """Checkpoint of ``node`` after ``step`` completed steps."""
+        return self.checkpoint_directory / f"node-{node:04d}-step-{step:08d}.h5"
+
+    @property
+    def processes_file(self) -> Path:
+        """``processes.json``."""
+        return self.path / "processes.json"
+
+    @property
+    def resumes_file(self) -> Path:
+        """``resumes.json``."""
+        return self.path / "resumes.json"
+
+    @property
+    def restarts_file(self) -> Path:
+        """``restarts.json``."""
+        return self.path / "restarts.json"
+
+    # ---------------------------------------------------------------- checks
+    def check_writable(self, force: bool, resume: bool) -> None:
+        """Refuse to overwrite an existing run unless ``force`` (or when resuming it)."""
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{path}: output path exists and is not a directory")
+        if resume:
+            if not path.is_dir():
+                raise InputError(f"{path}: no run directory to resume")
+            return
+        if not force and path.is_dir() and self.node_files():
+            raise InputError(f"{path}: already holds a run (node-*.h5); choose another --out "
+                             "or pass --force to overwrite it")
+
+    def prepare(self, force: bool, resume: bool) -> None:
+        """Create the directory; with ``force`` (not resuming) remove a previous run's files."""
+        if force and not resume:
+            for stale in self.node_files():
+                stale.unlink()
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    # ---------------------------------------------------------------- outputs
+    def write_node(self, node: int, records: dict, final: dict, attributes: dict) -> Path:
+        """Write ``node``'s output file: its records, final datasets and attributes."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.node_file(node)
+        write_node_file(path, {**records, **final}, attributes)
+        return path
+
+    def read_nodes(self):
+        """Every node's :class:`~mcdpf.io.NodeRecord`, ordered by node."""
+        if not self.path.is_dir():
+            raise InputError(f"{self.path}: run directory not found")
+        return read_node_files(self.path, self.node_files())
+
+    def write_json(self, path: Path, value) -> None:
+        """Write a JSON file of the run directory (whole, then renamed)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(value, indent=1) + "\n")
+        temporary.replace(path)
+
+    def read_json(self, path: Path, default):
+        """A JSON file of the run directory, or ``default`` if absent."""
+        if not path.is_file():
+            return default
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise InputError(f"{path}: unreadable ({error})") from None
+
+    def append_json(self, path: Path, entry: dict) -> None:
+        """Append ``entry`` to a JSON list file."""
+        self.write_json(path, [*self.read_json(path, []), entry])
+
+    # ---------------------------------------------------------------- checkpoints
+    def checkpoint_steps(self, node: int) -> list[int]:
+        """Steps of ``node``'s complete checkpoints, ascending (torn or foreign skipped)."""
+        directory = self.checkpoint_directory
+        if not directory.is_dir():
+            return []
+        steps = []
+        for path in directory.iterdir():
+            match = CHECKPOINT_NAME.match(path.name)
+            if match and int(match.group(1)) == node and is_complete(path):
+                steps.append(int(match.group(2)))
+        return sorted(steps)
+
+    def write_checkpoint(self, node: int, step: int, state: dict, records: dict,
+                         attributes: dict, keep: int) -> Path:
+        """Write ``node``'s checkpoint of ``step``; keep only its newest ``keep``."""
+        path = write_checkpoint(self.checkpoint_file(node, step), state, records,
+                                {**attributes, "step": step, "node": node})
+        for old in self.checkpoint_steps(node)[:-keep]:
+            self.checkpoint_file(node, old).unlink(missing_ok=True)
+        return path
+
+    def read_checkpoint(self, node: int, step: int) -> tuple[dict, dict, dict]:
+        """``(learner state, records, attributes)`` of ``node``'s checkpoint of ``step``."""
+        return read_checkpoint(self.checkpoint_file(node, step))
+
+
+def read_run(run_dir):
+    """Every node's outputs of a run directory, ordered by node."""
+    return RunDirectory(run_dir).read_nodes()
