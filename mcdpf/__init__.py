@@ -2,6 +2,50 @@
 
 Learning is the Markov Chain Distributed Particle Filter: one MPI rank per network node,
 particles over the LSTM weights, random walks over the graph, neighbour-only messages.
+
+The public API (DESIGN §7)::
+
+    import mcdpf
+    config = mcdpf.load_config("my.toml", overrides={"filter.particles": 200})
+    result = mcdpf.train(config, comm, stream=mcdpf.Stream.from_sequences(X, d))
+    node = mcdpf.Node(config, comm, input_dim=2)      # live: node.predict(X); node.learn(d)
+
+Names are loaded on first use, so ``import mcdpf`` stays cheap and starts no MPI.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "load_config": ("config", "load_config"),
+    "Config": ("config", "Config"),
+    "InputError": ("errors", "InputError"),
+    "Stream": ("streams", "Stream"),
+    "train": ("api", "train"),
+    "RunResult": ("api", "RunResult"),
+    "Node": ("node", "Node"),
+    "StepInfo": ("learner", "StepInfo"),
+    "Topology": ("topology", "Topology"),
+    "topology_from_edges": ("topology", "from_edges"),
+    "topology_from_name": ("topology", "named_topology"),
+    "topology_from_networkx": ("topology", "from_networkx"),
+    "read_topology": ("topology", "read_topology_file"),
+    "LockstepError": ("errors", "LockstepError"),
+    "ALGORITHMS": ("registry", "ALGORITHMS"),
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mcdpf' has no attribute {name!r}")
+    import importlib
+
+    module, attribute = _EXPORTS[name]
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

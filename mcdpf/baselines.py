@@ -77,6 +77,7 @@ class EstimateState:
 class Linearisation:
     """The pending half-step: prediction and Jacobian at the estimate, next state."""
 
+    step: int
     columns: np.ndarray | None
     carry: np.ndarray
     prediction: float | None = None
@@ -112,18 +113,18 @@ class GradientLearner:
         return EstimateState(estimate=initial_estimate(self.model, self.init_generator()),
                              carry=np.zeros(self.model.n_carry, dtype=self.model.dtype))
 
-    def linearise(self, estimate, carry, columns) -> Linearisation:
+    def linearise(self, step: int, estimate, carry, columns) -> Linearisation:
         """Prediction and Jacobian at ``estimate`` on a sequence (None: no data)."""
         if columns is None:
-            return Linearisation(columns=None, carry=carry)
+            return Linearisation(step=step, columns=None, carry=carry)
         prediction, gradient, next_carry = self.model.prediction_gradient(
             estimate.astype(self.model.dtype), carry, columns)
-        return Linearisation(columns=columns, carry=carry, prediction=prediction,
+        return Linearisation(step=step, columns=columns, carry=carry, prediction=prediction,
                              gradient=gradient, next_carry=next_carry)
 
     def predict(self, state: EstimateState, step: int, columns):
         """Prediction and Jacobian at the current estimate on this node's sequence."""
-        pending = self.linearise(state.estimate, state.carry, columns)
+        pending = self.linearise(step, state.estimate, state.carry, columns)
         prediction = float("nan") if pending.prediction is None else pending.prediction
         return prediction, pending
 
@@ -210,9 +211,9 @@ class Diffusion:
         self.neighbourhood = neighbourhood
         self.self_weight, self.neighbour_weights = metropolis_row(topology, node)
 
-    def combine(self, intermediate: np.ndarray) -> tuple[np.ndarray, int]:
-        """``c_kk psi_k + sum_l c_lk psi_l`` and the bytes sent."""
-        gathered, sent = self.neighbourhood.allgather(intermediate)
+    def combine(self, intermediate: np.ndarray, stamp: int | None) -> tuple[np.ndarray, int]:
+        """``c_kk psi_k + sum_l c_lk psi_l`` and the bytes sent (``stamp``: see allgather)."""
+        gathered, sent = self.neighbourhood.allgather(intermediate, stamp)
         return self.self_weight * intermediate + self.neighbour_weights @ gathered, sent
 
 
@@ -225,7 +226,7 @@ class DiffusionSGD(Diffusion, OnlineSGD):
 
     def learn(self, state, pending, target):
         """Adapt, exchange, combine."""
-        estimate, sent = self.combine(self.adapt(state, pending, target))
+        estimate, sent = self.combine(self.adapt(state, pending, target), pending.step)
         return EstimateState(estimate=estimate, carry=pending.carry_after(target)), \
             StepInfo(bytes_sent=sent)
 
@@ -257,7 +258,7 @@ class DiffusionEKF(Diffusion, ExtendedKalmanFilter):
     def learn(self, state, pending, target):
         """Share measurements, update incrementally, share and combine estimates."""
         records, measurement_bytes = self.neighbourhood.allgatherv(
-            self.pack_measurement(pending, target))
+            self.pack_measurement(pending, target), pending.step)
         covariance = self.time_update(state.covariance)
         intermediate = state.estimate
         if pending.observed(target):
@@ -268,10 +269,10 @@ class DiffusionEKF(Diffusion, ExtendedKalmanFilter):
             if measurement is None:
                 continue
             label, carry, columns = measurement
-            neighbour = self.linearise(intermediate, carry, columns)
+            neighbour = self.linearise(pending.step, intermediate, carry, columns)
             intermediate = self.measurement_update(intermediate, covariance, label,
                                                    neighbour.prediction, neighbour.gradient)
-        estimate, estimate_bytes = self.combine(intermediate)
+        estimate, estimate_bytes = self.combine(intermediate, None)
         return EstimateState(estimate=estimate, carry=pending.carry_after(target),
                              covariance=covariance), \
             StepInfo(bytes_sent=measurement_bytes + estimate_bytes)

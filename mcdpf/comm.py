@@ -8,8 +8,15 @@ collectives only: counts by ``Neighbor_alltoall``, then records by ``Neighbor_al
 on raw buffers (never pickles). No rank ever sends to a non-neighbour and nothing here is
 a global collective.
 
+**Lockstep.** Every exchange of a learner begins with a stamped handshake
+(:meth:`Neighbourhood.handshake`): each node sends each neighbour a count and its step
+number, and a node whose neighbour is at another step (a rank that skipped a step, or
+stopped early: :meth:`Neighbourhood.goodbye`) raises :class:`LockstepError` on both sides
+before any payload moves, instead of pairing wrong messages or waiting for ever.
+
 The set-up helpers (:func:`agree_on_error`, :func:`agree_min`, :func:`gather_to_first`)
-are global collectives; they run only before the first time step and after the last.
+are global collectives; they run only before the first time step and after the last
+(:func:`allgather_measurements` is the oracle's per-step exception, see its docstring).
 """
 
 from __future__ import annotations
@@ -17,8 +24,12 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
+from .errors import LockstepError
+
 ERROR_MESSAGE_BYTES = 1024
 COUNT_BYTES = np.dtype(np.int32).itemsize
+STAMP_BYTES = 2 * np.dtype(np.int64).itemsize
+CLOSING = -1
 
 
 class Neighbourhood:
@@ -39,22 +50,63 @@ class Neighbourhood:
                                                      reorder=False)
         self._send_counts = np.zeros(self.degree, dtype=np.int32)
         self._recv_counts = np.zeros(self.degree, dtype=np.int32)
+        self._send_stamps = np.zeros((self.degree, 2), dtype=np.int64)
+        self._recv_stamps = np.zeros((self.degree, 2), dtype=np.int64)
         self._record_types: dict[int, MPI.Datatype] = {}
+        self.rank = comm.Get_rank()
 
     def _record_type(self, itemsize: int) -> MPI.Datatype:
         if itemsize not in self._record_types:
             self._record_types[itemsize] = MPI.BYTE.Create_contiguous(itemsize).Commit()
         return self._record_types[itemsize]
 
-    def start_exchange(self, records: np.ndarray, counts: np.ndarray, allocate=None):
+    def handshake(self, step: int, counts) -> np.ndarray:
+        """Send each neighbour a count and ``step``; their counts (int64, degree).
+
+        Raises :class:`LockstepError` if a neighbour is at another step or has stopped.
+        """
+        stamps = self._send_stamps
+        stamps[:, 0] = counts
+        stamps[:, 1] = step
+        self.graph.Neighbor_alltoall(stamps, self._recv_stamps)
+        self._check_stamps(step, self._recv_stamps)
+        return self._recv_stamps[:, 0].copy()
+
+    def _check_stamps(self, step: int, received: np.ndarray, closing: bool = False) -> None:
+        for neighbour, (count, their_step) in zip(self.neighbours, received.tolist(),
+                                                  strict=True):
+            if closing and count != CLOSING:
+                raise LockstepError(f"node {self.rank} stopped after {step} steps but "
+                                    f"neighbour {neighbour} is at step {their_step}: every "
+                                    "rank must take every step (predict(None)/learn(None) "
+                                    "for a step without data)")
+            if not closing and (count == CLOSING or their_step != step):
+                state = (f"stopped after {their_step} steps" if count == CLOSING
+                         else f"is at step {their_step}")
+                raise LockstepError(f"node {self.rank} is at step {step} but neighbour "
+                                    f"{neighbour} {state}: every rank must take every step "
+                                    "(predict(None)/learn(None) for a step without data)")
+
+    def goodbye(self, step: int) -> None:
+        """Tell the neighbours this node stopped after ``step`` steps; check they did too."""
+        if self.degree == 0:
+            return
+        self._send_stamps[:, 0] = CLOSING
+        self._send_stamps[:, 1] = step
+        self.graph.Neighbor_alltoall(self._send_stamps, self._recv_stamps)
+        self._check_stamps(step, self._recv_stamps, closing=True)
+
+    def start_exchange(self, records: np.ndarray, counts: np.ndarray, allocate=None,
+                       stamp: int | None = None):
         """Send ``counts[i]`` consecutive records to neighbour ``i``; receive theirs.
 
         ``records`` is a 1-D structured array grouped by destination in neighbour order.
-        The counts go first (blocking ``Neighbor_alltoall``: the receiver must size its
-        buffer), the records by a non-blocking ``Ineighbor_alltoallv``, so that the
-        caller can compute until :meth:`finish_exchange`. ``allocate(count)``, if given,
-        returns the contiguous array the incoming records are written to (so a caller
-        can receive straight into its own storage).
+        The counts go first (blocking: the receiver must size its buffer; with ``stamp``
+        as a :meth:`handshake` on that step), the records by a non-blocking
+        ``Ineighbor_alltoallv``, so that the caller can compute until
+        :meth:`finish_exchange`. ``allocate(count)``, if given, returns the contiguous
+        array the incoming records are written to (so a caller can receive straight into
+        its own storage).
         """
         sent = int(counts.sum())
         if allocate is None:
@@ -62,17 +114,22 @@ class Neighbourhood:
                 return np.empty(count, dtype=records.dtype)
         if self.degree == 0:
             return None, allocate(0), records, 0, sent
-        self._send_counts[:] = counts
-        self.graph.Neighbor_alltoall(self._send_counts, self._recv_counts)
-        send_counts = self._send_counts.tolist()
-        recv_counts = self._recv_counts.tolist()
+        if stamp is None:
+            self._send_counts[:] = counts
+            self.graph.Neighbor_alltoall(self._send_counts, self._recv_counts)
+            recv_counts = self._recv_counts.tolist()
+            header_bytes = self.degree * COUNT_BYTES
+        else:
+            recv_counts = self.handshake(stamp, counts).tolist()
+            header_bytes = self.degree * STAMP_BYTES
+        send_counts = [int(c) for c in counts]
         received = allocate(sum(recv_counts))
         record_type = self._record_type(records.dtype.itemsize)
         request = self.graph.Ineighbor_alltoallv(
             [records.view(np.uint8), (send_counts, _displacements(send_counts)), record_type],
             [received.view(np.uint8), (recv_counts, _displacements(recv_counts)),
              record_type])
-        sent_bytes = self.degree * COUNT_BYTES + sent * records.dtype.itemsize
+        sent_bytes = header_bytes + sent * records.dtype.itemsize
         return request, received, records, sent_bytes, sent
 
     @staticmethod
@@ -83,34 +140,47 @@ class Neighbourhood:
             request.Wait()
         return received, sent_bytes, sent
 
-    def exchange(self, records: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, int]:
+    def exchange(self, records: np.ndarray, counts: np.ndarray,
+                 stamp: int | None = None) -> tuple[np.ndarray, int]:
         """Blocking :meth:`start_exchange` + :meth:`finish_exchange`: (received, bytes)."""
-        received, sent_bytes, _ = self.finish_exchange(self.start_exchange(records, counts))
+        received, sent_bytes, _ = self.finish_exchange(
+            self.start_exchange(records, counts, stamp=stamp))
         return received, sent_bytes
 
-    def allgather(self, vector: np.ndarray) -> tuple[np.ndarray, int]:
-        """Every neighbour's copy of a same-shaped array: (degree, *shape), bytes sent."""
+    def allgather(self, vector: np.ndarray,
+                  stamp: int | None = None) -> tuple[np.ndarray, int]:
+        """Every neighbour's copy of a same-shaped array: (degree, *shape), bytes sent.
+
+        With ``stamp``, begins with a :meth:`handshake` on that step (needed when this is
+        the step's first exchange).
+        """
         vector = np.ascontiguousarray(vector)
         gathered = np.empty((self.degree, *vector.shape), dtype=vector.dtype)
-        if self.degree:
-            self.graph.Neighbor_allgather(vector, gathered)
-        return gathered, self.degree * vector.nbytes
+        if self.degree == 0:
+            return gathered, 0
+        header_bytes = 0
+        if stamp is not None:
+            self.handshake(stamp, vector.size)
+            header_bytes = STAMP_BYTES
+        self.graph.Neighbor_allgather(vector, gathered)
+        return gathered, self.degree * (header_bytes + vector.nbytes)
 
-    def allgatherv(self, vector: np.ndarray) -> tuple[list[np.ndarray], int]:
-        """Every neighbour's float64 vector, of any length each; bytes sent."""
+    def allgatherv(self, vector: np.ndarray, stamp: int) -> tuple[list[np.ndarray], int]:
+        """Every neighbour's float64 vector, of any length each; bytes sent.
+
+        The lengths travel in a :meth:`handshake` on step ``stamp``.
+        """
         vector = np.ascontiguousarray(vector, dtype=np.float64)
         if self.degree == 0:
             return [], 0
-        length = np.array([vector.size], dtype=np.int32)
-        lengths = np.empty(self.degree, dtype=np.int32)
-        self.graph.Neighbor_allgather(length, lengths)
+        lengths = self.handshake(stamp, vector.size).astype(np.int32)
         received = np.empty(int(lengths.sum()), dtype=np.float64)
         displacements = np.zeros(self.degree, dtype=np.int32)
         np.cumsum(lengths[:-1], out=displacements[1:])
         self.graph.Neighbor_allgatherv([vector, MPI.DOUBLE],
                                        [received, (lengths, displacements), MPI.DOUBLE])
         pieces = [received[d:d + n] for d, n in zip(displacements, lengths, strict=True)]
-        return pieces, self.degree * (COUNT_BYTES + vector.nbytes)
+        return pieces, self.degree * (STAMP_BYTES + vector.nbytes)
 
     def free(self) -> None:
         """Release the graph communicator and the record datatypes."""
@@ -170,6 +240,32 @@ def allgather_streams(comm, stream, skipped: np.ndarray) -> tuple[list, list]:
                for c, o, t, h in zip(all_columns, all_offsets, all_targets, headers,
                                      strict=True)]
     return streams, [mask.astype(bool) for mask in all_skipped]
+
+
+def allgather_measurements(comm, columns, target, inputs: int) -> list:
+    """Every rank's ``(columns, target)`` of this step, or ``None`` (no data), on every rank.
+
+    The ``cpf`` oracle's access to every node's data when fed live (:class:`mcdpf.Node`):
+    a global collective per step, which is what a central node would need; no other
+    algorithm uses it.
+    """
+    observed = columns is not None and target is not None
+    mine = np.zeros(1 + (columns.size + 1 if observed else 0))
+    if observed:
+        mine[0] = 1.0
+        mine[1] = target
+        mine[2:] = np.asarray(columns, dtype=np.float64).ravel()
+    sizes = np.empty(comm.Get_size(), dtype=np.int64)
+    comm.Allgather(np.array([mine.size], dtype=np.int64), sizes)
+    received = np.empty(int(sizes.sum()))
+    displacements = np.zeros(sizes.size, dtype=np.int64)
+    np.cumsum(sizes[:-1], out=displacements[1:])
+    comm.Allgatherv(mine, [received, (sizes, displacements)])
+    measured = []
+    for first, size in zip(displacements.tolist(), sizes.tolist(), strict=True):
+        piece = received[first:first + size]
+        measured.append((piece[2:].reshape(-1, inputs), float(piece[1])) if piece[0] else None)
+    return measured
 
 
 def process_table(comm) -> list[dict]:

@@ -158,7 +158,7 @@ class DistributedParticleFilter(ParticleFilter):
         return (np.concatenate([log_likelihood for log_likelihood, _ in scored]),
                 np.concatenate([next_carry for _, next_carry in scored]))
 
-    def depart(self, records: np.ndarray, rng) -> Departure:
+    def depart(self, records: np.ndarray, rng, step: int) -> Departure:
         """Draw every particle's next move and start sending the movers (non-blocking).
 
         The particles that stay are copied into a new record array sized for them and the
@@ -177,7 +177,7 @@ class DistributedParticleFilter(ParticleFilter):
             joined.append(new)
             return new[kept:]
 
-        exchange = self.neighbourhood.start_exchange(movers, counts[1:], allocate)
+        exchange = self.neighbourhood.start_exchange(movers, counts[1:], allocate, stamp=step)
         return Departure(records=joined[0], stay=stay, exchange=exchange)
 
     def arrive(self, departure: Departure, previous: Walkers, columns, target):
@@ -211,8 +211,8 @@ class DistributedParticleFilter(ParticleFilter):
         records["theta"] = theta
         records["carry"] = particles.carry
         records["noise"] = noise
-        departure = self.depart(records, state.streams["walk"]) if self.settings.overlap \
-            else None
+        departure = self.depart(records, state.streams["walk"], step) \
+            if self.settings.overlap else None
         if columns is None:
             predictions, next_carry = None, particles.carry
         else:
@@ -234,12 +234,13 @@ class DistributedParticleFilter(ParticleFilter):
         else:
             own = gaussian_log_likelihood(target, pending.predictions, self.settings.obs_noise)
         start = Walkers(pending.records, own, pending.next_carry)
-        departure = pending.departure or self.depart(start.records, streams["walk"])
+        departure = pending.departure or self.depart(start.records, streams["walk"],
+                                                     pending.step)
         walkers = start
         received = sent = bytes_sent = 0
         for walk_step in range(self.walk_steps):
             if walk_step:
-                departure = self.depart(walkers.records, streams["walk"])
+                departure = self.depart(walkers.records, streams["walk"], pending.step)
             walkers, arrived, departed, step_bytes = self.arrive(departure, walkers, columns,
                                                                  target)
             departure = None

@@ -38,18 +38,21 @@ class InjectedFault(RuntimeError):
 
 def train(comm, config, out_dir: Path | None = None, *, force: bool = False,
           resume: bool = False, progress: bool = False, started: float | None = None,
-          warn: bool = True, stream=None) -> dict:
+          warn: bool = True, stream=None, write: bool = True) -> dict:
     """Train this rank's node; every rank of ``comm`` calls it with the same configuration.
 
     Bad inputs on any rank raise :class:`InputError` with the same message on every rank.
     With ``resume`` the run continues from the newest checkpoint that every rank has in
     ``out_dir``. ``stream`` (this rank's :class:`~mcdpf.streams.Stream`) replaces
-    ``[data]``. Returns this node's records (``datasets``, ``attributes``, ``out_dir``)
-    as written to its output file.
+    ``[data]``. Without ``write`` no file is written (no outputs, no checkpoints).
+    Returns this node's records (``datasets``, ``attributes``, ``out_dir``) as written to
+    its output file.
     """
     started = time.perf_counter() if started is None else started
     rank, size = comm.Get_rank(), comm.Get_size()
-    run_dir = RunDirectory(out_dir if out_dir is not None else default_out_dir(config))
+    run_dir = None
+    if write:
+        run_dir = RunDirectory(out_dir if out_dir is not None else default_out_dir(config))
     setup, error = None, None
     try:
         setup = prepare_node(config, size, rank, run_dir, force, resume, stream)
@@ -68,8 +71,9 @@ def train(comm, config, out_dir: Path | None = None, *, force: bool = False,
         if warn:
             for warning in setup.warnings:
                 print(f"mcdpf: warning: {warning}", file=sys.stderr, flush=True)
-        run_dir.prepare(force, resume)
-        run_dir.write_json(run_dir.processes_file, processes)
+        if run_dir is not None:
+            run_dir.prepare(force, resume)
+            run_dir.write_json(run_dir.processes_file, processes)
     return run_node(comm, setup, steps, started, progress and rank == 0, checkpoint)
 
 
@@ -185,13 +189,13 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
         recorder.record(t, target, prediction, info, time.perf_counter() - step_start,
                         node.estimate)
         progress.update(t, recorder.data["squared_error"])
-        if every and (t + 1) % every == 0 and t + 1 < steps:
+        if every and (t + 1) % every == 0 and t + 1 < steps and setup.run_dir is not None:
             elapsed = previous_loop_seconds + time.perf_counter() - loop_start
             setup.run_dir.write_checkpoint(
                 node_index, t + 1, node.checkpoint_state(), recorder.data,
                 {**node.checkpoint_attributes(), "loop_seconds": elapsed}, keep)
     loop_seconds = previous_loop_seconds + time.perf_counter() - loop_start
-    node.close()
+    node.close(handshake=False)  # every rank runs the agreed T steps
     return write_outputs(setup, node, steps, recorder, loop_seconds, startup_seconds)
 
 
@@ -223,6 +227,8 @@ def write_outputs(setup, node, steps, recorder, loop_seconds, startup_seconds) -
         "dropped_at": min(dropped) if dropped else -1,
         "valid_until": steps,
     }
-    setup.run_dir.write_node(setup.node, records, final, attributes)
-    return {"datasets": {**records, **final}, "attributes": attributes,
-            "out_dir": setup.run_dir.path}
+    out_dir = None
+    if setup.run_dir is not None:
+        setup.run_dir.write_node(setup.node, records, final, attributes)
+        out_dir = setup.run_dir.path
+    return {"datasets": {**records, **final}, "attributes": attributes, "out_dir": out_dir}

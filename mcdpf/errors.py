@@ -13,3 +13,7 @@ class InputError(Exception):
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
 
+
+
+class LockstepError(InputError):
+    """Neighbouring ranks are at different steps of the online protocol."""

@@ -139,6 +139,8 @@ class Node:
         if error:
             raise InputError(error)
         self.initial_topology = topology
+        if measurements is None and self.traits["needs_all_streams"]:
+            measurements = LiveMeasurements(comm, self.model)
         self.measurements = measurements
         self.network = Network(comm, topology, self.rank, config.faults,
                                self.traits["communicating"], start_step)
@@ -218,6 +220,8 @@ class Node:
         self._pending = None
         self.step += 1
         if kind == "inactive":
+            if getattr(self.measurements, "collective", False):
+                self.measurements(self.step - 1, None, None)  # take part in the gather
             return StepInfo()
         self.state, info = self.learner.learn(self.state, pending, target)
         return info
@@ -262,6 +266,38 @@ class Node:
         return cls(config, comm, int(attributes["input_dim"]), start_step=int(attributes["step"]),
                    state=state)
 
-    def close(self) -> None:
-        """Release the graph communicator (also done when the node is garbage)."""
+    def close(self, handshake: bool = True) -> None:
+        """End the run at this node and release the graph communicator.
+
+        With ``handshake`` (communicating algorithms) the node first checks with its
+        neighbours that they stopped after as many steps; a neighbour still stepping
+        gets a :class:`~mcdpf.errors.LockstepError` instead of waiting for ever.
+        """
+        neighbourhood = self.network.neighbourhood
+        if handshake and neighbourhood is not None and self.active:
+            neighbourhood.goodbye(self.step)
         self.network.close()
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.close(handshake=kind is None)
+
+
+class LiveMeasurements:
+    """The ``cpf`` oracle's view of every node's data when fed live: a gather per step."""
+
+    collective = True
+
+    def __init__(self, comm, model):
+        self.comm = comm
+        self.model = model
+
+    def __call__(self, step: int, columns, target) -> list:
+        """Every node's ``(columns, target)`` of ``step`` (``None``: no data)."""
+        gathered = comm_layer.allgather_measurements(self.comm, columns, target,
+                                                     self.model.inputs)
+        return [None if item is None else
+                (np.ascontiguousarray(item[0], dtype=self.model.dtype), item[1])
+                for item in gathered]

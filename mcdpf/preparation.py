@@ -17,6 +17,7 @@ import numpy as np
 
 from . import comm as comm_layer
 from .algorithms import traits
+from .errors import InputError
 from .models import build_model
 from .node import check_drops
 from .rundir import RunDirectory
@@ -35,7 +36,7 @@ class NodeSetup:
     stream: Stream
     skipped: np.ndarray
     model: object
-    run_dir: RunDirectory
+    run_dir: RunDirectory | None
     warnings: list[str] = field(default_factory=list)
     resume: bool = False
     given_stream: bool = False
@@ -55,15 +56,19 @@ def load_stream(config, nodes: int, node: int) -> tuple[Stream, np.ndarray]:
     return handle_nonfinite(stream, config.data.nonfinite, source_label(config.data, node))
 
 
-def prepare_node(config, nodes: int, node: int, run_dir: RunDirectory, force: bool,
+def prepare_node(config, nodes: int, node: int, run_dir: RunDirectory | None, force: bool,
                  resume: bool = False, stream: Stream | None = None) -> NodeSetup:
     """Validate and load everything rank ``node`` needs; raise :class:`InputError`.
 
-    ``stream`` (this rank's, in memory) replaces ``[data]`` when given.
+    ``stream`` (this rank's, in memory) replaces ``[data]`` when given; ``run_dir`` is
+    ``None`` for a run that writes nothing.
     """
     topology = build_topology(config.topology, nodes)
     check_drops(config.faults, topology)
-    run_dir.check_writable(force, resume)
+    if run_dir is not None:
+        run_dir.check_writable(force, resume)
+    elif resume:
+        raise InputError("resume needs a run directory")
     given = stream is not None
     if not given:
         stream, skipped = load_stream(config, nodes, node)

@@ -37,31 +37,37 @@ def finite_mean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else math.nan
 
 
+def node_summary(node: int, datasets: dict, attributes: dict) -> dict:
+    """One node's entry of the report (JSON-ready)."""
+    steps = int(attributes["steps"])
+    tail = max(1, math.ceil(FINAL_FRACTION * steps))
+    errors = datasets["squared_error"]
+    bytes_sent = datasets["bytes_sent"]
+    return {
+        "node": int(node),
+        "mse": finite_mean(errors),
+        "final_mse": finite_mean(errors[-tail:]),
+        "bytes_sent": int(bytes_sent.sum()),
+        "bytes_per_step": float(bytes_sent.mean()),
+        "theta_mean": datasets["theta_mean"].tolist(),
+        "loop_seconds": float(attributes["loop_seconds"]),
+        "startup_seconds": float(attributes["startup_seconds"]),
+        "mean_ess": finite_mean(datasets["ess"]),
+        "dropped_at": int(attributes.get("dropped_at", -1)),
+        "valid_until": int(attributes.get("valid_until", steps)),
+        "empty_walks": int(attributes.get("empty_walks", 0)),
+        "degenerate_steps": int(attributes.get("degenerate_steps", 0)),
+        "skipped_steps": int(attributes.get("skipped_steps", 0)),
+    }
+
+
 def summarize(run_dir) -> dict:
     """The report of a run directory as a JSON-ready dictionary."""
     records = read_run(run_dir)
     first = records[0].attributes
     steps = int(first["steps"])
-    tail = max(1, math.ceil(FINAL_FRACTION * steps))
-    nodes = []
-    for record in records:
-        errors = record.datasets["squared_error"]
-        bytes_sent = record.datasets["bytes_sent"]
-        nodes.append({
-            "node": record.node,
-            "mse": finite_mean(errors),
-            "final_mse": finite_mean(errors[-tail:]),
-            "bytes_sent": int(bytes_sent.sum()),
-            "bytes_per_step": float(bytes_sent.mean()),
-            "theta_mean": record.datasets["theta_mean"].tolist(),
-            "loop_seconds": float(record.attributes["loop_seconds"]),
-            "startup_seconds": float(record.attributes["startup_seconds"]),
-            "mean_ess": finite_mean(record.datasets["ess"]),
-            "dropped_at": int(record.attributes.get("dropped_at", -1)),
-            "empty_walks": int(record.attributes.get("empty_walks", 0)),
-            "degenerate_steps": int(record.attributes.get("degenerate_steps", 0)),
-            "skipped_steps": int(record.attributes.get("skipped_steps", 0)),
-        })
+    nodes = [node_summary(record.node, record.datasets, record.attributes)
+             for record in records]
     slowest = max(node["loop_seconds"] for node in nodes)
     return {
         "run_dir": str(run_dir),

@@ -19,11 +19,11 @@ def mcdpf_command(*args):
     return [sys.executable, "-m", "mcdpf", *map(str, args)]
 
 
-def run(command, timeout=HANG_TIMEOUT, cwd=None):
+def run(command, timeout=HANG_TIMEOUT, cwd=None, input_text=None):
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd or REPO, env=env)
+                          cwd=cwd or REPO, env=env, input=input_text)
 
 
 def run_mpi(ranks, *args, timeout=HANG_TIMEOUT, cwd=None):
