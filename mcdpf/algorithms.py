@@ -121,6 +121,30 @@ def build_cpf(context: LearnerContext):
                           plan)
 
 
+def _rpf_warnings(config, topology) -> list[str]:
+    from .rpf import walk_reach_beyond
+
+    hops = config.relay.hops or topology.diameter
+    if config.relay.weights == "walk" and any(
+            walk_reach_beyond(topology, node, hops, config.filter.walk_steps)
+            for node in topology.active):
+        return [f"relay.weights = \"walk\" with relay.hops = {hops} < filter.walk_steps = "
+                f"{config.filter.walk_steps}: the walk's visits beyond {hops} hops are left "
+                "out"]
+    return []
+
+
+@register("rpf", "relay particle filter: neighbourhoods' measurements, particles stay",
+          communicating=True, warnings=_rpf_warnings)
+def build_rpf(context: LearnerContext):
+    """Relay particle filter."""
+    from .rpf import RelayParticleFilter
+
+    return RelayParticleFilter(context.model, context.config.filter, context.config.run.seed,
+                               context.node, context.topology, context.neighbourhood,
+                               context.config.relay)
+
+
 @register("sgd", "online gradient descent (BPTT within the sequence)")
 def build_sgd(context: LearnerContext):
     """Online SGD."""

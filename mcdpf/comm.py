@@ -147,6 +147,27 @@ class Neighbourhood:
             self.start_exchange(records, counts, stamp=stamp))
         return received, sent_bytes
 
+    def exchange_vectors(self, step: int, outgoing: list[np.ndarray]
+                         ) -> tuple[list[np.ndarray], int]:
+        """Send float64 vector ``outgoing[i]`` to neighbour ``i``; theirs, and bytes sent.
+
+        The lengths travel in a :meth:`handshake` on ``step``.
+        """
+        if self.degree == 0:
+            return [], 0
+        send_counts = [int(v.size) for v in outgoing]
+        recv_counts = self.handshake(step, send_counts).tolist()
+        send = np.concatenate(outgoing) if outgoing else np.empty(0)
+        received = np.empty(sum(recv_counts))
+        self.graph.Neighbor_alltoallv(
+            [send, (send_counts, _displacements(send_counts)), MPI.DOUBLE],
+            [received, (recv_counts, _displacements(recv_counts)), MPI.DOUBLE])
+        pieces, first = [], 0
+        for count in recv_counts:
+            pieces.append(received[first:first + count])
+            first += count
+        return pieces, self.degree * STAMP_BYTES + send.nbytes
+
     def allgather(self, vector: np.ndarray,
                   stamp: int | None = None) -> tuple[np.ndarray, int]:
         """Every neighbour's copy of a same-shaped array: (degree, *shape), bytes sent.

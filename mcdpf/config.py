@@ -1,7 +1,8 @@
 """Run configuration: TOML sections, typed and range-checked keys, ``--set`` overrides.
 
 A configuration file has the sections ``[run]``, ``[topology]``, ``[data]``, ``[model]``,
-``[filter]``, ``[sgd]``, ``[ekf]`` and ``[faults]``. Every key is declared once below with
+``[filter]``, ``[sgd]``, ``[ekf]``, ``[relay]`` and ``[faults]``. Every key is declared once
+below with
 its type, default, allowed range and a one-line description; the README's configuration
 reference is generated from the same declarations (:func:`reference_table`).
 
@@ -170,6 +171,22 @@ class EKFConfig:
                                 "float", positive=True)
 
 
+RELAY_WEIGHTS = ("uniform", "walk")
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """``[relay]``: the relay particle filter (rpf)."""
+
+    hops: int | None = _key(None, "hops that measurements travel; default: the graph's "
+                            "diameter (every node's data at every node)", "int", minimum=1,
+                            optional=True)
+    weights: str = _key("uniform", "exponent of each relayed likelihood: uniform (1; with "
+                        "hops >= diameter the centralized PF) or walk (expected visits of an "
+                        "s-step walk / (s pi_j): MCDPF in expectation)", "str",
+                        choices=RELAY_WEIGHTS)
+
+
 @dataclass(frozen=True)
 class FaultsConfig:
     """``[faults]``: fault injection for resilience experiments."""
@@ -194,6 +211,7 @@ class Config:
     filter: FilterConfig = field(default_factory=FilterConfig)
     sgd: SGDConfig = field(default_factory=SGDConfig)
     ekf: EKFConfig = field(default_factory=EKFConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     source: str = ""
 

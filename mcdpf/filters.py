@@ -26,7 +26,7 @@ At every step (the online protocol):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -74,9 +74,10 @@ class StreamPlan:
     exponents
         Exponent of each stream's likelihood (``None``: 1 for every stream).
     measurements
-        ``measurements(step, columns, target) -> list`` of ``(columns_j, target_j)`` or
-        ``None`` (no data) for every stream of ``nodes``, given this node's own; not
-        needed when ``nodes`` is this node alone.
+        ``measurements(step, columns, target) -> (list, bytes sent)``: ``(columns_j,
+        target_j)`` or ``None`` (no data) for every stream of ``nodes`` given this node's
+        own, and the bytes this node sent to get them; not needed when ``nodes`` is this
+        node alone.
     """
 
     nodes: tuple[int, ...]
@@ -185,15 +186,15 @@ class ParticleFilter:
         return predictive_mean(particles.log_weights, predictions), pending
 
     def log_likelihood(self, pending: Evaluation, target):
-        """``sum_j e_j log p(d_j | a)`` over the plan's streams and their next states."""
+        """``sum_j e_j log p(d_j | a)`` over the plan's streams, next states, bytes sent."""
         plan = self.plan
         size = pending.theta.shape[0]
         if len(plan.nodes) == 1:
             if target is None or pending.predictions is None:
-                return np.zeros(size), pending.next_carry
+                return np.zeros(size), pending.next_carry, 0
             return (gaussian_log_likelihood(target, pending.predictions,
-                                            self.settings.obs_noise), pending.next_carry)
-        measured = plan.measurements(pending.step, pending.columns, target)
+                                            self.settings.obs_noise), pending.next_carry, 0)
+        measured, bytes_sent = plan.measurements(pending.step, pending.columns, target)
         total = np.zeros(size)
         carries = []
         for index, measurement in enumerate(measured):
@@ -214,11 +215,11 @@ class ParticleFilter:
                 exponent = 1.0 if plan.exponents is None else plan.exponents[index]
                 total += increment if exponent == 1.0 else exponent * increment
         next_carry = np.concatenate(carries, axis=1) if self.model.n_carry else pending.carry
-        return total, next_carry
+        return total, next_carry, bytes_sent
 
     def learn(self, state: FilterState, pending: Evaluation, target):
         """Weight by the plan's likelihoods, estimate, resample if the ESS is low."""
-        log_likelihood, next_carry = self.log_likelihood(pending, target)
+        log_likelihood, next_carry, bytes_sent = self.log_likelihood(pending, target)
         particles = state.particles
         update = reweight_estimate_resample(
             pending.theta, next_carry, particles.log_weights + log_likelihood, particles.ids,
@@ -228,8 +229,24 @@ class ParticleFilter:
         new_state = FilterState(particles=update.particles, estimate=update.estimate,
                                 next_serial=update.next_serial, streams=state.streams)
         info = StepInfo(ess=update.ess, resampled=update.resampled, held=particles.size,
-                        degenerate=update.degenerate)
+                        bytes_sent=bytes_sent, degenerate=update.degenerate)
         return new_state, info
+
+    def adopt(self, state: FilterState, previous: ParticleFilter) -> FilterState:
+        """``state`` of ``previous`` (before a node-loss event) for this plan's streams.
+
+        Streams that left the plan lose their carried-state columns.
+        """
+        if previous.plan.nodes == self.plan.nodes or not self.model.n_carry:
+            return state
+        width = self.model.n_carry
+        old = {node: index for index, node in enumerate(previous.plan.nodes)}
+        carry = state.particles.carry
+        kept = np.concatenate([carry[:, old[node] * width:(old[node] + 1) * width]
+                               for node in self.plan.nodes], axis=1)
+        particles = Particles(theta=state.particles.theta, carry=kept,
+                              log_weights=state.particles.log_weights, ids=state.particles.ids)
+        return replace(state, particles=particles)
 
     def state_arrays(self, state: FilterState) -> dict:
         """Arrays, counters and generator states of ``state`` (for a checkpoint)."""

@@ -198,7 +198,10 @@ class Node:
                              "call learn(d) (or learn(None)) to finish the step first")
         columns = self._columns(columns)
         if self.network.advance(self.step) and self.active:
-            self.learner = self._build_learner()
+            previous, self.learner = self.learner, self._build_learner()
+            adopt = getattr(self.learner, "adopt", None)
+            if adopt is not None:
+                self.state = adopt(self.state, previous)
         if not self.active:
             self._pending = ("inactive", None)
             return float("nan")
@@ -294,10 +297,13 @@ class LiveMeasurements:
         self.comm = comm
         self.model = model
 
-    def __call__(self, step: int, columns, target) -> list:
-        """Every node's ``(columns, target)`` of ``step`` (``None``: no data)."""
+    def __call__(self, step: int, columns, target) -> tuple[list, int]:
+        """Every node's ``(columns, target)`` of ``step`` (``None``: no data); 0 bytes.
+
+        The oracle's data access is not counted as communication (as in ``train``).
+        """
         gathered = comm_layer.allgather_measurements(self.comm, columns, target,
                                                      self.model.inputs)
         return [None if item is None else
                 (np.ascontiguousarray(item[0], dtype=self.model.dtype), item[1])
-                for item in gathered]
+                for item in gathered], 0

@@ -131,10 +131,10 @@ class StreamTable:
         self.streams = streams
         self.skipped = skipped
 
-    def __call__(self, step: int, columns, target) -> list:
-        """Every node's ``(columns, target)`` of ``step``, or ``None`` without data."""
+    def __call__(self, step: int, columns, target) -> tuple[list, int]:
+        """Every node's ``(columns, target)`` of ``step`` (``None``: no data), 0 bytes."""
         return [None if mask[step] else (stream.sequence(step), float(stream.targets[step]))
-                for stream, mask in zip(self.streams, self.skipped, strict=True)]
+                for stream, mask in zip(self.streams, self.skipped, strict=True)], 0
 
 
 def all_streams(comm, setup: NodeSetup) -> StreamTable:
