@@ -16,7 +16,8 @@ One thread throughout. Figures:
 
 import argparse
 
-import numpy as np  # noqa: E402  (common pins the thread count first)
+import common  # noqa: F401  (first: pins BLAS and numba to one thread before numpy loads)
+import numpy as np
 from common import RESULTS, best_time, matmul_rate, table, write_json
 
 from mcdpf.kernels import BATCH_MAJOR_MAX_WORK, lstm_mean_states, lstm_parameter_count
