@@ -185,3 +185,37 @@ def test_both_forward_kernels_match_reference(kernel, n, p, particles, length, d
     want = naive.lstm_mean_states(theta, columns, start, n)
     np.testing.assert_allclose(out, want, rtol=DTYPE_TOLERANCE[dtype],
                                atol=DTYPE_TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("kind", ["batch", "particle"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_parallel_forward_kernels_bit_identical_for_any_thread_count(kind, dtype):
+    """Parallel twins give exactly the serial result with 1 and 2 threads."""
+    import numba
+
+    from mcdpf.kernels import lstm
+
+    serial = getattr(lstm, f"lstm_{kind}_major_kernel")
+    parallel = getattr(lstm, f"lstm_{kind}_major_parallel_kernel")
+    rng = np.random.default_rng(7)
+    before = numba.get_num_threads()
+    try:
+        for n, p, particles, length in ((2, 2, 80, 2), (16, 2, 301, 3), (5, 3, 1, 4),
+                                        (9, 4, 37, 5)):
+            theta = rng.standard_normal((particles, kernels.lstm_parameter_count(n, p)))
+            theta = theta.astype(dtype)
+            columns = rng.standard_normal((length, p)).astype(dtype)
+            start = rng.standard_normal((particles, 2 * n)).astype(dtype)
+            want = np.empty((particles, 2 * n), dtype=dtype)
+            serial(theta, columns, start, n, want)
+            np.testing.assert_allclose(want, naive.lstm_mean_states(theta, columns, start, n),
+                                       rtol=DTYPE_TOLERANCE[dtype], atol=DTYPE_TOLERANCE[dtype])
+            for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+                numba.set_num_threads(threads)
+                got = np.full_like(want, np.nan)
+                parallel(theta, columns, start, n, got)
+                assert np.array_equal(got, want), (n, p, particles, threads)
+    finally:
+        numba.set_num_threads(before)
+    got = kernels.lstm_mean_states(theta, columns, start, n, parallel=True)
+    assert np.array_equal(got, want)

@@ -13,7 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from .gradient import lstm_prediction_gradient_kernel
-from .lstm import add_noise_and_predict_kernel, lstm_batch_major_kernel, lstm_particle_major_kernel
+from .lstm import (
+    add_noise_and_predict_kernel,
+    lstm_batch_major_kernel,
+    lstm_batch_major_parallel_kernel,
+    lstm_particle_major_kernel,
+    lstm_particle_major_parallel_kernel,
+)
 from .resampling import KERNELS as RESAMPLING_KERNELS
 from .resampling import uniforms_needed
 from .walk import route_kernel
@@ -25,11 +31,14 @@ FLOAT_TYPES = (np.float64, np.float32)
 BATCH_MAJOR_MAX_WORK = 96
 
 
-def lstm_kernel_for(hidden: int, inputs: int):
-    """The forward kernel used for a model size (batch-major for small models)."""
+def lstm_kernel_for(hidden: int, inputs: int, parallel: bool = False):
+    """The forward kernel used for a model size (batch-major for small models).
+
+    ``parallel`` picks its multi-threaded twin (numba's threads, bit-identical results).
+    """
     if hidden * (hidden + inputs) <= BATCH_MAJOR_MAX_WORK:
-        return lstm_batch_major_kernel
-    return lstm_particle_major_kernel
+        return lstm_batch_major_parallel_kernel if parallel else lstm_batch_major_kernel
+    return lstm_particle_major_parallel_kernel if parallel else lstm_particle_major_kernel
 
 
 def lstm_parameter_count(hidden: int, inputs: int) -> int:
@@ -38,11 +47,12 @@ def lstm_parameter_count(hidden: int, inputs: int) -> int:
 
 
 def lstm_mean_states(theta: np.ndarray, columns: np.ndarray, start: np.ndarray, hidden: int,
-                     out: np.ndarray | None = None) -> np.ndarray:
+                     out: np.ndarray | None = None, parallel: bool = False) -> np.ndarray:
     """Mean-pooled ``[c_bar, y_bar]`` (N, 2n) of every particle's LSTM over one sequence.
 
     ``theta`` is (N, 4n(n+p)+5n), ``columns`` (m, p) with m >= 1 and ``start`` (N, 2n)
-    holds ``[c(0), y(0)]``; all C-contiguous and of one float dtype.
+    holds ``[c(0), y(0)]``; all C-contiguous and of one float dtype. ``parallel`` runs
+    the particles on numba's threads (``NUMBA_NUM_THREADS``), bit-identical to serial.
     """
     n_particles = theta.shape[0]
     length, inputs = columns.shape
@@ -64,7 +74,7 @@ def lstm_mean_states(theta: np.ndarray, columns: np.ndarray, start: np.ndarray, 
         if array.shape != (n_particles, 2 * hidden):
             raise ValueError(f"{name} has shape {array.shape}, expected "
                              f"{(n_particles, 2 * hidden)}")
-    lstm_kernel_for(hidden, inputs)(theta, columns, start, hidden, out)
+    lstm_kernel_for(hidden, inputs, parallel)(theta, columns, start, hidden, out)
     return out
 
 

@@ -37,7 +37,7 @@ error model (no zero-division branches), and run in the dtype of ``theta``.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .fastmath import sigmoid, tanh
 from .simd import dot_rows, lanes_of, prefer_wide_vectors
@@ -45,6 +45,7 @@ from .simd import dot_rows, lanes_of, prefer_wide_vectors
 FAST = {"reassoc", "contract", "nsz", "arcp"}
 TILE_BYTES = 32 * 1024  # batch-major tile: transposed parameters and states, within L1
 TILE_LANES = 16
+PARALLEL_GROUPS = 64  # work items of a parallel kernel, shared out among the threads
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
@@ -129,13 +130,30 @@ def lstm_particle_major_kernel(theta, columns, start, hidden, mean_state):
     _particle_major_range(theta, columns, start, hidden, mean_state, 0, theta.shape[0])
 
 
-@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def lstm_batch_major_kernel(theta, columns, start, hidden, mean_state):
-    """Same result as :func:`lstm_particle_major_kernel`, vectorised across particles.
+@njit(cache=True, nogil=True)
+def batch_tile(n_particles, hidden, inputs, itemsize):
+    """Particles per batch-major tile (depends on the model and dtype, never on threads)."""
+    gates = 4 * hidden
+    scratch_rows = gates * (inputs + hidden) + 2 * gates + 4 * hidden
+    tile = TILE_BYTES // (scratch_rows * itemsize)
+    tile = max(TILE_LANES, tile - tile % TILE_LANES)
+    return max(1, min(tile, n_particles))
 
-    Particles are processed in tiles small enough for their transposed parameters and
-    states to stay in the L1 cache (:data:`TILE_BYTES`).
+
+@njit(cache=True, nogil=True)
+def work_groups(items):
+    """Contiguous groups of work items for ``prange`` (:data:`PARALLEL_GROUPS` at most).
+
+    Fixed, not per thread (numba's thread count is a dynamic global, which would stop the
+    kernels from caching); which thread runs which group never changes a result, since
+    every item is computed by the same code whatever group it falls in.
     """
+    return max(1, min(items, PARALLEL_GROUPS))
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def _batch_major_tiles(theta, columns, start, hidden, mean_state, tile, first_tile, stop_tile):
+    """Tiles ``first_tile .. stop_tile - 1`` (of ``tile`` particles) of the batch-major kernel."""
     n_particles = theta.shape[0]
     length, inputs = columns.shape
     n = hidden
@@ -146,13 +164,11 @@ def lstm_batch_major_kernel(theta, columns, start, hidden, mean_state):
     dtype = theta.dtype
     inverse_length = dtype.type(1.0) / length
     scratch_rows = rows + gates + 4 * n
-    tile = TILE_BYTES // (scratch_rows * theta.itemsize)
-    tile = max(TILE_LANES, tile - tile % TILE_LANES)
-    tile = max(1, min(tile, n_particles))
     # One scratch allocation for everything; explicit transposes (numba's generic
     # strided copy is several times slower).
     scratch = np.empty(scratch_rows * tile, dtype=dtype)
-    for first in range(0, n_particles, tile):
+    for index in range(first_tile, stop_tile):
+        first = index * tile
         count = min(tile, n_particles - first)
         block = scratch[:scratch_rows * count].reshape((scratch_rows, count))
         lanes = block[:rows]
@@ -203,6 +219,50 @@ def lstm_batch_major_kernel(theta, columns, start, hidden, mean_state):
             for u in range(n):
                 mean_state[first + k, u] = c_sum[u, k] * inverse_length
                 mean_state[first + k, n + u] = y_sum[u, k] * inverse_length
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def lstm_batch_major_kernel(theta, columns, start, hidden, mean_state):
+    """Same result as :func:`lstm_particle_major_kernel`, vectorised across particles.
+
+    Particles are processed in tiles small enough for their transposed parameters and
+    states to stay in the L1 cache (:data:`TILE_BYTES`).
+    """
+    n_particles = theta.shape[0]
+    tile = batch_tile(n_particles, hidden, columns.shape[1], theta.itemsize)
+    tiles = (n_particles + tile - 1) // tile
+    _batch_major_tiles(theta, columns, start, hidden, mean_state, tile, 0, tiles)
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=FAST, error_model="numpy")
+def lstm_batch_major_parallel_kernel(theta, columns, start, hidden, mean_state):
+    """:func:`lstm_batch_major_kernel` with its tiles spread over numba's threads.
+
+    Tiles are the serial kernel's (their size does not depend on the thread count), so
+    the result is bit-identical to it for any number of threads.
+    """
+    n_particles = theta.shape[0]
+    tile = batch_tile(n_particles, hidden, columns.shape[1], theta.itemsize)
+    tiles = (n_particles + tile - 1) // tile
+    groups = work_groups(tiles)
+    for group in prange(groups):
+        _batch_major_tiles(theta, columns, start, hidden, mean_state, tile,
+                           group * tiles // groups, (group + 1) * tiles // groups)
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=FAST, error_model="numpy")
+def lstm_particle_major_parallel_kernel(theta, columns, start, hidden, mean_state):
+    """:func:`lstm_particle_major_kernel` with the particles spread over numba's threads.
+
+    Every particle is computed by the same code as in the serial kernel, so the result is
+    bit-identical to it for any number of threads.
+    """
+    n_particles = theta.shape[0]
+    groups = work_groups(n_particles)
+    for group in prange(groups):
+        _particle_major_range(theta, columns, start, hidden, mean_state,
+                              group * n_particles // groups,
+                              (group + 1) * n_particles // groups)
 
 
 @njit(cache=True, nogil=True)
