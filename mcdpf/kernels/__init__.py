@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .gradient import lstm_prediction_gradient_kernel
+from .gradient import (
+    lstm_population_gradient_kernel,
+    lstm_population_gradient_parallel_kernel,
+    lstm_prediction_gradient_kernel,
+)
 from .lstm import (
     add_noise_and_predict_kernel,
     lstm_batch_major_kernel,
@@ -136,6 +140,40 @@ def lstm_prediction_gradient(theta: np.ndarray, columns: np.ndarray, start: np.n
     prediction = lstm_prediction_gradient_kernel(theta, columns, start, hidden, gradient,
                                                  mean_state)
     return float(prediction), gradient, mean_state
+
+
+def lstm_population_gradient(theta: np.ndarray, columns: np.ndarray, start: np.ndarray,
+                             hidden: int, parallel: bool = False
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(d_hat, d d_hat / d theta, [c_bar, y_bar])`` of every particle on one sequence.
+
+    ``theta`` (N, P), ``columns`` (m, p) with m >= 1, ``start`` (N, 2n); one float dtype.
+    Returns predictions (N,) float64, gradients (N, P) and mean states (N, 2n) in that
+    dtype; row ``i`` is :func:`lstm_prediction_gradient` of particle ``i``. ``parallel``
+    runs on numba's threads (bit-identical results).
+    """
+    dtype = theta.dtype
+    inputs = columns.shape[1]
+    if dtype not in FLOAT_TYPES:
+        raise TypeError(f"theta dtype {dtype} is not float64 or float32")
+    if theta.ndim != 2 or theta.shape[1] != lstm_parameter_count(hidden, inputs):
+        raise ValueError(f"theta has shape {theta.shape}, expected (N, "
+                         f"{lstm_parameter_count(hidden, inputs)})")
+    if columns.shape[0] < 1:
+        raise ValueError("a sequence needs at least one column")
+    count = theta.shape[0]
+    if start.shape != (count, 2 * hidden):
+        raise ValueError(f"start has shape {start.shape}, expected {(count, 2 * hidden)}")
+    for name, array in (("theta", theta), ("columns", columns), ("start", start)):
+        if array.dtype != dtype or not array.flags.c_contiguous:
+            raise TypeError(f"{name} must be C-contiguous {dtype}")
+    gradient = np.empty_like(theta)
+    mean_state = np.empty((count, 2 * hidden), dtype=dtype)
+    predictions = np.empty(count)
+    kernel = (lstm_population_gradient_parallel_kernel if parallel
+              else lstm_population_gradient_kernel)
+    kernel(theta, columns, start, hidden, gradient, mean_state, predictions)
+    return predictions, gradient, mean_state
 
 
 def normalize_log_weights(log_weights: np.ndarray,
