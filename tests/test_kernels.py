@@ -257,9 +257,9 @@ def test_population_gradient_matches_single_vector_kernel(n, p, particles, lengt
                                    atol=tolerance * max(1.0, np.abs(want_predictions).max()))
 
 
-@pytest.mark.parametrize("n", [2, 12])
+@pytest.mark.parametrize("n", [2, 18])
 def test_population_gradient_matches_finite_differences(n):
-    """Both paths (batch-major at n = 2, particle-major at n = 12) against central
+    """Both paths (batch-major at n = 2, particle-major at n = 18) against central
     differences of the forward kernel's prediction, step 1e-6, tolerance 1e-5."""
     p, particles, length = 2, 3, 4
     rng = np.random.default_rng(n)
@@ -283,11 +283,11 @@ def test_population_gradient_matches_finite_differences(n):
                                    atol=1e-5)
 
 
-@pytest.mark.parametrize("n", [2, 12])
+@pytest.mark.parametrize("n", [2, 18])
 def test_population_gradient_parallel_bit_identical(n):
     import numba
 
-    p, particles, length = 3, 203, 5
+    p, particles, length = 3, 203 if n < 10 else 41, 5
     rng = np.random.default_rng(11)
     theta = rng.standard_normal((particles, kernels.lstm_parameter_count(n, p)))
     columns = rng.standard_normal((length, p))
@@ -302,3 +302,24 @@ def test_population_gradient_parallel_bit_identical(n):
                 assert np.array_equal(g, w)
     finally:
         numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_population_gradient_particle_path_is_bit_identical(dtype):
+    """Above GRADIENT_BATCH_MAX_WORK the population kernel runs the single-vector code."""
+    from mcdpf.kernels.gradient import GRADIENT_BATCH_MAX_WORK
+
+    n, p, particles, length = 17, 2, 5, 4
+    assert n * (n + p) > GRADIENT_BATCH_MAX_WORK
+    rng = np.random.default_rng(5)
+    theta = (0.5 * rng.standard_normal((particles, kernels.lstm_parameter_count(n, p))))
+    theta = theta.astype(dtype)
+    columns = rng.standard_normal((length, p)).astype(dtype)
+    start = (0.5 * rng.standard_normal((particles, 2 * n))).astype(dtype)
+    predictions, gradient, state = kernels.lstm_population_gradient(theta, columns, start, n)
+    for i in range(particles):
+        prediction, want_gradient, want_state = kernels.lstm_prediction_gradient(
+            theta[i], columns, start[i], n)
+        assert predictions[i] == prediction
+        assert np.array_equal(gradient[i], want_gradient)
+        assert np.array_equal(state[i], want_state)

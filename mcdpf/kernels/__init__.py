@@ -31,8 +31,9 @@ from .weights import effective_sample_size_kernel, normalize_log_weights_kernel
 
 FLOAT_TYPES = (np.float64, np.float32)
 # Models with n (n + p) up to this use the batch-major kernel (SIMD across particles);
-# larger ones the particle-major kernel (crossover measured by benchmarks/kernels.py).
-BATCH_MAJOR_MAX_WORK = 96
+# larger ones the particle-major kernel (crossover measured by benchmarks/kernels.py: at
+# p = 2 batch-major is faster up to n = 7, particle-major from n = 8).
+BATCH_MAJOR_MAX_WORK = 64
 
 
 def lstm_kernel_for(hidden: int, inputs: int, parallel: bool = False):

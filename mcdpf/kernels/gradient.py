@@ -18,8 +18,9 @@ from .fastmath import sigmoid, tanh
 from .lstm import FAST, TILE_BYTES, TILE_LANES, work_groups
 
 # Models with n (n + p) up to this use the batch-major population gradient (SIMD across
-# particles), larger ones one particle at a time (measured in benchmarks/kernels.py).
-GRADIENT_BATCH_MAX_WORK = 96
+# particles), larger ones one particle at a time: batch-major measured faster up to
+# n = 16, p = 2 (15.0 against 22.3 ms at N = 1000, m = 10, float64; benchmarks/kernels.py).
+GRADIENT_BATCH_MAX_WORK = 288
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
