@@ -2,7 +2,9 @@
 
     python benchmarks/kernels.py [--json benchmarks/results/kernels.json] [--plot FILE.png]
 
-One thread throughout. Figures:
+Single-thread figures are timed with this thread's CPU time (``time.thread_time``), so
+that other processes sharing the cores do not inflate them; the thread-scaling table runs
+in a child process with ``NUMBA_NUM_THREADS=2`` and is timed in wall time. Figures:
 
 - the machine's single-thread matrix-multiply rate (numpy, float32 and float64);
 - the large model (n = 64, p = 16, N = 512 particles with their own weights, m = 10):
@@ -11,16 +13,39 @@ One thread throughout. Figures:
 - the papers' scale (n = 2, p = 2, N = 80, m = 2, float64): particle-columns per second,
   the kernel alone and through its checking wrapper;
 - a sweep over n that locates the crossover between the two kernels (the threshold
-  ``BATCH_MAJOR_MAX_WORK`` in ``mcdpf/kernels/__init__.py``).
+  ``BATCH_MAJOR_MAX_WORK`` in ``mcdpf/kernels/__init__.py``);
+- the population gradient (``lstm_population_gradient_kernel``) beside N calls of the
+  single-vector gradient kernel, in particle-columns per second;
+- thread scaling of the parallel kernels, 1 and 2 threads (wall time; the load average
+  is recorded, since other processes on a 2-core machine take a share of the cores).
 """
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+import time
 
-import numpy as np  # noqa: E402  (common pins the thread count first)
+import common  # noqa: F401  (first: pins BLAS and numba to one thread before numpy loads)
+import numpy as np
 from common import RESULTS, best_time, matmul_rate, table, write_json
 
 from mcdpf.kernels import BATCH_MAJOR_MAX_WORK, lstm_mean_states, lstm_parameter_count
-from mcdpf.kernels.lstm import lstm_batch_major_kernel, lstm_particle_major_kernel
+from mcdpf.kernels.gradient import (
+    GRADIENT_BATCH_MAX_WORK,
+    lstm_population_gradient_kernel,
+    lstm_population_gradient_parallel_kernel,
+    lstm_prediction_gradient_kernel,
+)
+from mcdpf.kernels.lstm import (
+    lstm_batch_major_kernel,
+    lstm_batch_major_parallel_kernel,
+    lstm_particle_major_kernel,
+    lstm_particle_major_parallel_kernel,
+)
+
+CPU = time.thread_time
 
 KERNELS = {"particle-major": lstm_particle_major_kernel, "batch-major": lstm_batch_major_kernel}
 
@@ -66,22 +91,92 @@ def time_kernels(n, p, count, length, dtype, with_numpy=True):
         kernel(theta, columns, start, n, out)
         tolerance = 1e-4 if dtype == np.float32 else 1e-10
         assert np.allclose(out, reference, atol=tolerance), name  # same result
-        seconds[name] = best_time(lambda k=kernel: k(theta, columns, start, n, out))
-    seconds["wrapper"] = best_time(lambda: lstm_mean_states(theta, columns, start, n, out))
+        seconds[name] = best_time(lambda k=kernel: k(theta, columns, start, n, out), clock=CPU)
+    seconds["wrapper"] = best_time(lambda: lstm_mean_states(theta, columns, start, n, out),
+                                   clock=CPU)
     if with_numpy:
         seconds["numpy"] = best_time(lambda: numpy_batched(theta, columns, start, n),
-                                     repeats=5)
+                                     repeats=5, clock=CPU)
     return seconds
+
+
+def time_gradients(n, p, count, length):
+    """Population gradient kernel against N calls of the single-vector kernel (CPU time)."""
+    theta, columns, start = problem(n, p, count, length, np.float64)
+    theta *= 0.5
+    gradient = np.empty_like(theta)
+    state = np.empty((count, 2 * n))
+    predictions = np.empty(count)
+
+    def single():
+        for i in range(count):
+            predictions[i] = lstm_prediction_gradient_kernel(theta[i], columns, start[i], n,
+                                                             gradient[i], state[i])
+
+    single()
+    want = gradient.copy()
+    lstm_population_gradient_kernel(theta, columns, start, n, gradient, state, predictions)
+    assert np.allclose(gradient, want, rtol=0, atol=1e-12 * max(1, np.abs(want).max()))
+    return {"population": best_time(lambda: lstm_population_gradient_kernel(
+                theta, columns, start, n, gradient, state, predictions), clock=CPU),
+            "single-vector x N": best_time(single, repeats=5, clock=CPU)}
+
+
+THREAD_CASES = [("particle-major", 16, 2, 8192, 10), ("batch-major", 2, 2, 8192, 10),
+                ("batch-major", 2, 2, 80, 2), ("particle-major", 64, 16, 512, 10),
+                ("gradient", 2, 2, 8192, 2), ("gradient", 16, 2, 2048, 10)]
+
+
+def thread_scaling():
+    """Run :func:`thread_child` in a process with two numba threads; its JSON result."""
+    load = os.getloadavg()[0]
+    environment = dict(os.environ, NUMBA_NUM_THREADS="2")
+    done = subprocess.run([sys.executable, __file__, "--thread-child"], env=environment,
+                          capture_output=True, text=True, check=True)
+    return {"load_average": load, "rows": json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def thread_child():
+    """Wall time of each parallel kernel with 1 and 2 threads (and its serial kernel)."""
+    import numba
+
+    serial = {"particle-major": lstm_particle_major_kernel,
+              "batch-major": lstm_batch_major_kernel,
+              "gradient": lstm_population_gradient_kernel}
+    parallel = {"particle-major": lstm_particle_major_parallel_kernel,
+                "batch-major": lstm_batch_major_parallel_kernel,
+                "gradient": lstm_population_gradient_parallel_kernel}
+    rows = []
+    for kind, n, p, count, length in THREAD_CASES:
+        theta, columns, start = problem(n, p, count, length, np.float64)
+        state = np.empty((count, 2 * n))
+        if kind == "gradient":
+            gradient, predictions = np.empty_like(theta), np.empty(count)
+            arguments = (theta, columns, start, n, gradient, state, predictions)
+        else:
+            arguments = (theta, columns, start, n, state)
+        row = {"kernel": kind, "n": n, "p": p, "N": count, "m": length,
+               "serial_ms": best_time(lambda k=serial[kind], a=arguments: k(*a)) * 1e3}
+        for threads, key in ((1, "one_ms"), (2, "two_ms")):
+            numba.set_num_threads(threads)
+            row[key] = best_time(lambda k=parallel[kind], a=arguments: k(*a), repeats=11) * 1e3
+        row["speedup"] = row["one_ms"] / row["two_ms"]
+        rows.append(row)
+    print(json.dumps(rows))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=str(RESULTS / "kernels.json"))
     parser.add_argument("--plot", default=str(RESULTS / "kernel-crossover.png"))
+    parser.add_argument("--thread-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.thread_child:
+        thread_child()
+        return
 
-    peak32 = matmul_rate(np.float32)
-    peak64 = matmul_rate(np.float64)
+    peak32 = matmul_rate(np.float32, clock=CPU)
+    peak64 = matmul_rate(np.float64, clock=CPU)
     print(f"single-thread matmul (numpy, 1024^2): float32 {peak32 / 1e9:.1f} GFLOP/s, "
           f"float64 {peak64 / 1e9:.1f} GFLOP/s\n")
 
@@ -132,6 +227,35 @@ def main():
                         ("particle_us", "particle-major us", ".1f"),
                         ("faster", "faster", ""), ("chosen", "chosen", "")]))
 
+    gradient_rows = []
+    for n, p, count, length in ((2, 2, 1000, 2), (16, 2, 1000, 10)):
+        seconds = time_gradients(n, p, count, length)
+        for name in ("population", "single-vector x N"):
+            gradient_rows.append({"n": n, "N": count, "m": length, "implementation": name,
+                                  "path": ("batch-major" if n * (n + p) <= GRADIENT_BATCH_MAX_WORK
+                                           else "particle-major") if name == "population"
+                                  else "-",
+                                  "ms": seconds[name] * 1e3,
+                                  "mpc": count * length / seconds[name] / 1e6,
+                                  "speedup": seconds["single-vector x N"] / seconds[name]})
+    print("\npopulation gradient (p=2, float64): d_hat, d d_hat / d theta and [c_bar, y_bar] "
+          "of every particle")
+    print(table(gradient_rows, [("n", "n", "d"), ("N", "N", "d"), ("m", "m", "d"),
+                                ("implementation", "implementation", ""), ("path", "path", ""),
+                                ("ms", "ms/call", ".3f"),
+                                ("mpc", "M particle-columns/s", ".2f"),
+                                ("speedup", "x single", ".1f")]))
+
+    threads = thread_scaling()
+    print(f"\nthread scaling (wall time, float64, load average {threads['load_average']:.2f} "
+          f"before): parallel kernels with 1 and 2 numba threads")
+    print(table(threads["rows"], [("kernel", "kernel", ""), ("n", "n", "d"), ("p", "p", "d"),
+                                  ("N", "N", "d"), ("m", "m", "d"),
+                                  ("serial_ms", "serial ms", ".2f"),
+                                  ("one_ms", "1 thread ms", ".2f"),
+                                  ("two_ms", "2 threads ms", ".2f"),
+                                  ("speedup", "speedup", ".2f")]))
+
     large32 = {r["implementation"]: r for r in large_rows if r["dtype"] == "float32"}
     small = {r["implementation"]: r for r in small_rows}
     targets = {
@@ -141,13 +265,19 @@ def main():
         "large_float32_vs_numpy_target": 4.0,
         "small_mpc": small["batch-major"]["mpc"],
         "small_mpc_target": 50.0,
+        "threads_speedup": next(r["speedup"] for r in threads["rows"]
+                                if r["kernel"] == "particle-major" and r["n"] == 16),
+        "threads_speedup_target": 1.8,
     }
     print("\ntargets: large float32 {:.1%} of matmul (target 35%), {:.1f}x numpy (target 4x); "
-          "papers' scale {:.1f} M particle-columns/s (target 50)".format(
+          "papers' scale {:.1f} M particle-columns/s (target 50); 2 threads {:.2f}x "
+          "(target 1.8x)".format(
               targets["large_float32_of_matmul"], targets["large_float32_vs_numpy"],
-              targets["small_mpc"]))
-    write_json(args.json, {"matmul_gflops": {"float32": peak32 / 1e9, "float64": peak64 / 1e9},
+              targets["small_mpc"], targets["threads_speedup"]))
+    write_json(args.json, {"timing": "single-thread figures: thread CPU time; threads: wall",
+                           "matmul_gflops": {"float32": peak32 / 1e9, "float64": peak64 / 1e9},
                            "large": large_rows, "small": small_rows, "crossover": sweep,
+                           "gradient": gradient_rows, "threads": threads,
                            "targets": targets})
     plot(sweep, args.plot)
 

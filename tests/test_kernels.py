@@ -185,3 +185,141 @@ def test_both_forward_kernels_match_reference(kernel, n, p, particles, length, d
     want = naive.lstm_mean_states(theta, columns, start, n)
     np.testing.assert_allclose(out, want, rtol=DTYPE_TOLERANCE[dtype],
                                atol=DTYPE_TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("kind", ["batch", "particle"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_parallel_forward_kernels_bit_identical_for_any_thread_count(kind, dtype):
+    """Parallel twins give exactly the serial result with 1 and 2 threads."""
+    import numba
+
+    from mcdpf.kernels import lstm
+
+    serial = getattr(lstm, f"lstm_{kind}_major_kernel")
+    parallel = getattr(lstm, f"lstm_{kind}_major_parallel_kernel")
+    rng = np.random.default_rng(7)
+    before = numba.get_num_threads()
+    try:
+        for n, p, particles, length in ((2, 2, 80, 2), (16, 2, 301, 3), (5, 3, 1, 4),
+                                        (9, 4, 37, 5)):
+            theta = rng.standard_normal((particles, kernels.lstm_parameter_count(n, p)))
+            theta = theta.astype(dtype)
+            columns = rng.standard_normal((length, p)).astype(dtype)
+            start = rng.standard_normal((particles, 2 * n)).astype(dtype)
+            want = np.empty((particles, 2 * n), dtype=dtype)
+            serial(theta, columns, start, n, want)
+            np.testing.assert_allclose(want, naive.lstm_mean_states(theta, columns, start, n),
+                                       rtol=DTYPE_TOLERANCE[dtype], atol=DTYPE_TOLERANCE[dtype])
+            for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+                numba.set_num_threads(threads)
+                got = np.full_like(want, np.nan)
+                parallel(theta, columns, start, n, got)
+                assert np.array_equal(got, want), (n, p, particles, threads)
+    finally:
+        numba.set_num_threads(before)
+    assert np.array_equal(kernels.lstm_mean_states(theta, columns, start, n, parallel=True),
+                          kernels.lstm_mean_states(theta, columns, start, n))
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 10), p=st.integers(1, 4), particles=st.integers(1, 40),
+       length=st.integers(1, 6), dtype=st.sampled_from([np.float64, np.float32]),
+       seed=st.integers(0, 2**31))
+def test_population_gradient_matches_single_vector_kernel(n, p, particles, length, dtype,
+                                                          seed):
+    """Row i is the single-vector kernel's answer for particle i: bit-identical on the
+    particle-major path (the same code), within 1e-12 (float64) / 2e-6 (float32) relative
+    to the largest entry on the batch-major path (SIMD across particles, sums in another
+    association)."""
+    from mcdpf.kernels.gradient import GRADIENT_BATCH_MAX_WORK
+
+    rng = np.random.default_rng(seed)
+    theta = rng.standard_normal((particles, kernels.lstm_parameter_count(n, p))).astype(dtype)
+    columns = rng.standard_normal((length, p)).astype(dtype)
+    start = (0.5 * rng.standard_normal((particles, 2 * n))).astype(dtype)
+    predictions, gradient, state = kernels.lstm_population_gradient(theta, columns, start, n)
+    single = [kernels.lstm_prediction_gradient(theta[i], columns, start[i], n)
+              for i in range(particles)]
+    want_predictions = np.array([s[0] for s in single])
+    want_gradient = np.array([s[1] for s in single])
+    want_state = np.array([s[2] for s in single])
+    assert gradient.dtype == dtype and state.dtype == dtype
+    if n * (n + p) > GRADIENT_BATCH_MAX_WORK:
+        assert np.array_equal(gradient, want_gradient)
+        assert np.array_equal(state, want_state)
+        assert np.array_equal(predictions, want_predictions)
+    else:
+        tolerance = 1e-12 if dtype == np.float64 else 2e-6
+        scale = max(1.0, np.abs(want_gradient).max())
+        np.testing.assert_allclose(gradient, want_gradient, rtol=0, atol=tolerance * scale)
+        np.testing.assert_allclose(state, want_state, rtol=0, atol=tolerance)
+        np.testing.assert_allclose(predictions, want_predictions, rtol=0,
+                                   atol=tolerance * max(1.0, np.abs(want_predictions).max()))
+
+
+@pytest.mark.parametrize("n", [2, 18])
+def test_population_gradient_matches_finite_differences(n):
+    """Both paths (batch-major at n = 2, particle-major at n = 18) against central
+    differences of the forward kernel's prediction, step 1e-6, tolerance 1e-5."""
+    p, particles, length = 2, 3, 4
+    rng = np.random.default_rng(n)
+    size = kernels.lstm_parameter_count(n, p)
+    theta = 0.5 * rng.standard_normal((particles, size))
+    columns = rng.standard_normal((length, p))
+    start = 0.5 * rng.standard_normal((particles, 2 * n))
+    predictions, gradient, state = kernels.lstm_population_gradient(theta, columns, start, n)
+    np.testing.assert_allclose(state, naive.lstm_mean_states(theta, columns, start, n),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(predictions, np.sum(theta[:, -n:] * state[:, n:], axis=1),
+                               rtol=1e-12, atol=1e-12)
+    step = 1e-6
+    for k in rng.choice(size, 25, replace=False):
+        shifted = theta.copy()
+        shifted[:, k] += step
+        up = kernels.lstm_population_gradient(shifted, columns, start, n)[0]
+        shifted[:, k] -= 2 * step
+        down = kernels.lstm_population_gradient(shifted, columns, start, n)[0]
+        np.testing.assert_allclose(gradient[:, k], (up - down) / (2 * step), rtol=1e-5,
+                                   atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [2, 18])
+def test_population_gradient_parallel_bit_identical(n):
+    import numba
+
+    p, particles, length = 3, 203 if n < 10 else 41, 5
+    rng = np.random.default_rng(11)
+    theta = rng.standard_normal((particles, kernels.lstm_parameter_count(n, p)))
+    columns = rng.standard_normal((length, p))
+    start = rng.standard_normal((particles, 2 * n))
+    want = kernels.lstm_population_gradient(theta, columns, start, n)
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            got = kernels.lstm_population_gradient(theta, columns, start, n, parallel=True)
+            for g, w in zip(got, want, strict=True):
+                assert np.array_equal(g, w)
+    finally:
+        numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_population_gradient_particle_path_is_bit_identical(dtype):
+    """Above GRADIENT_BATCH_MAX_WORK the population kernel runs the single-vector code."""
+    from mcdpf.kernels.gradient import GRADIENT_BATCH_MAX_WORK
+
+    n, p, particles, length = 17, 2, 5, 4
+    assert n * (n + p) > GRADIENT_BATCH_MAX_WORK
+    rng = np.random.default_rng(5)
+    theta = (0.5 * rng.standard_normal((particles, kernels.lstm_parameter_count(n, p))))
+    theta = theta.astype(dtype)
+    columns = rng.standard_normal((length, p)).astype(dtype)
+    start = (0.5 * rng.standard_normal((particles, 2 * n))).astype(dtype)
+    predictions, gradient, state = kernels.lstm_population_gradient(theta, columns, start, n)
+    for i in range(particles):
+        prediction, want_gradient, want_state = kernels.lstm_prediction_gradient(
+            theta[i], columns, start[i], n)
+        assert predictions[i] == prediction
+        assert np.array_equal(gradient[i], want_gradient)
+        assert np.array_equal(state[i], want_state)

@@ -13,22 +13,36 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import RESAMPLING
-from .gradient import lstm_prediction_gradient_kernel
-from .lstm import add_noise_and_predict_kernel, lstm_batch_major_kernel, lstm_particle_major_kernel
+from .gradient import (
+    lstm_population_gradient_kernel,
+    lstm_population_gradient_parallel_kernel,
+    lstm_prediction_gradient_kernel,
+)
+from .lstm import (
+    add_noise_and_predict_kernel,
+    lstm_batch_major_kernel,
+    lstm_batch_major_parallel_kernel,
+    lstm_particle_major_kernel,
+    lstm_particle_major_parallel_kernel,
+)
 from .walk import route_kernel
 from .weights import effective_sample_size_kernel, normalize_log_weights_kernel
 
 FLOAT_TYPES = (np.float64, np.float32)
 # Models with n (n + p) up to this use the batch-major kernel (SIMD across particles);
-# larger ones the particle-major kernel (crossover measured by benchmarks/kernels.py).
-BATCH_MAJOR_MAX_WORK = 96
+# larger ones the particle-major kernel (crossover measured by benchmarks/kernels.py: at
+# p = 2 batch-major is faster up to n = 7, particle-major from n = 8).
+BATCH_MAJOR_MAX_WORK = 64
 
 
-def lstm_kernel_for(hidden: int, inputs: int):
-    """The forward kernel used for a model size (batch-major for small models)."""
+def lstm_kernel_for(hidden: int, inputs: int, parallel: bool = False):
+    """The forward kernel used for a model size (batch-major for small models).
+
+    ``parallel`` picks its multi-threaded twin (numba's threads, bit-identical results).
+    """
     if hidden * (hidden + inputs) <= BATCH_MAJOR_MAX_WORK:
-        return lstm_batch_major_kernel
-    return lstm_particle_major_kernel
+        return lstm_batch_major_parallel_kernel if parallel else lstm_batch_major_kernel
+    return lstm_particle_major_parallel_kernel if parallel else lstm_particle_major_kernel
 
 
 def lstm_parameter_count(hidden: int, inputs: int) -> int:
@@ -37,11 +51,12 @@ def lstm_parameter_count(hidden: int, inputs: int) -> int:
 
 
 def lstm_mean_states(theta: np.ndarray, columns: np.ndarray, start: np.ndarray, hidden: int,
-                     out: np.ndarray | None = None) -> np.ndarray:
+                     out: np.ndarray | None = None, parallel: bool = False) -> np.ndarray:
     """Mean-pooled ``[c_bar, y_bar]`` (N, 2n) of every particle's LSTM over one sequence.
 
     ``theta`` is (N, 4n(n+p)+5n), ``columns`` (m, p) with m >= 1 and ``start`` (N, 2n)
-    holds ``[c(0), y(0)]``; all C-contiguous and of one float dtype.
+    holds ``[c(0), y(0)]``; all C-contiguous and of one float dtype. ``parallel`` runs
+    the particles on numba's threads (``NUMBA_NUM_THREADS``), bit-identical to serial.
     """
     n_particles = theta.shape[0]
     length, inputs = columns.shape
@@ -63,7 +78,7 @@ def lstm_mean_states(theta: np.ndarray, columns: np.ndarray, start: np.ndarray, 
         if array.shape != (n_particles, 2 * hidden):
             raise ValueError(f"{name} has shape {array.shape}, expected "
                              f"{(n_particles, 2 * hidden)}")
-    lstm_kernel_for(hidden, inputs)(theta, columns, start, hidden, out)
+    lstm_kernel_for(hidden, inputs, parallel)(theta, columns, start, hidden, out)
     return out
 
 
@@ -125,6 +140,40 @@ def lstm_prediction_gradient(theta: np.ndarray, columns: np.ndarray, start: np.n
     prediction = lstm_prediction_gradient_kernel(theta, columns, start, hidden, gradient,
                                                  mean_state)
     return float(prediction), gradient, mean_state
+
+
+def lstm_population_gradient(theta: np.ndarray, columns: np.ndarray, start: np.ndarray,
+                             hidden: int, parallel: bool = False
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(d_hat, d d_hat / d theta, [c_bar, y_bar])`` of every particle on one sequence.
+
+    ``theta`` (N, P), ``columns`` (m, p) with m >= 1, ``start`` (N, 2n); one float dtype.
+    Returns predictions (N,) float64, gradients (N, P) and mean states (N, 2n) in that
+    dtype; row ``i`` is :func:`lstm_prediction_gradient` of particle ``i``. ``parallel``
+    runs on numba's threads (bit-identical results).
+    """
+    dtype = theta.dtype
+    inputs = columns.shape[1]
+    if dtype not in FLOAT_TYPES:
+        raise TypeError(f"theta dtype {dtype} is not float64 or float32")
+    if theta.ndim != 2 or theta.shape[1] != lstm_parameter_count(hidden, inputs):
+        raise ValueError(f"theta has shape {theta.shape}, expected (N, "
+                         f"{lstm_parameter_count(hidden, inputs)})")
+    if columns.shape[0] < 1:
+        raise ValueError("a sequence needs at least one column")
+    count = theta.shape[0]
+    if start.shape != (count, 2 * hidden):
+        raise ValueError(f"start has shape {start.shape}, expected {(count, 2 * hidden)}")
+    for name, array in (("theta", theta), ("columns", columns), ("start", start)):
+        if array.dtype != dtype or not array.flags.c_contiguous:
+            raise TypeError(f"{name} must be C-contiguous {dtype}")
+    gradient = np.empty_like(theta)
+    mean_state = np.empty((count, 2 * hidden), dtype=dtype)
+    predictions = np.empty(count)
+    kernel = (lstm_population_gradient_parallel_kernel if parallel
+              else lstm_population_gradient_kernel)
+    kernel(theta, columns, start, hidden, gradient, mean_state, predictions)
+    return predictions, gradient, mean_state
 
 
 def normalize_log_weights(log_weights: np.ndarray,

@@ -21,9 +21,12 @@ Two kernels compute the same thing; :func:`mcdpf.kernels.lstm_mean_states` picks
 model size (measured in ``benchmarks/kernels.py``):
 
 ``particle-major`` (large ``n``)
-    One particle at a time, its weights staying in cache: the input projections of all
-    ``m`` columns first (``W`` read once), then the recurrence, each gate row a dot
-    product with ``y(l-1)``.
+    One particle at a time, its weights staying in cache; the gate rows ``[W R]`` are
+    multiplied with ``[x(l); y(l-1)]`` one 64-byte vector of rows at a time by the
+    explicit SIMD block of :mod:`mcdpf.kernels.simd` (one transpose-reduce per block
+    instead of a horizontal reduction per row), odd columns walking the rows backwards
+    so that those still in L1 come first. (Projecting all ``m`` inputs ``W X`` before the
+    recurrence was measured slower: it reads ``W`` strided, and the fused rows stream.)
 ``batch-major`` (small ``n``)
     The particles' parameters transposed to (P, N), so that every operation runs across
     particles in SIMD lanes; this is what makes the papers' ``n = 2`` fast.
@@ -34,13 +37,77 @@ error model (no zero-division branches), and run in the dtype of ``theta``.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .fastmath import sigmoid, tanh
+from .simd import dot_rows, lanes_of, prefer_wide_vectors
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}
 TILE_BYTES = 32 * 1024  # batch-major tile: transposed parameters and states, within L1
 TILE_LANES = 16
+PARALLEL_GROUPS = 64  # work items of a parallel kernel, shared out among the threads
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def _particle_major_range(theta, columns, start, hidden, mean_state, first, stop):
+    """Particles ``first .. stop - 1`` of :func:`lstm_particle_major_kernel`."""
+    # Gate rows are taken L at a time (L = one 64-byte vector of lanes) by the explicit
+    # SIMD block of mcdpf.kernels.simd: [W R] rows against z = [x(l), y(l-1)]. Odd columns
+    # walk the blocks backwards, so the rows the previous column read last (still in L1)
+    # come first; each block prefetches the next one it will read.
+    prefer_wide_vectors()
+    length, inputs = columns.shape
+    n = hidden
+    gates = 4 * n
+    width = inputs + n
+    bias = gates * width
+    dtype = theta.dtype
+    inverse_length = dtype.type(1.0) / length
+    lanes = lanes_of(theta.itemsize)
+    blocks = gates // lanes
+    z = np.empty(width, dtype=dtype)  # [x(l), y(l-1)]
+    a = np.empty(gates, dtype=dtype)
+    c = np.empty(n, dtype=dtype)
+    c_sum = np.empty(n, dtype=dtype)
+    y_sum = np.empty(n, dtype=dtype)
+    for i in range(first, stop):
+        row = theta[i]
+        weights = row[:bias].reshape((gates, width))
+        biases = row[bias:bias + gates]
+        for u in range(n):
+            c[u] = start[i, u]
+            z[inputs + u] = start[i, n + u]
+            c_sum[u] = 0
+            y_sum[u] = 0
+        for step in range(length):
+            for j in range(inputs):
+                z[j] = columns[step, j]
+            for r in range(gates):
+                a[r] = biases[r]
+            backward = step % 2 == 1
+            for k in range(blocks):
+                block = blocks - 1 - k if backward else k
+                following = block - 1 if backward else block + 1
+                if following < 0 or following >= blocks:
+                    following = block
+                dot_rows(row, block * lanes * width, width, z, width, a, block * lanes,
+                         (following - block) * lanes * width)
+            for r in range(blocks * lanes, gates):
+                total = a[r]
+                weight = weights[r]
+                for j in range(width):
+                    total += weight[j] * z[j]
+                a[r] = total
+            for u in range(n):
+                cell = sigmoid(a[u]) * tanh(a[2 * n + u]) + sigmoid(a[n + u]) * c[u]
+                out = sigmoid(a[3 * n + u]) * tanh(cell)
+                c[u] = cell
+                z[inputs + u] = out
+                c_sum[u] += cell
+                y_sum[u] += out
+        for u in range(n):
+            mean_state[i, u] = c_sum[u] * inverse_length
+            mean_state[i, n + u] = y_sum[u] * inverse_length
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
@@ -60,58 +127,33 @@ def lstm_particle_major_kernel(theta, columns, start, hidden, mean_state):
     mean_state : (N, 2n) float array, written
         ``[mean_l c(l), mean_l y(l)]``.
     """
-    # Blocks are taken as 2-D views and indexed by loop counters only: computed flat
-    # indices would make numba check for negative indices on every access, which keeps
-    # LLVM from vectorising the dot products (a 10x difference).
-    n_particles = theta.shape[0]
-    length, inputs = columns.shape
-    n = hidden
-    gates = 4 * n
-    width = inputs + n
-    bias = gates * width
-    dtype = theta.dtype
-    inverse_length = dtype.type(1.0) / length
-    z = np.empty(width, dtype=dtype)  # [x(l), y(l-1)]
-    a = np.empty(gates, dtype=dtype)
-    c = np.empty(n, dtype=dtype)
-    c_sum = np.empty(n, dtype=dtype)
-    y_sum = np.empty(n, dtype=dtype)
-    for i in range(n_particles):
-        weights = theta[i, :bias].reshape((gates, width))
-        biases = theta[i, bias:bias + gates]
-        for u in range(n):
-            c[u] = start[i, u]
-            z[inputs + u] = start[i, n + u]
-            c_sum[u] = 0
-            y_sum[u] = 0
-        for step in range(length):
-            for j in range(inputs):
-                z[j] = columns[step, j]
-            for r in range(gates):
-                row = weights[r]
-                total = biases[r]
-                for j in range(width):
-                    total += row[j] * z[j]
-                a[r] = total
-            for u in range(n):
-                cell = sigmoid(a[u]) * tanh(a[2 * n + u]) + sigmoid(a[n + u]) * c[u]
-                out = sigmoid(a[3 * n + u]) * tanh(cell)
-                c[u] = cell
-                z[inputs + u] = out
-                c_sum[u] += cell
-                y_sum[u] += out
-        for u in range(n):
-            mean_state[i, u] = c_sum[u] * inverse_length
-            mean_state[i, n + u] = y_sum[u] * inverse_length
+    _particle_major_range(theta, columns, start, hidden, mean_state, 0, theta.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def batch_tile(n_particles, hidden, inputs, itemsize):
+    """Particles per batch-major tile (depends on the model and dtype, never on threads)."""
+    gates = 4 * hidden
+    scratch_rows = gates * (inputs + hidden) + 2 * gates + 4 * hidden
+    tile = TILE_BYTES // (scratch_rows * itemsize)
+    tile = max(TILE_LANES, tile - tile % TILE_LANES)
+    return max(1, min(tile, n_particles))
+
+
+@njit(cache=True, nogil=True)
+def work_groups(items):
+    """Contiguous groups of work items for ``prange`` (:data:`PARALLEL_GROUPS` at most).
+
+    Fixed, not per thread (numba's thread count is a dynamic global, which would stop the
+    kernels from caching); which thread runs which group never changes a result, since
+    every item is computed by the same code whatever group it falls in.
+    """
+    return max(1, min(items, PARALLEL_GROUPS))
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def lstm_batch_major_kernel(theta, columns, start, hidden, mean_state):
-    """Same result as :func:`lstm_particle_major_kernel`, vectorised across particles.
-
-    Particles are processed in tiles small enough for their transposed parameters and
-    states to stay in the L1 cache (:data:`TILE_BYTES`).
-    """
+def _batch_major_tiles(theta, columns, start, hidden, mean_state, tile, first_tile, stop_tile):
+    """Tiles ``first_tile .. stop_tile - 1`` (of ``tile`` particles) of the batch-major kernel."""
     n_particles = theta.shape[0]
     length, inputs = columns.shape
     n = hidden
@@ -122,13 +164,11 @@ def lstm_batch_major_kernel(theta, columns, start, hidden, mean_state):
     dtype = theta.dtype
     inverse_length = dtype.type(1.0) / length
     scratch_rows = rows + gates + 4 * n
-    tile = TILE_BYTES // (scratch_rows * theta.itemsize)
-    tile = max(TILE_LANES, tile - tile % TILE_LANES)
-    tile = max(1, min(tile, n_particles))
     # One scratch allocation for everything; explicit transposes (numba's generic
     # strided copy is several times slower).
     scratch = np.empty(scratch_rows * tile, dtype=dtype)
-    for first in range(0, n_particles, tile):
+    for index in range(first_tile, stop_tile):
+        first = index * tile
         count = min(tile, n_particles - first)
         block = scratch[:scratch_rows * count].reshape((scratch_rows, count))
         lanes = block[:rows]
@@ -179,6 +219,50 @@ def lstm_batch_major_kernel(theta, columns, start, hidden, mean_state):
             for u in range(n):
                 mean_state[first + k, u] = c_sum[u, k] * inverse_length
                 mean_state[first + k, n + u] = y_sum[u, k] * inverse_length
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def lstm_batch_major_kernel(theta, columns, start, hidden, mean_state):
+    """Same result as :func:`lstm_particle_major_kernel`, vectorised across particles.
+
+    Particles are processed in tiles small enough for their transposed parameters and
+    states to stay in the L1 cache (:data:`TILE_BYTES`).
+    """
+    n_particles = theta.shape[0]
+    tile = batch_tile(n_particles, hidden, columns.shape[1], theta.itemsize)
+    tiles = (n_particles + tile - 1) // tile
+    _batch_major_tiles(theta, columns, start, hidden, mean_state, tile, 0, tiles)
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=FAST, error_model="numpy")
+def lstm_batch_major_parallel_kernel(theta, columns, start, hidden, mean_state):
+    """:func:`lstm_batch_major_kernel` with its tiles spread over numba's threads.
+
+    Tiles are the serial kernel's (their size does not depend on the thread count), so
+    the result is bit-identical to it for any number of threads.
+    """
+    n_particles = theta.shape[0]
+    tile = batch_tile(n_particles, hidden, columns.shape[1], theta.itemsize)
+    tiles = (n_particles + tile - 1) // tile
+    groups = work_groups(tiles)
+    for group in prange(groups):
+        _batch_major_tiles(theta, columns, start, hidden, mean_state, tile,
+                           group * tiles // groups, (group + 1) * tiles // groups)
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=FAST, error_model="numpy")
+def lstm_particle_major_parallel_kernel(theta, columns, start, hidden, mean_state):
+    """:func:`lstm_particle_major_kernel` with the particles spread over numba's threads.
+
+    Every particle is computed by the same code as in the serial kernel, so the result is
+    bit-identical to it for any number of threads.
+    """
+    n_particles = theta.shape[0]
+    groups = work_groups(n_particles)
+    for group in prange(groups):
+        _particle_major_range(theta, columns, start, hidden, mean_state,
+                              group * n_particles // groups,
+                              (group + 1) * n_particles // groups)
 
 
 @njit(cache=True, nogil=True)
