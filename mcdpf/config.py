@@ -95,7 +95,10 @@ class DataConfig:
     """``[data]``: where each node's stream of (sequence, label) pairs comes from."""
 
     source: str = _key("hk-exchange", "data source", "str", choices=SOURCES)
-    path: str | None = _key(None, "HDF5 stream file (source = file)", "path", optional=True)
+    path: str | None = _key(None, "HDF5 stream file (source = file) or CSV table (source = "
+                            "csv)", "path", optional=True)
+    columns: list | None = _key(None, "csv: columns to read, the label's series first; "
+                                "default: every numeric column", "names", optional=True)
     partition: str | None = _key(None, "how one global stream is split over the nodes; "
                                  "default interleave (ignored, with a warning, for "
                                  "source = file)", "str", choices=PARTITIONS, optional=True)
@@ -109,9 +112,9 @@ class DataConfig:
                             "float", minimum=0.0)
     teacher_hidden: int = _key(2, "output size n of the synthetic-lstm teacher", "int",
                                minimum=1)
-    window: int = _key(2, "hk-exchange: previous days in each input sequence", "int",
+    window: int = _key(2, "hk-exchange, csv: previous rows in each input sequence", "int",
                        minimum=1)
-    scaling: str = _key("minmax", "hk-exchange: minmax (each series to [-1, 1]) or zscore "
+    scaling: str = _key("minmax", "hk-exchange, csv: minmax (each series to [-1, 1]) or zscore "
                         "(zero mean, unit variance), by whole-series statistics", "str",
                         choices=("minmax", "zscore"))
     nonfinite: str = _key("error", "non-finite values in a stream: error, or skip the step",
@@ -279,6 +282,12 @@ def _check_value(section: str, key: str, value: Any, meta: dict, origin: str,
             raise InputError(f"{label}: must be a list of [i, j] pairs of non-negative "
                              "integers")
         return [list(p) for p in value]
+    elif kind == "names":
+        ok = isinstance(value, list | tuple) and value and all(
+            isinstance(v, str) and v for v in value)
+        if not ok:
+            raise InputError(f"{label}: must be a non-empty list of column names")
+        return list(value)
     elif kind == "matrix":
         ok = isinstance(value, list | tuple) and all(
             isinstance(row, list | tuple) and all(
@@ -439,12 +448,16 @@ def _check_consistency(config: Config) -> None:
         raise InputError(f"{src}: [topology] 'transition' goes with 'edges' (a topology "
                          "file holds its own)")
     data = config.data
-    if data.source == "file":
+    if data.source in ("file", "csv"):
         if data.path is None:
-            raise InputError(f"{src}: [data] source = \"file\" needs 'path' (an HDF5 "
-                             "stream file)")
+            kind = "an HDF5 stream file" if data.source == "file" else "a CSV table"
+            raise InputError(f"{src}: [data] source = \"{data.source}\" needs 'path' "
+                             f"({kind})")
     elif data.path is not None:
-        raise InputError(f"{src}: [data] 'path' goes with source = \"file\" only")
+        raise InputError(f"{src}: [data] 'path' goes with source = \"file\" or \"csv\" "
+                         "only")
+    if data.columns is not None and data.source != "csv":
+        raise InputError(f"{src}: [data] 'columns' goes with source = \"csv\" only")
     if data.min_length > data.max_length:
         raise InputError(f"{src}: [data] min_length = {data.min_length} exceeds "
                          f"max_length = {data.max_length}")

@@ -8,6 +8,12 @@ reaches its weight is multiplied by ``p(d[j,t] | a)^(1 / (s pi_j))``, scored on 
 resamples the ``M`` particles it holds back to ``N`` and estimates. The carried state a
 particle keeps is the one computed on the data of the node where its walk ended.
 
+With ``filter.ess_threshold < 1`` a node resamples only when the ESS of what it holds
+falls below ``threshold * M``; otherwise its particles keep their walk weights into the
+next step (scaled to mean 1, the scale of a resampled population, so particles of nodes
+that did and did not resample mix on equal terms). The default 1.0 resamples after every
+walk, as Algorithm 1.
+
 Particles travel as one structured record each (:func:`particle_record_dtype`: id, walk
 log-weight, theta, carried state, state noise) through the node's
 :class:`~mcdpf.comm.Neighbourhood`; a node that holds no particle after a walk keeps the
@@ -17,7 +23,7 @@ the event.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -207,7 +213,7 @@ class DistributedParticleFilter(ParticleFilter):
         theta, noise = self.propagate(particles, state.streams)
         records = np.empty(particles.size, dtype=self.record_dtype)
         records["id"] = particles.ids
-        records["log_weight"] = 0.0
+        records["log_weight"] = particles.log_weights
         records["theta"] = theta
         records["carry"] = particles.carry
         records["noise"] = noise
@@ -257,14 +263,21 @@ class DistributedParticleFilter(ParticleFilter):
             walkers = start
             walkers.records["log_weight"] = start.log_likelihood
         records = walkers.records
+        threshold = self.settings.ess_threshold
         update = reweight_estimate_resample(
             records["theta"], walkers.next_carry, records["log_weight"], records["id"],
-            count=self.count, threshold=None, scheme=self.settings.resampling,
-            rng=streams["resample"], rank=self.node, next_serial=state.next_serial)
-        new_state = FilterState(particles=update.particles, estimate=update.estimate,
+            count=self.count, threshold=None if threshold >= 1.0 else threshold,
+            scheme=self.settings.resampling, rng=streams["resample"], rank=self.node,
+            next_serial=state.next_serial)
+        particles = update.particles
+        if not update.resampled:
+            # Carried walk weights, scaled to mean 1 like a resampled population's.
+            particles = replace(particles, log_weights=particles.log_weights + np.log(held))
+        new_state = FilterState(particles=particles, estimate=update.estimate,
                                 next_serial=update.next_serial, streams=streams,
                                 empty_walks=empty_walks, walk_ids=records["id"].copy())
-        info = StepInfo(ess=update.ess, resampled=True, held=held, received=received,
+        info = StepInfo(ess=update.ess, resampled=update.resampled, held=held,
+                        received=received,
                         sent=sent, bytes_sent=bytes_sent, degenerate=update.degenerate,
                         empty_walk=empty_walk)
         return new_state, info

@@ -15,6 +15,11 @@
 ``linear-gaussian``
     ``d = theta_t^T x_bar + noise``, ``theta`` a Gaussian random walk (``drift_std`` per
     time step, ``theta_0 ~ N(0, I)``), all nodes sharing ``theta_t`` at step ``t``.
+``csv``
+    Any table of numbers (``data.path``) in the ``hk-exchange`` form: sequence ``t`` holds
+    the previous ``window`` rows of ``data.columns`` (default: every numeric column), the
+    label is the next row's first column, each column scaled as ``data.scaling`` says.
+    Empty or non-numeric cells are missing values (NaN), handled by ``data.nonfinite``.
 ``file``
     An HDF5 stream file with one group per node (:mod:`mcdpf.io`).
 
@@ -43,8 +48,8 @@ DEFAULT_GENERATED_STEPS = 1000
 def scale_series(values: np.ndarray, scaling: str) -> np.ndarray:
     """Each column to [-1, 1] (``minmax``) or to zero mean and unit variance (``zscore``)."""
     if scaling == "zscore":
-        return (values - values.mean(axis=0)) / values.std(axis=0)
-    low, high = values.min(axis=0), values.max(axis=0)
+        return (values - np.nanmean(values, axis=0)) / np.nanstd(values, axis=0)
+    low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
     return 2.0 * (values - low) / (high - low) - 1.0
 
 
@@ -60,6 +65,40 @@ def hk_exchange_stream(window: int, scaling: str = "minmax") -> Stream:
     """Global HK exchange-rate stream: previous ``window`` days -> next day's HKD/USD."""
     _, rates = hk_exchange_table()
     return window_stream(scale_series(rates, scaling), window)
+
+
+def csv_table(path, columns: list[str] | None) -> tuple[list[str], np.ndarray]:
+    """Column names and values (rows, columns) of a CSV table; missing cells are NaN."""
+    from pathlib import Path
+
+    source = Path(path)
+    try:
+        rows = list(csv.reader(source.read_text(encoding="utf-8").splitlines()))
+    except FileNotFoundError:
+        raise InputError(f"{path}: CSV table not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot read CSV table: {error}") from None
+    if len(rows) < 2:
+        raise InputError(f"{path}: a CSV table needs a header row and data rows")
+    header, body = [name.strip() for name in rows[0]], rows[1:]
+
+    def number(cell):
+        try:
+            return float(cell)
+        except ValueError:
+            return np.nan
+
+    table = np.array([[number(cell) for cell in row] + [np.nan] * (len(header) - len(row))
+                      for row in body if any(cell.strip() for cell in row)])
+    if columns is None:
+        columns = [name for k, name in enumerate(header) if np.isfinite(table[:, k]).any()]
+        if not columns:
+            raise InputError(f"{path}: no numeric column")
+    missing = [name for name in columns if name not in header]
+    if missing:
+        raise InputError(f"{path}: data.columns: no column {missing[0]!r} (columns are "
+                         f"{', '.join(header)})")
+    return columns, table[:, [header.index(name) for name in columns]]
 
 
 def window_stream(series: np.ndarray, window: int) -> Stream:
@@ -172,6 +211,12 @@ def _linear_gaussian(data, steps, nodes) -> Stream:
     per_step = 1 if scheme == "replicate" else nodes
     return linear_gaussian_stream(data, generated_length(steps, nodes, scheme) // per_step,
                                   per_step)[0]
+
+
+@SOURCES.register("csv")
+def _csv(data, steps, nodes) -> Stream:
+    _, values = csv_table(data.path, data.columns)
+    return window_stream(scale_series(values, data.scaling), data.window)
 
 
 @SOURCES.register("file", per_node=True)
