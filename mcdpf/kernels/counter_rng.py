@@ -77,7 +77,8 @@ from numba.extending import intrinsic, overload, register_jitable
 from .fastmath import log_positive, sincospi_reduced32, sincospi_reduced64
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}
-TILE_BLOCKS = 256  # Philox blocks per tile: 4 KiB of float32 or float64 uniform scratch
+TILE_BLOCKS = 256  # Philox blocks per tile: 4 KiB of L1 scratch
+PAD_BLOCKS = 8  # passes run over multiples of this many blocks (no scalar remainders)
 ROW_BLOCK = 4  # rows per task of the parallel kernels
 
 _MASK = np.uint64(0xFFFFFFFF)
@@ -193,84 +194,147 @@ def _add(previous, noise):
     return _add_rounded(previous, noise)
 
 
+@register_jitable(forceinline=True)
+def _words32(scratch, start, blocks, c1, c2, c3, k0, k1):
+    """Pass 1, float32: ``scratch[k, b]`` = uniform of word ``k`` of block ``start + b``."""
+    u0, u1, u2, u3 = scratch[0], scratch[1], scratch[2], scratch[3]
+    for b in range(blocks):
+        r0, r1, r2, r3 = _philox(np.uint64(start + b), c1, c2, c3, k0, k1)
+        u0[b] = _uniform32(r0)
+        u1[b] = _uniform32(r1)
+        u2[b] = _uniform32(r2)
+        u3[b] = _uniform32(r3)
+
+
+@register_jitable(forceinline=True)
+def _words64(scratch, start, blocks, c1, c2, c3, k0, k1):
+    """Pass 1, float64: ``scratch[k, b]`` = word ``k`` of block ``start + b``.
+
+    The words (not float64 uniforms) go to the scratch: the narrower stores let LLVM run
+    Philox 8 lanes wide (zmm) instead of 4 (1.25x faster in all).
+    """
+    w0, w1, w2, w3 = scratch[0], scratch[1], scratch[2], scratch[3]
+    for b in range(blocks):
+        r0, r1, r2, r3 = _philox(np.uint64(start + b), c1, c2, c3, k0, k1)
+        w0[b] = np.uint32(r0)
+        w1[b] = np.uint32(r1)
+        w2[b] = np.uint32(r2)
+        w3[b] = np.uint32(r3)
+
+
+def _words(scratch, start, blocks, c1, c2, c3, k0, k1):
+    """:func:`_words32` or :func:`_words64`, by the dtype of ``scratch``."""
+
+
+@overload(_words, jit_options={"forceinline": True})
+def _words_dispatch(scratch, start, blocks, c1, c2, c3, k0, k1):
+    return _words32 if scratch.dtype == types.float32 else _words64
+
+
+def _make_normals(combine):
+    """Pass 2: ``out[j] = combine(inp[j], scale z_j)`` for blocks ``offset + b``."""
+
+    @register_jitable(forceinline=True)
+    def normals32(out, inp, scratch, offset, blocks, scale):
+        scale = np.float32(scale)
+        u0 = scratch[0][offset:offset + blocks]
+        u1 = scratch[1][offset:offset + blocks]
+        u2 = scratch[2][offset:offset + blocks]
+        u3 = scratch[3][offset:offset + blocks]
+        for b in range(blocks):
+            z0, z1 = _box_muller32(u0[b], u1[b], scale)
+            z2, z3 = _box_muller32(u2[b], u3[b], scale)
+            out[4 * b] = combine(inp[4 * b], z0)
+            out[4 * b + 1] = combine(inp[4 * b + 1], z1)
+            out[4 * b + 2] = combine(inp[4 * b + 2], z2)
+            out[4 * b + 3] = combine(inp[4 * b + 3], z3)
+
+    @register_jitable(forceinline=True)
+    def normals64(out, inp, scratch, offset, blocks, scale):
+        scale = np.float64(scale)
+        w0 = scratch[0][offset:offset + blocks]
+        w1 = scratch[1][offset:offset + blocks]
+        w2 = scratch[2][offset:offset + blocks]
+        w3 = scratch[3][offset:offset + blocks]
+        for b in range(blocks):
+            z0, z1 = _box_muller64(_uniform64(np.uint64(w0[b]), np.uint64(w1[b])),
+                                   _uniform64(np.uint64(w2[b]), np.uint64(w3[b])), scale)
+            out[2 * b] = combine(inp[2 * b], z0)
+            out[2 * b + 1] = combine(inp[2 * b + 1], z1)
+
+    def normals(out, inp, scratch, offset, blocks, scale):
+        """:func:`normals32` or :func:`normals64`, by the dtype of ``out``."""
+
+    @overload(normals, jit_options={"forceinline": True})
+    def _normals_dispatch(out, inp, scratch, offset, blocks, scale):
+        return normals32 if out.dtype == types.float32 else normals64
+
+    return normals
+
+
+_normals_set = _make_normals(_set)
+
+
+def _make_scratch(like):
+    """``(words, z)`` for rows like ``like``: Philox scratch and a short tile of normals."""
+
+
+@overload(_make_scratch, jit_options={"forceinline": True})
+def _make_scratch_dispatch(like):
+    if like.dtype == types.float32:
+        def scratch32(like):
+            return (np.empty((4, TILE_BLOCKS), dtype=np.float32),
+                    np.empty(4 * PAD_BLOCKS, dtype=np.float32))
+
+        return scratch32
+
+    def scratch64(like):
+        return (np.empty((4, TILE_BLOCKS), dtype=np.uint32),
+                np.empty(2 * PAD_BLOCKS, dtype=np.float64))
+
+    return scratch64
+
+
 def _make_row_noise(combine, gather):
     """``dst[j] = combine(src[j], scale * z(key, step, id, j))`` for one row, both dtypes.
 
+    Pass 1 (Philox) fills L1 scratch for a tile of blocks, pass 2 (Box-Muller) writes the
+    row: both vectorised. Pass 1 runs over a multiple of :data:`PAD_BLOCKS` blocks, and
+    pass 2 over a multiple of it straight into the row, the remaining blocks (at the end
+    of the row) into a short buffer from which the values needed are copied: so that no
+    row, however short, falls into LLVM's scalar remainder loops (scalar Philox is 3x
+    slower; padding made N = 80 x P = 46 1.5x faster). Writing every tile through such a
+    buffer measured 1.4x slower for float32: the row's stores then come in bursts
+    instead of overlapping the arithmetic.
+
     ``src`` is only read when ``gather``; otherwise ``src[j]`` is ``dst[j]`` read through
-    the same view that is written, so that LLVM sees one pointer and needs no run-time
+    the view that is written, so that LLVM sees one pointer and needs no run-time
     aliasing check (two views of one row fail that check and run scalar, 4x slower).
     """
+    normals = _make_normals(combine)
 
     @register_jitable(forceinline=True)
-    def row32(dst, src, ident, step, k0, k1, scale, scratch):
-        scale = np.float32(scale)
-        c1, c2, c3 = step, ident & _MASK, ident >> _SHIFT
-        u0, u1, u2, u3 = scratch[0], scratch[1], scratch[2], scratch[3]
-        count = dst.shape[0]
-        blocks = (count + 3) // 4
-        for start in range(0, blocks, TILE_BLOCKS):
-            tile = min(TILE_BLOCKS, blocks - start)
-            for b in range(tile):
-                r0, r1, r2, r3 = _philox(np.uint64(start + b), c1, c2, c3, k0, k1)
-                u0[b] = _uniform32(r0)
-                u1[b] = _uniform32(r1)
-                u2[b] = _uniform32(r2)
-                u3[b] = _uniform32(r3)
-            first = 4 * start
-            full = min(tile, (count - first) // 4)
-            out = dst[first:first + 4 * full]
-            inp = src[first:first + 4 * full] if gather else out
-            for b in range(full):
-                z0, z1 = _box_muller32(u0[b], u1[b], scale)
-                z2, z3 = _box_muller32(u2[b], u3[b], scale)
-                out[4 * b] = combine(inp[4 * b], z0)
-                out[4 * b + 1] = combine(inp[4 * b + 1], z1)
-                out[4 * b + 2] = combine(inp[4 * b + 2], z2)
-                out[4 * b + 3] = combine(inp[4 * b + 3], z3)
-            if full < tile:  # the row's last, partial block
-                z0, z1 = _box_muller32(u0[full], u1[full], scale)
-                z2, z3 = _box_muller32(u2[full], u3[full], scale)
-                last = first + 4 * full
-                dst[last] = combine(src[last], z0)
-                if last + 1 < count:
-                    dst[last + 1] = combine(src[last + 1], z1)
-                if last + 2 < count:
-                    dst[last + 2] = combine(src[last + 2], z2)
-
-    @register_jitable(forceinline=True)
-    def row64(dst, src, ident, step, k0, k1, scale, scratch):
-        scale = np.float64(scale)
-        c1, c2, c3 = step, ident & _MASK, ident >> _SHIFT
-        u0, u1 = scratch[0], scratch[1]
-        count = dst.shape[0]
-        blocks = (count + 1) // 2
-        for start in range(0, blocks, TILE_BLOCKS):
-            tile = min(TILE_BLOCKS, blocks - start)
-            for b in range(tile):
-                r0, r1, r2, r3 = _philox(np.uint64(start + b), c1, c2, c3, k0, k1)
-                u0[b] = _uniform64(r0, r1)
-                u1[b] = _uniform64(r2, r3)
-            first = 2 * start
-            full = min(tile, (count - first) // 2)
-            out = dst[first:first + 2 * full]
-            inp = src[first:first + 2 * full] if gather else out
-            for b in range(full):
-                z0, z1 = _box_muller64(u0[b], u1[b], scale)
-                out[2 * b] = combine(inp[2 * b], z0)
-                out[2 * b + 1] = combine(inp[2 * b + 1], z1)
-            if full < tile:
-                z0, _ = _box_muller64(u0[full], u1[full], scale)
-                last = first + 2 * full
-                dst[last] = combine(src[last], z0)
-
     def row_noise(dst, src, ident, step, k0, k1, scale, scratch):
-        """Dispatch on the dtype of ``dst``."""
-
-    @overload(row_noise, jit_options={"forceinline": True})
-    def _row_noise(dst, src, ident, step, k0, k1, scale, scratch):
-        if dst.dtype == types.float32:
-            return row32
-        return row64
+        words, z = scratch
+        per_block = z.shape[0] // PAD_BLOCKS
+        c2, c3 = ident & _MASK, ident >> _SHIFT
+        count = dst.shape[0]
+        blocks = (count + per_block - 1) // per_block
+        for start in range(0, blocks, TILE_BLOCKS):
+            tile = min(TILE_BLOCKS, blocks - start)
+            padded = (tile + PAD_BLOCKS - 1) // PAD_BLOCKS * PAD_BLOCKS
+            _words(words, start, padded, step, c2, c3, k0, k1)
+            first = per_block * start
+            full = min(tile, (count - first) // per_block)
+            main = full - full % PAD_BLOCKS
+            out = dst[first:first + per_block * main]
+            inp = src[first:first + per_block * main] if gather else out
+            normals(out, inp, words, 0, main, scale)
+            if main < tile:  # the end of the row: fewer than PAD_BLOCKS blocks left
+                _normals_set(z, z, words, main, PAD_BLOCKS, scale)
+                base = first + per_block * main
+                for j in range(count - base):
+                    dst[base + j] = combine(src[base + j], z[j])
 
     return row_noise
 
@@ -281,12 +345,7 @@ _row_gather_add = _make_row_noise(_add, True)
 
 
 @register_jitable(forceinline=True)
-def _scratch(dtype):
-    return np.empty((4, TILE_BLOCKS), dtype=dtype)
-
-
-@register_jitable(forceinline=True)
-def _words(step, k0, k1):
+def _masked(step, k0, k1):
     return np.uint64(step) & _MASK, np.uint64(k0) & _MASK, np.uint64(k1) & _MASK
 
 
@@ -306,8 +365,8 @@ def normal_rows_kernel(out, ids, step, k0, k1, scale):
     scale : float
         Standard deviation.
     """
-    step, k0, k1 = _words(step, k0, k1)
-    scratch = _scratch(out.dtype)
+    step, k0, k1 = _masked(step, k0, k1)
+    scratch = _make_scratch(out)
     for i in range(out.shape[0]):
         row = out[i]
         _row_set(row, row, np.uint64(ids[i]), step, k0, k1, scale, scratch)
@@ -316,8 +375,8 @@ def normal_rows_kernel(out, ids, step, k0, k1, scale):
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def add_normal_rows_kernel(out, ids, step, k0, k1, scale):
     """``out[i, j] += scale * z(key, step, ids[i], j)``; arguments as :func:`normal_rows_kernel`."""
-    step, k0, k1 = _words(step, k0, k1)
-    scratch = _scratch(out.dtype)
+    step, k0, k1 = _masked(step, k0, k1)
+    scratch = _make_scratch(out)
     for i in range(out.shape[0]):
         row = out[i]
         _row_add(row, row, np.uint64(ids[i]), step, k0, k1, scale, scratch)
@@ -331,8 +390,8 @@ def gather_add_normal_kernel(out, source, ancestors, ids, step, k0, k1, scale):
     (N, P) and ``source`` (M, P) distinct C-contiguous arrays of one float dtype,
     ``ancestors`` (N,) int64 in ``[0, M)``, other arguments as :func:`normal_rows_kernel`.
     """
-    step, k0, k1 = _words(step, k0, k1)
-    scratch = _scratch(out.dtype)
+    step, k0, k1 = _masked(step, k0, k1)
+    scratch = _make_scratch(out)
     for i in range(out.shape[0]):
         _row_gather_add(out[i], source[ancestors[i]], np.uint64(ids[i]), step, k0, k1, scale,
                         scratch)
@@ -341,10 +400,10 @@ def gather_add_normal_kernel(out, source, ancestors, ids, step, k0, k1, scale):
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy", parallel=True)
 def normal_rows_parallel_kernel(out, ids, step, k0, k1, scale):
     """:func:`normal_rows_kernel` over numba's threads (bit-identical output)."""
-    step, k0, k1 = _words(step, k0, k1)
+    step, k0, k1 = _masked(step, k0, k1)
     rows = out.shape[0]
     for task in numba.prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
-        scratch = _scratch(out.dtype)
+        scratch = _make_scratch(out)
         for i in range(task * ROW_BLOCK, min(rows, (task + 1) * ROW_BLOCK)):
             row = out[i]
             _row_set(row, row, np.uint64(ids[i]), step, k0, k1, scale, scratch)
@@ -353,10 +412,10 @@ def normal_rows_parallel_kernel(out, ids, step, k0, k1, scale):
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy", parallel=True)
 def add_normal_rows_parallel_kernel(out, ids, step, k0, k1, scale):
     """:func:`add_normal_rows_kernel` over numba's threads (bit-identical output)."""
-    step, k0, k1 = _words(step, k0, k1)
+    step, k0, k1 = _masked(step, k0, k1)
     rows = out.shape[0]
     for task in numba.prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
-        scratch = _scratch(out.dtype)
+        scratch = _make_scratch(out)
         for i in range(task * ROW_BLOCK, min(rows, (task + 1) * ROW_BLOCK)):
             row = out[i]
             _row_add(row, row, np.uint64(ids[i]), step, k0, k1, scale, scratch)
@@ -365,10 +424,10 @@ def add_normal_rows_parallel_kernel(out, ids, step, k0, k1, scale):
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy", parallel=True)
 def gather_add_normal_parallel_kernel(out, source, ancestors, ids, step, k0, k1, scale):
     """:func:`gather_add_normal_kernel` over numba's threads (bit-identical output)."""
-    step, k0, k1 = _words(step, k0, k1)
+    step, k0, k1 = _masked(step, k0, k1)
     rows = out.shape[0]
     for task in numba.prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
-        scratch = _scratch(out.dtype)
+        scratch = _make_scratch(out)
         for i in range(task * ROW_BLOCK, min(rows, (task + 1) * ROW_BLOCK)):
             _row_gather_add(out[i], source[ancestors[i]], np.uint64(ids[i]), step, k0, k1,
                             scale, scratch)
@@ -381,7 +440,7 @@ def uniforms_kernel(out, step, stream_lo, stream_hi, k0, k1):
     Two per block: ``out[2b] = u(r0, r1)``, ``out[2b + 1] = u(r2, r3)`` (formula in the
     module docstring). For resampling and random-walk draws keyed by (node, step, ...).
     """
-    step, k0, k1 = _words(step, k0, k1)
+    step, k0, k1 = _masked(step, k0, k1)
     c2, c3 = np.uint64(stream_lo) & _MASK, np.uint64(stream_hi) & _MASK
     count = out.shape[0]
     full = count // 2
