@@ -244,10 +244,13 @@ def _make_normals(combine):
         for b in range(blocks):
             z0, z1 = _box_muller32(u0[b], u1[b], scale)
             z2, z3 = _box_muller32(u2[b], u3[b], scale)
-            out[4 * b] = combine(inp[4 * b], z0)
-            out[4 * b + 1] = combine(inp[4 * b + 1], z1)
-            out[4 * b + 2] = combine(inp[4 * b + 2], z2)
-            out[4 * b + 3] = combine(inp[4 * b + 3], z3)
+            # All loads before all stores: in place (inp is out), LLVM then sees the
+            # accesses as independent; interleaved, it adds an aliasing check that fails.
+            x0, x1, x2, x3 = inp[4 * b], inp[4 * b + 1], inp[4 * b + 2], inp[4 * b + 3]
+            out[4 * b] = combine(x0, z0)
+            out[4 * b + 1] = combine(x1, z1)
+            out[4 * b + 2] = combine(x2, z2)
+            out[4 * b + 3] = combine(x3, z3)
 
     @register_jitable(forceinline=True)
     def normals64(out, inp, scratch, offset, blocks, scale):
@@ -259,8 +262,9 @@ def _make_normals(combine):
         for b in range(blocks):
             z0, z1 = _box_muller64(_uniform64(np.uint64(w0[b]), np.uint64(w1[b])),
                                    _uniform64(np.uint64(w2[b]), np.uint64(w3[b])), scale)
-            out[2 * b] = combine(inp[2 * b], z0)
-            out[2 * b + 1] = combine(inp[2 * b + 1], z1)
+            x0, x1 = inp[2 * b], inp[2 * b + 1]
+            out[2 * b] = combine(x0, z0)
+            out[2 * b + 1] = combine(x1, z1)
 
     def normals(out, inp, scratch, offset, blocks, scale):
         """:func:`normals32` or :func:`normals64`, by the dtype of ``out``."""
@@ -276,7 +280,10 @@ _normals_set = _make_normals(_set)
 
 
 def _make_scratch(like):
-    """``(words, z)`` for rows like ``like``: Philox scratch and a short tile of normals."""
+    """``(words, z, previous)`` for rows like ``like``: L1 scratch for :func:`_make_row_noise`.
+
+    Philox output (4, TILE_BLOCKS), a short tile of normals and a tile of row values.
+    """
 
 
 @overload(_make_scratch, jit_options={"forceinline": True})
@@ -284,19 +291,24 @@ def _make_scratch_dispatch(like):
     if like.dtype == types.float32:
         def scratch32(like):
             return (np.empty((4, TILE_BLOCKS), dtype=np.float32),
-                    np.empty(4 * PAD_BLOCKS, dtype=np.float32))
+                    np.empty(4 * PAD_BLOCKS, dtype=np.float32),
+                    np.empty(4 * TILE_BLOCKS, dtype=np.float32))
 
         return scratch32
 
     def scratch64(like):
         return (np.empty((4, TILE_BLOCKS), dtype=np.uint32),
-                np.empty(2 * PAD_BLOCKS, dtype=np.float64))
+                np.empty(2 * PAD_BLOCKS, dtype=np.float64),
+                np.empty(2 * TILE_BLOCKS, dtype=np.float64))
 
     return scratch64
 
 
-def _make_row_noise(combine, gather):
+def _make_row_noise(combine, source):
     """``dst[j] = combine(src[j], scale * z(key, step, id, j))`` for one row, both dtypes.
+
+    ``source`` is "none" (``src`` unused: ``dst[j] = scale z``), "self" (``src`` is
+    ``dst``) or "other" (``src`` a distinct row: the gather).
 
     Pass 1 (Philox) fills L1 scratch for a tile of blocks, pass 2 (Box-Muller) writes the
     row: both vectorised. Pass 1 runs over a multiple of :data:`PAD_BLOCKS` blocks, and
@@ -307,15 +319,17 @@ def _make_row_noise(combine, gather):
     buffer measured 1.4x slower for float32: the row's stores then come in bursts
     instead of overlapping the arithmetic.
 
-    ``src`` is only read when ``gather``; otherwise ``src[j]`` is ``dst[j]`` read through
-    the view that is written, so that LLVM sees one pointer and needs no run-time
-    aliasing check (two views of one row fail that check and run scalar, 4x slower).
+    In place ("self"), the tile's old values are first copied to L1 scratch and pass 2
+    reads them there: reading and writing the row itself in the interleaved pass 2 makes
+    LLVM add an aliasing check that always fails, and the loop ran scalar (4x slower).
     """
     normals = _make_normals(combine)
+    in_place = source == "self"
+    gather = source == "other"
 
     @register_jitable(forceinline=True)
     def row_noise(dst, src, ident, step, k0, k1, scale, scratch):
-        words, z = scratch
+        words, z, previous = scratch
         per_block = z.shape[0] // PAD_BLOCKS
         c2, c3 = ident & _MASK, ident >> _SHIFT
         count = dst.shape[0]
@@ -327,21 +341,29 @@ def _make_row_noise(combine, gather):
             first = per_block * start
             full = min(tile, (count - first) // per_block)
             main = full - full % PAD_BLOCKS
-            out = dst[first:first + per_block * main]
-            inp = src[first:first + per_block * main] if gather else out
-            normals(out, inp, words, 0, main, scale)
+            values = per_block * main
+            out = dst[first:first + values]
+            if gather:
+                normals(out, src[first:first + values], words, 0, main, scale)
+            elif in_place:
+                old = previous[:values]
+                for j in range(values):
+                    old[j] = out[j]
+                normals(out, old, words, 0, main, scale)
+            else:
+                normals(out, out, words, 0, main, scale)
             if main < tile:  # the end of the row: fewer than PAD_BLOCKS blocks left
                 _normals_set(z, z, words, main, PAD_BLOCKS, scale)
-                base = first + per_block * main
+                base = first + values
                 for j in range(count - base):
                     dst[base + j] = combine(src[base + j], z[j])
 
     return row_noise
 
 
-_row_set = _make_row_noise(_set, False)
-_row_add = _make_row_noise(_add, False)
-_row_gather_add = _make_row_noise(_add, True)
+_row_set = _make_row_noise(_set, "none")
+_row_add = _make_row_noise(_add, "self")
+_row_gather_add = _make_row_noise(_add, "other")
 
 
 @register_jitable(forceinline=True)
