@@ -43,15 +43,26 @@ Normals, float64
     Component ``j`` comes from block ``b = j // 2``: ``u = u(r0, r1)``, ``v = u(r2, r3)``,
     ``z[2b] = R(u) cos(2 pi v)``, ``z[2b + 1] = R(u) sin(2 pi v)``; ``|z| <= 8.57``.
 
-So a value depends only on (key, step, id, j). ``log``, ``sin`` and ``cos`` are the
-vectorisable versions of :mod:`mcdpf.kernels.fastmath` (``sin(2 pi v)``, ``cos(2 pi v)``
-through :func:`~mcdpf.kernels.fastmath.sincospi`, whose range reduction is exact): a few
-float32 ulp, ~2e-16 float64, so normals agree with a correctly rounded Box-Muller to
-about 1e-6 (float32) and 1e-15 (float64) relative, and are identical on every machine
-that runs the same compiled code.
+So a value depends only on (key, step, id, j). Scaled, it is ``(scale R) cos(...)``,
+``(scale R) sin(...)`` (the product with ``scale`` rounded first), and the kernels that
+add noise round the sum separately (no FMA): ``out + scale z`` equals numpy's ``out + y``
+for ``y`` from :func:`normal_rows_kernel`, bit for bit.
 
-Box-Muller rather than a ziggurat: it has no branches, so LLVM vectorises it; a
-ziggurat's table look-ups and rejection branches do not vectorise.
+``log``, ``sin`` and ``cos`` are the vectorisable versions of
+:mod:`mcdpf.kernels.fastmath` (``sin(2 pi v)``, ``cos(2 pi v)`` through
+:func:`~mcdpf.kernels.fastmath.sincospi`, whose range reduction is exact; errors in that
+module's docstring): normals differ from Box-Muller evaluated in float64 numpy by at most
+4.9e-7 (float32) and 2.7e-15 (float64), measured over 2 million values. Philox words and
+uniforms are exact integer arithmetic, the same everywhere; the normals are bit-identical
+across runs, threads and ranks on CPUs with the same instruction set (numba compiles for
+the host: where FMA is missing, the last bits of the polynomials, so of the normals, can
+differ).
+
+Box-Muller rather than a ziggurat: Box-Muller has no branches, so LLVM vectorises it
+(0.5 ns per float32 normal for log, sqrt, sin and cos); a ziggurat's rare slow path is
+not if-convertible, so it runs scalar, and its fast path alone (look-up, compare,
+multiply) measured 0.9 ns per value. Its extra draws on rejection would also break the
+fixed one-block-per-four-values format.
 
 Implementation
 --------------
@@ -59,10 +70,11 @@ Philox runs on uint64 lanes holding 32-bit values (so the 32x32->64-bit products
 ``vpmuludq``); the low halves of the products are not masked between rounds because
 ``vpmuludq`` only reads the low 32 bits of its operands, only the outputs are. Rows are
 processed in tiles of :data:`TILE_BLOCKS` blocks: one vectorised loop writes the tile's
-uniforms to an L1-resident scratch (structure of arrays), a second turns them into normals
-and writes them interleaved into the row. Fusing the two loops measured 1.8x slower
-(benchmarks/noise.py): the long dependency chain of one block (10 multiply rounds, then
-log, sqrt, sin, cos) leaves too little independent work in flight.
+Philox output to an L1-resident scratch (structure of arrays; float32 uniforms, or the raw
+words for float64), a second turns it into normals and writes them interleaved into the
+row (details in :func:`_make_row_noise`). Fusing the two loops measured 1.8x slower: the
+long dependency chain of one block (10 multiply rounds, then log, sqrt, sin, cos) leaves
+too little independent work in flight. Measured speeds: ``benchmarks/noise.py``.
 
 Kernels are pure (arrays in, buffers out). The ``*_parallel_kernel`` twins spread row
 blocks over numba's threads; every value still depends only on its key and counter, so
