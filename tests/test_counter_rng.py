@@ -120,12 +120,15 @@ def test_uniforms_are_uniform_on_the_open_interval():
     u = kernels.random_uniforms(n, 3, 1, KEY)
     assert u.min() >= 2.0**-53 and u.max() <= 1 - 2.0**-53
     assert abs(u.mean() - 0.5) < 5 * math.sqrt(1 / 12 / n)
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 5 / math.sqrt(n)  # two words of a block
+    assert abs(np.corrcoef(u[:-2], u[2:])[0, 1]) < 5 / math.sqrt(n)  # adjacent blocks
+    # Other streams and steps: other (uncorrelated) sequences.
+    for other in (kernels.random_uniforms(n, 3, 2, KEY), kernels.random_uniforms(n, 4, 1, KEY)):
+        assert abs(np.corrcoef(u, other)[0, 1]) < 5 / math.sqrt(n)
     u = np.sort(u)
     grid = np.arange(1, n + 1) / n
     d = max(np.max(grid - u), np.max(u - (grid - 1 / n)))  # one-sample KS against U(0, 1)
     assert d < KS_C / math.sqrt(n)
-    # Different streams and steps give different sequences.
-    assert not np.array_equal(kernels.random_uniforms(8, 3, 2, KEY)[:8], u[:8])
 
 
 def test_uniform_bit_formulas_are_exact_and_open():

@@ -228,7 +228,7 @@ def gather_add_normal(source: np.ndarray, ancestors: np.ndarray, ids: np.ndarray
     if out.dtype != source.dtype or out.shape[1] != source.shape[1]:
         raise ValueError(f"out {out.shape} {out.dtype} does not match source "
                          f"{source.shape} {source.dtype}")
-    if np.shares_memory(out, source):
+    if np.may_share_memory(out, source):
         raise ValueError("out and source must be distinct arrays")
     ids = _check_ids(ids, out.shape[0])
     k0, k1 = _check_counter(step, key)
