@@ -256,8 +256,6 @@ def _make_normals(combine):
         for b in range(blocks):
             z0, z1 = _box_muller32(u0[b], u1[b], scale)
             z2, z3 = _box_muller32(u2[b], u3[b], scale)
-            # All loads before all stores: in place (inp is out), LLVM then sees the
-            # accesses as independent; interleaved, it adds an aliasing check that fails.
             x0, x1, x2, x3 = inp[4 * b], inp[4 * b + 1], inp[4 * b + 2], inp[4 * b + 3]
             out[4 * b] = combine(x0, z0)
             out[4 * b + 1] = combine(x1, z1)
