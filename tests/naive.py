@@ -60,3 +60,75 @@ def batch_linear_posterior(design, targets, obs_noise, prior_variance):
     precision = np.eye(p) / prior_variance + design.T @ design / obs_noise
     covariance = np.linalg.inv(precision)
     return covariance @ design.T @ targets / obs_noise, covariance
+
+
+PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
+PHILOX_W0, PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
+
+
+def philox4x32(counter, key, rounds=10):
+    """Philox4x32-R on Python ints, written from the SC'11 paper's round function."""
+    c0, c1, c2, c3 = (int(word) & 0xFFFFFFFF for word in counter)
+    k0, k1 = (int(word) & 0xFFFFFFFF for word in key)
+    for round_index in range(rounds):
+        if round_index:
+            k0 = (k0 + PHILOX_W0) & 0xFFFFFFFF
+            k1 = (k1 + PHILOX_W1) & 0xFFFFFFFF
+        p0 = PHILOX_M0 * c0
+        p1 = PHILOX_M1 * c2
+        c0, c1, c2, c3 = ((p1 >> 32) ^ c1 ^ k0, p1 & 0xFFFFFFFF,
+                          (p0 >> 32) ^ c3 ^ k1, p0 & 0xFFFFFFFF)
+    return c0, c1, c2, c3
+
+
+def philox4x32_numpy(counters, keys, rounds=10):
+    """philox4x32 above, vectorised over rows of (n, 4) counters and (n, 2) keys."""
+    mask = np.uint64(0xFFFFFFFF)
+    c = [np.asarray(counters, dtype=np.uint64)[:, i] & mask for i in range(4)]
+    k0, k1 = (np.asarray(keys, dtype=np.uint64)[:, i] & mask for i in range(2))
+    for round_index in range(rounds):
+        if round_index:
+            k0 = (k0 + np.uint64(PHILOX_W0)) & mask
+            k1 = (k1 + np.uint64(PHILOX_W1)) & mask
+        p0 = np.uint64(PHILOX_M0) * c[0]
+        p1 = np.uint64(PHILOX_M1) * c[2]
+        c = [(p1 >> np.uint64(32)) ^ c[1] ^ k0, p1 & mask,
+             (p0 >> np.uint64(32)) ^ c[3] ^ k1, p0 & mask]
+    return np.stack(c, axis=1)
+
+
+def counter_uniform32(words):
+    """The documented float32 uniform of 32-bit words, exactly (as float64)."""
+    return ((np.asarray(words, dtype=np.uint64) >> np.uint64(8)) | np.uint64(1)) * 2.0 ** -24
+
+
+def counter_uniform64(a, b):
+    """The documented float64 uniform of two 32-bit words, exactly."""
+    a, b = np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64)
+    bits = ((a << np.uint64(21)) ^ (b >> np.uint64(11))) | np.uint64(1)
+    return bits.astype(np.float64) * 2.0 ** -53
+
+
+def counter_normals(key, step, ident, count, dtype):
+    """Noise vector of one particle per the format of mcdpf.kernels.counter_rng, float64 math."""
+    ident = int(ident) % 2 ** 64
+    per_block = 4 if dtype == np.float32 else 2
+    blocks = -(-count // per_block)
+    counters = np.zeros((blocks, 4), dtype=np.uint64)
+    counters[:, 0] = np.arange(blocks)
+    counters[:, 1] = step
+    counters[:, 2] = ident & 0xFFFFFFFF
+    counters[:, 3] = ident >> 32
+    words = philox4x32_numpy(counters, np.tile(np.array(key, dtype=np.uint64), (blocks, 1)))
+    if dtype == np.float32:
+        u = counter_uniform32(words)
+        pairs = [(u[:, 0], u[:, 1]), (u[:, 2], u[:, 3])]
+    else:
+        pairs = [(counter_uniform64(words[:, 0], words[:, 1]),
+                  counter_uniform64(words[:, 2], words[:, 3]))]
+    columns = []
+    for radius_uniform, angle_uniform in pairs:
+        radius = np.sqrt(-2.0 * np.log(radius_uniform))
+        columns += [radius * np.cos(2 * np.pi * angle_uniform),
+                    radius * np.sin(2 * np.pi * angle_uniform)]
+    return np.stack(columns, axis=1).ravel()[:count]

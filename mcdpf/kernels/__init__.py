@@ -11,8 +11,20 @@ a timed loop starts.
 from __future__ import annotations
 
 import numpy as np
+from numba import get_num_threads as get_num_threads  # re-exported: numba stays in here
+from numba import set_num_threads as set_num_threads
 
 from ..registry import RESAMPLING
+from .counter_rng import (
+    add_normal_rows_kernel,
+    add_normal_rows_parallel_kernel,
+    gather_add_normal_kernel,
+    gather_add_normal_parallel_kernel,
+    normal_rows_kernel,
+    normal_rows_parallel_kernel,
+    uniforms_kernel,
+)
+from .counter_rng import stream_key as stream_key
 from .gradient import (
     lstm_population_gradient_kernel,
     lstm_population_gradient_parallel_kernel,
@@ -205,8 +217,98 @@ def resample(scheme: str, weights: np.ndarray, n_out: int,
     return out
 
 
-def warm_up(dtype) -> None:
-    """Load (or compile) every kernel for ``dtype`` before timing starts."""
+def _check_counter(step: int, key) -> tuple[int, int]:
+    if not 0 <= step < 2 ** 32:
+        raise ValueError(f"step {step} is outside the 32-bit counter range [0, 2^32)")
+    k0, k1 = (int(word) for word in key)
+    if not (0 <= k0 < 2 ** 32 and 0 <= k1 < 2 ** 32):
+        raise ValueError(f"key {key} is not two 32-bit words (see stream_key)")
+    return k0, k1
+
+
+def _check_rows(name: str, array: np.ndarray, rows: int | None = None) -> None:
+    if array.ndim != 2 or array.dtype not in FLOAT_TYPES or not array.flags.c_contiguous:
+        raise TypeError(f"{name} must be a C-contiguous 2-D float64 or float32 array")
+    if rows is not None and array.shape[0] != rows:
+        raise ValueError(f"{name} has {array.shape[0]} rows, expected {rows}")
+
+
+def _check_ids(ids: np.ndarray, rows: int) -> np.ndarray:
+    if ids.dtype != np.int64 or ids.shape != (rows,):
+        raise TypeError(f"ids must be int64 of shape ({rows},)")
+    return np.ascontiguousarray(ids)
+
+
+def normal_rows(out: np.ndarray, ids: np.ndarray, step: int, key, scale: float = 1.0,
+                add: bool = False, parallel: bool = False) -> np.ndarray:
+    """``out[i, j] (+)= scale * z(key, step, ids[i], j)``, counter-based normals, in place.
+
+    ``out`` (N, P) C-contiguous float64 or float32, ``ids`` (N,) int64 particle ids,
+    ``key`` from :func:`stream_key`; format in :mod:`mcdpf.kernels.counter_rng`.
+    """
+    _check_rows("out", out)
+    ids = _check_ids(ids, out.shape[0])
+    k0, k1 = _check_counter(step, key)
+    if parallel:
+        kernel = add_normal_rows_parallel_kernel if add else normal_rows_parallel_kernel
+    else:
+        kernel = add_normal_rows_kernel if add else normal_rows_kernel
+    kernel(out, ids, step, k0, k1, float(scale))
+    return out
+
+
+def gather_add_normal(source: np.ndarray, ancestors: np.ndarray, ids: np.ndarray, step: int,
+                      key, scale: float, out: np.ndarray | None = None,
+                      parallel: bool = False) -> np.ndarray:
+    """``out[i] = source[ancestors[i]] + scale * z(key, step, ids[i], :)`` in one pass.
+
+    Bit-identical to ``source[ancestors] + normal_rows(...)``; ``out`` must not be
+    ``source``.
+    """
+    _check_rows("source", source)
+    if ancestors.dtype != np.int64 or ancestors.ndim != 1:
+        raise TypeError("ancestors must be a 1-D int64 array")
+    ancestors = np.ascontiguousarray(ancestors)
+    if ancestors.size and (ancestors.min() < 0 or ancestors.max() >= source.shape[0]):
+        raise ValueError(f"ancestors outside [0, {source.shape[0]})")
+    if out is None:
+        out = np.empty((ancestors.shape[0], source.shape[1]), dtype=source.dtype)
+    _check_rows("out", out, ancestors.shape[0])
+    if out.dtype != source.dtype or out.shape[1] != source.shape[1]:
+        raise ValueError(f"out {out.shape} {out.dtype} does not match source "
+                         f"{source.shape} {source.dtype}")
+    if np.may_share_memory(out, source):
+        raise ValueError("out and source must be distinct arrays")
+    ids = _check_ids(ids, out.shape[0])
+    k0, k1 = _check_counter(step, key)
+    kernel = gather_add_normal_parallel_kernel if parallel else gather_add_normal_kernel
+    kernel(out, source, ancestors, ids, step, k0, k1, float(scale))
+    return out
+
+
+def random_uniforms(count: int, step: int, stream: int, key,
+                    out: np.ndarray | None = None) -> np.ndarray:
+    """``count`` float64 uniforms in (0, 1) from counters ``(k // 2, step, stream)``.
+
+    ``stream`` (``0 <= stream < 2^64``) fills counter words 2 and 3 (low, high).
+    """
+    if not 0 <= stream < 2 ** 64:
+        raise ValueError(f"stream {stream} is outside [0, 2^64)")
+    k0, k1 = _check_counter(step, key)
+    if out is None:
+        out = np.empty(count, dtype=np.float64)
+    if out.dtype != np.float64 or out.shape != (count,) or not out.flags.c_contiguous:
+        raise TypeError(f"out must be C-contiguous float64 of shape ({count},)")
+    uniforms_kernel(out, step, stream & 0xFFFFFFFF, stream >> 32, k0, k1)
+    return out
+
+
+def warm_up(dtype, parallel: bool = False) -> None:
+    """Load (or compile) every kernel for ``dtype`` before timing starts.
+
+    The ``*_parallel_kernel`` twins only with ``parallel``: running one starts numba's
+    thread pool, which an MPI rank per core should not do.
+    """
     dtype = np.dtype(dtype)
     theta = np.zeros((1, lstm_parameter_count(1, 1)), dtype=dtype)
     for kernel in (lstm_batch_major_kernel, lstm_particle_major_kernel):
@@ -222,3 +324,9 @@ def warm_up(dtype) -> None:
     rng = np.random.default_rng(0)
     for scheme in RESAMPLING:
         resample(scheme, weights, 2, rng)
+    rows, ids = np.zeros((2, 3), dtype=dtype), np.arange(2, dtype=np.int64)
+    for threaded in (False, True) if parallel else (False,):
+        for add in (False, True):
+            normal_rows(rows, ids, 0, (0, 0), add=add, parallel=threaded)
+        gather_add_normal(rows, ids, ids, 0, (0, 0), 1.0, parallel=threaded)
+    random_uniforms(3, 0, 0, (0, 0))
