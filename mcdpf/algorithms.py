@@ -31,7 +31,6 @@ from .baselines import (
 )
 from .dpf import DistributedParticleFilter
 from .filters import ParticleFilter, StreamPlan
-from .particles import random_streams
 from .registry import ALGORITHMS
 
 CENTRAL_KEY = 0
@@ -53,9 +52,15 @@ class LearnerContext:
     neighbourhood: object
     measurements: object = None
 
-    def seed_generator(self) -> np.random.Generator:
-        """This node's initial-estimate generator (single-estimate learners)."""
-        return random_streams(self.config.run.seed, self.node)["init"]
+    @property
+    def seed(self) -> int:
+        """The run's seed."""
+        return self.config.run.seed
+
+    @property
+    def parallel(self) -> bool:
+        """Whether the kernels run on numba's threads (``run.threads > 1``)."""
+        return self.config.run.threads > 1
 
     def initial_variance(self) -> float:
         """EKF ``P0`` scale."""
@@ -95,17 +100,17 @@ def register(name: str, summary: str, *, communicating: bool = False,
 def build_pf(context: LearnerContext):
     """Local particle filter."""
     settings = context.config.filter
-    return ParticleFilter(context.model, settings, context.config.run.seed, context.node,
-                          settings.particles, StreamPlan((context.node,)))
+    return ParticleFilter(context.model, settings, context.seed, context.node,
+                          settings.particles, StreamPlan((context.node,)), context.parallel)
 
 
 @register("dpf", "Markov chain distributed particle filter (MCDPF)", communicating=True,
           warnings=_dpf_warnings)
 def build_dpf(context: LearnerContext):
     """Markov chain distributed particle filter."""
-    return DistributedParticleFilter(context.model, context.config.filter,
-                                     context.config.run.seed, context.node, context.topology,
-                                     context.neighbourhood)
+    return DistributedParticleFilter(context.model, context.config.filter, context.seed,
+                                     context.node, context.topology, context.neighbourhood,
+                                     context.parallel)
 
 
 @register("cpf", "centralized particle filter over every node's data (oracle)",
@@ -117,8 +122,8 @@ def build_cpf(context: LearnerContext):
     count = settings.central_particles or settings.particles * nodes
     plan = StreamPlan(tuple(range(nodes)), own=context.node,
                       measurements=context.measurements)
-    return ParticleFilter(context.model, settings, context.config.run.seed, CENTRAL_KEY, count,
-                          plan)
+    return ParticleFilter(context.model, settings, context.seed, CENTRAL_KEY, count, plan,
+                          context.parallel)
 
 
 def _rpf_warnings(config, topology) -> list[str]:
@@ -140,22 +145,22 @@ def build_rpf(context: LearnerContext):
     """Relay particle filter."""
     from .rpf import RelayParticleFilter
 
-    return RelayParticleFilter(context.model, context.config.filter, context.config.run.seed,
+    return RelayParticleFilter(context.model, context.config.filter, context.seed,
                                context.node, context.topology, context.neighbourhood,
-                               context.config.relay)
+                               context.config.relay, parallel=context.parallel)
 
 
 @register("sgd", "online gradient descent (BPTT within the sequence)")
 def build_sgd(context: LearnerContext):
     """Online SGD."""
-    return OnlineSGD(context.model, context.seed_generator, context.config.sgd.learning_rate)
+    return OnlineSGD(context.model, context.seed, context.node, context.config.sgd.learning_rate)
 
 
 @register("ekf", "extended Kalman filter on the parameters", check=_ekf_check)
 def build_ekf(context: LearnerContext):
     """Extended Kalman filter on the parameters."""
     settings = context.config.filter
-    return ExtendedKalmanFilter(context.model, context.seed_generator, settings.state_noise,
+    return ExtendedKalmanFilter(context.model, context.seed, context.node, settings.state_noise,
                                 settings.obs_noise, context.initial_variance())
 
 
@@ -164,18 +169,18 @@ def build_ekf(context: LearnerContext):
 def build_dekf(context: LearnerContext):
     """Diffusion EKF."""
     settings = context.config.filter
-    return DiffusionEKF(context.model, context.seed_generator, settings.state_noise,
+    return DiffusionEKF(context.model, context.seed, context.node, settings.state_noise,
                         settings.obs_noise, context.initial_variance(), context.topology,
-                        context.neighbourhood, context.node)
+                        context.neighbourhood)
 
 
 @register("dsgd", "diffusion (adapt-then-combine) SGD: neighbours' estimates",
           communicating=True)
 def build_dsgd(context: LearnerContext):
     """Diffusion (adapt-then-combine) SGD."""
-    return DiffusionSGD(context.model, context.seed_generator,
+    return DiffusionSGD(context.model, context.seed, context.node,
                         context.config.sgd.learning_rate, context.topology,
-                        context.neighbourhood, context.node)
+                        context.neighbourhood)
 
 
 def traits(name: str) -> dict:

@@ -35,17 +35,26 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .errors import InputError
+from .kernels import normal_rows
 from .learner import StepInfo
+from .particles import Keys
 from .topology import metropolis_walk
 
 BYTES_PER_GB = 1024 ** 3
 
 
-def initial_estimate(model, rng) -> np.ndarray:
-    """Prior mean for the linear model; a prior draw for the LSTM (symmetry breaking)."""
+def initial_estimate(model, seed: int, node: int) -> np.ndarray:
+    """Prior mean for the linear model; a prior draw for the LSTM (symmetry breaking).
+
+    The draw is counter-based (the ``estimate`` key of :class:`~mcdpf.particles.Keys`,
+    counted by the node).
+    """
     if model.kind == "linear":
         return np.zeros(model.n_params)
-    return model.init_std * rng.standard_normal(model.n_params)
+    draw = np.empty((1, model.n_params))
+    normal_rows(draw, np.array([node], dtype=np.int64), 0, Keys.of(seed).estimate,
+                model.init_std)
+    return draw[0]
 
 
 def check_covariance_memory(model, ekf_settings) -> None:
@@ -100,17 +109,18 @@ class GradientLearner:
     ----------
     model
         The model.
-    init_generator
-        ``init_generator()`` returns the generator of the initial LSTM estimate.
+    seed, node
+        The run's seed and this node (the initial LSTM estimate's draw).
     """
 
-    def __init__(self, model, init_generator):
+    def __init__(self, model, seed: int, node: int):
         self.model = model
-        self.init_generator = init_generator
+        self.seed = seed
+        self.node = node
 
     def initial_state(self) -> EstimateState:
         """The initial estimate and a zero carried state."""
-        return EstimateState(estimate=initial_estimate(self.model, self.init_generator()),
+        return EstimateState(estimate=initial_estimate(self.model, self.seed, self.node),
                              carry=np.zeros(self.model.n_carry, dtype=self.model.dtype))
 
     def linearise(self, step: int, estimate, carry, columns) -> Linearisation:
@@ -144,8 +154,8 @@ class GradientLearner:
 class OnlineSGD(GradientLearner):
     """``sgd``: one gradient step per label."""
 
-    def __init__(self, model, init_generator, learning_rate: float):
-        super().__init__(model, init_generator)
+    def __init__(self, model, seed: int, node: int, learning_rate: float):
+        super().__init__(model, seed, node)
         self.learning_rate = learning_rate
 
     def adapt(self, state: EstimateState, pending: Linearisation, target) -> np.ndarray:
@@ -164,9 +174,9 @@ class OnlineSGD(GradientLearner):
 class ExtendedKalmanFilter(GradientLearner):
     """``ekf``: EKF on the parameters with ``Q = q I`` and ``R = r``."""
 
-    def __init__(self, model, init_generator, state_noise: float, obs_noise: float,
+    def __init__(self, model, seed: int, node: int, state_noise: float, obs_noise: float,
                  initial_variance: float):
-        super().__init__(model, init_generator)
+        super().__init__(model, seed, node)
         self.state_noise = state_noise
         self.obs_noise = obs_noise
         self.initial_variance = initial_variance
@@ -207,7 +217,6 @@ class Diffusion:
 
     def connect(self, topology, neighbourhood, node: int) -> None:
         """Combine over ``topology`` through ``neighbourhood``."""
-        self.node = node
         self.neighbourhood = neighbourhood
         self.self_weight, self.neighbour_weights = metropolis_row(topology, node)
 
@@ -220,8 +229,8 @@ class Diffusion:
 class DiffusionSGD(Diffusion, OnlineSGD):
     """``dsgd``: adapt (local SGD step), then combine neighbours' adapted estimates."""
 
-    def __init__(self, model, init_generator, learning_rate, topology, neighbourhood, node):
-        super().__init__(model, init_generator, learning_rate)
+    def __init__(self, model, seed, node, learning_rate, topology, neighbourhood):
+        super().__init__(model, seed, node, learning_rate)
         self.connect(topology, neighbourhood, node)
 
     def learn(self, state, pending, target):
@@ -234,9 +243,9 @@ class DiffusionSGD(Diffusion, OnlineSGD):
 class DiffusionEKF(Diffusion, ExtendedKalmanFilter):
     """``dekf``: incremental update with the neighbourhood's measurements, then combine."""
 
-    def __init__(self, model, init_generator, state_noise, obs_noise, initial_variance, topology,
-                 neighbourhood, node):
-        super().__init__(model, init_generator, state_noise, obs_noise, initial_variance)
+    def __init__(self, model, seed, node, state_noise, obs_noise, initial_variance, topology,
+                 neighbourhood):
+        super().__init__(model, seed, node, state_noise, obs_noise, initial_variance)
         self.connect(topology, neighbourhood, node)
 
     def pack_measurement(self, pending: Linearisation, target) -> np.ndarray:

@@ -24,10 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import InputError
 from .registry import ALGORITHMS, RESAMPLING, SOURCES, TOPOLOGIES, WALKS
 
 PARTITIONS = ("replicate", "interleave", "shard")
+PROPOSALS = ("prior", "linearized")
 MIGRATIONS = ("free", "balanced")
 DTYPES = ("float64", "float32")
 NONFINITE_POLICIES = ("error", "skip")
@@ -63,6 +66,8 @@ class RunConfig:
                                   "(T x n_params)", "bool")
     progress_seconds: float = _key(2.0, "seconds between progress lines on rank 0 "
                                    "(0: none)", "float", minimum=0.0)
+    threads: int = _key(1, "numba threads per rank for the particle kernels (results are "
+                        "identical for any value)", "int", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,12 @@ class FilterConfig:
                          "prediction (results identical either way)", "bool")
     central_particles: int | None = _key(None, "cpf particles; default N * K", "int",
                                          minimum=1, optional=True)
+    proposal: str = _key("prior", "importance proposal: prior (the transition, as the "
+                         "papers) or linearized (optimal proposal of the model linearised at "
+                         "each particle, exact weights)", "str", choices=PROPOSALS)
+    wire_dtype: str | None = _key(None, "dpf: float type of migrating particles on the wire; "
+                                  "default: the model dtype (float32 halves a float64 "
+                                  "run's bytes)", "str", choices=DTYPES, optional=True)
 
 
 @dataclass(frozen=True)
@@ -458,6 +469,10 @@ def _check_consistency(config: Config) -> None:
                          "only")
     if data.columns is not None and data.source != "csv":
         raise InputError(f"{src}: [data] 'columns' goes with source = \"csv\" only")
+    wire = config.filter.wire_dtype
+    if wire is not None and np.dtype(wire).itemsize > np.dtype(config.model.dtype).itemsize:
+        raise InputError(f"{src}: [filter] wire_dtype = \"{wire}\" is wider than "
+                         f"model.dtype = \"{config.model.dtype}\" (the wire may only narrow)")
     if data.min_length > data.max_length:
         raise InputError(f"{src}: [data] min_length = {data.min_length} exceeds "
                          f"max_length = {data.max_length}")

@@ -14,34 +14,50 @@ next step (scaled to mean 1, the scale of a resampled population, so particles o
 that did and did not resample mix on equal terms). The default 1.0 resamples after every
 walk, as Algorithm 1.
 
-Particles travel as one structured record each (:func:`particle_record_dtype`: id, walk
-log-weight, theta, carried state, state noise) through the node's
-:class:`~mcdpf.comm.Neighbourhood`; a node that holds no particle after a walk keeps the
-particles it started with, weighted by its own likelihood (a local PF step), and counts
-the event.
+**The wire.** A migrating particle is one record (:func:`wire_record_dtype`): its 64-bit
+id, walk log-weight, ``theta`` and step-(t-1) carried state, in ``filter.wire_dtype``
+(the model dtype by default; float32 halves a float64 run's bytes, and a particle that
+moves is then rounded to float32 — documented in the README). Its state noise does not
+travel: the node that scores it regenerates it from the counter-based generator keyed
+by the seed, the particle's id and the step (bit-identical on CPUs with the same
+instruction set). At a node the walkers live in contiguous arrays (:class:`Walkers`);
+the stayers are compacted once per walk step, the arrivals unpacked behind them.
+
+With ``filter.proposal = "linearized"`` the origin proposes each particle with its own
+label (:mod:`mcdpf.proposals`) and the correction starts its walk log-weight; the walk
+then collects every visited node's likelihood as above.
+
+A node that holds no particle after a walk keeps the particles it started with, weighted
+by its own likelihood (a local PF step), and counts the event.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from .filters import FilterState, ParticleFilter, StreamPlan
+from .filters import Evaluation, FilterState, ParticleFilter, StreamPlan
 from .kernels import route
 from .learner import StepInfo
 from .models import gaussian_log_likelihood
-from .particles import predictive_mean, reweight_estimate_resample
+from .particles import (
+    particle_uniforms,
+    predictive_mean,
+    propagate,
+    reweight_estimate_resample,
+    state_noise,
+)
 
 SCORE_BLOCK_VALUES = 1 << 22
 
 
-def particle_record_dtype(model) -> np.dtype:
-    """Wire format of a migrating particle: id, walk log-weight, theta, state, noise."""
+def wire_record_dtype(model, wire_dtype=None) -> np.dtype:
+    """A migrating particle on the wire: id, walk log-weight, theta, carried state."""
+    wire = np.dtype(wire_dtype or model.dtype)
     return np.dtype([("id", "<i8"), ("log_weight", "<f8"),
-                     ("theta", model.dtype, (model.n_params,)),
-                     ("carry", model.dtype, (model.n_carry,)),
-                     ("noise", model.dtype, (model.n_carry,))])
+                     ("theta", wire, (model.n_params,)),
+                     ("carry", wire, (model.n_carry,))])
 
 
 def apportion(total: int, probabilities: np.ndarray) -> np.ndarray:
@@ -59,41 +75,31 @@ def apportion(total: int, probabilities: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Walkers:
-    """Particles on a walk at one node.
+    """The particles on a walk at one node (contiguous arrays, one row per particle).
 
-    ``records`` (structured, :func:`particle_record_dtype`) is what travels; the
-    log-likelihood and next carried state are what this node computed for them.
+    ``carry`` is each particle's step-(t-1) carried state (what a visit scores from);
+    ``log_likelihood`` and ``next_carry`` what this node computed for it.
     """
 
-    records: np.ndarray
+    ids: np.ndarray
+    log_weight: np.ndarray
+    theta: np.ndarray
+    carry: np.ndarray
     log_likelihood: np.ndarray
     next_carry: np.ndarray
 
     @property
     def size(self) -> int:
-        """Number of particles on this node."""
-        return self.records.shape[0]
+        """Number of particles here."""
+        return self.ids.shape[0]
 
 
 @dataclass(frozen=True)
 class Departure:
-    """A walk step in flight: the new record array, who stayed, the pending exchange."""
+    """A walk step in flight: who stays, the pending exchange."""
 
-    records: np.ndarray
     stay: np.ndarray
     exchange: tuple
-
-
-@dataclass(frozen=True)
-class WalkStart:
-    """The pending half-step of dpf: the walk's starting records and the first move."""
-
-    step: int
-    columns: np.ndarray | None
-    records: np.ndarray
-    predictions: np.ndarray | None
-    next_carry: np.ndarray
-    departure: Departure | None
 
 
 class DistributedParticleFilter(ParticleFilter):
@@ -104,15 +110,19 @@ class DistributedParticleFilter(ParticleFilter):
     model, settings, seed
         As for :class:`~mcdpf.filters.ParticleFilter`.
     node
-        This node (its rank; also the random-stream key and id prefix).
+        This node (its rank; id prefix and resampling stream).
     topology
         The :class:`~mcdpf.topology.Topology` the walk runs on.
     neighbourhood
         The node's :class:`~mcdpf.comm.Neighbourhood` (neighbour-only exchanges).
+    parallel
+        Run the kernels on numba's threads.
     """
 
-    def __init__(self, model, settings, seed: int, node: int, topology, neighbourhood):
-        super().__init__(model, settings, seed, node, settings.particles, StreamPlan((node,)))
+    def __init__(self, model, settings, seed: int, node: int, topology, neighbourhood,
+                 parallel: bool = False):
+        super().__init__(model, settings, seed, node, settings.particles, StreamPlan((node,)),
+                         parallel)
         self.node = node
         self.walk_steps = settings.walk_steps
         self.neighbourhood = neighbourhood
@@ -121,135 +131,157 @@ class DistributedParticleFilter(ParticleFilter):
         self.move_probabilities = np.array([row[node]] + [row[j] for j in
                                                           topology.neighbours(node)])
         self.move_cumulative = np.cumsum(self.move_probabilities)
-        self.record_dtype = particle_record_dtype(model)
+        self.wire_dtype = wire_record_dtype(model, settings.wire_dtype)
+
+    @property
+    def bytes_per_move(self) -> int:
+        """Bytes of one migrating particle's record."""
+        return self.wire_dtype.itemsize
 
     def initial_state(self) -> FilterState:
         """As the local filter, with an empty record of walked ids."""
         state = super().initial_state()
         return FilterState(particles=state.particles, estimate=state.estimate,
-                           next_serial=state.next_serial, streams=state.streams,
-                           walk_ids=np.empty(0, dtype=np.int64))
+                           next_serial=state.next_serial, walk_ids=np.empty(0, dtype=np.int64))
 
-    def destinations(self, count: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # ------------------------------------------------------------------ the walk
+    def destinations(self, ids: np.ndarray, step: int, walk_step: int):
         """Next move of each held particle: ``(slot, counts per slot, order by slot)``.
 
         Slot 0 stays, slot ``i`` goes to neighbour ``i - 1``; ``order`` lists the
-        particles grouped by slot, stable.
+        particles grouped by slot, stable. Free walk: each particle's own uniform (keyed
+        by its id, the step and the walk step); balanced: a fixed, ``A``-proportional
+        number per slot, assigned by a random permutation.
         """
         if self.settings.migration == "balanced":
-            counts = apportion(count, self.move_probabilities)
-            destination = rng.permutation(np.repeat(np.arange(counts.size), counts))
+            counts = apportion(ids.shape[0], self.move_probabilities)
+            keys = particle_uniforms(ids, step, walk_step, self.keys.balance)
+            destination = np.repeat(np.arange(counts.size), counts)[
+                np.argsort(np.argsort(keys, kind="stable"), kind="stable")]
             return destination, counts, np.argsort(destination, kind="stable")
-        return route(rng.random(count), self.move_cumulative)
+        uniforms = particle_uniforms(ids, step, walk_step, self.keys.walk)
+        return route(uniforms, self.move_cumulative)
 
-    def score(self, records: np.ndarray, columns, target):
-        """Log-likelihood and next carried state of arriving particles on this node's data.
-
-        Scored in blocks, so the contiguous copies the kernels need stay small.
-        """
-        carry = np.ascontiguousarray(records["carry"])
-        if columns is None or target is None:
-            return np.zeros(records.shape[0]), carry
-        rows = max(1, SCORE_BLOCK_VALUES // max(self.model.n_params, 1))
-        scored = [self.model.score(np.ascontiguousarray(block["theta"]),
-                                   np.ascontiguousarray(block["carry"]),
-                                   np.ascontiguousarray(block["noise"]), columns,
-                                   target, self.settings.obs_noise)
-                  for block in (records[first:first + rows]
-                                for first in range(0, records.shape[0], rows))]
-        if len(scored) == 1:
-            return scored[0]
-        if not scored:
-            return np.zeros(0), carry
-        return (np.concatenate([log_likelihood for log_likelihood, _ in scored]),
-                np.concatenate([next_carry for _, next_carry in scored]))
-
-    def depart(self, records: np.ndarray, rng, step: int) -> Departure:
-        """Draw every particle's next move and start sending the movers (non-blocking).
-
-        The particles that stay are copied into a new record array sized for them and the
-        arrivals, which MPI fills directly; so the walk holds the old records, the movers
-        in flight and the new records, no more.
-        """
-        destination, counts, order = self.destinations(records.shape[0], rng)
-        stay = destination == 0
+    def depart(self, walkers: Walkers, step: int, walk_step: int) -> Departure:
+        """Draw every particle's next move and start sending the movers (non-blocking)."""
+        destination, counts, order = self.destinations(walkers.ids, step, walk_step)
         kept = int(counts[0])
-        movers = records[order[kept:]]
-        joined = []
+        movers = order[kept:]
+        records = np.empty(movers.shape[0], dtype=self.wire_dtype)
+        records["id"] = walkers.ids[movers]
+        records["log_weight"] = walkers.log_weight[movers]
+        records["theta"] = walkers.theta[movers]
+        records["carry"] = walkers.carry[movers]
+        exchange = self.neighbourhood.start_exchange(records, counts[1:], stamp=step)
+        return Departure(stay=destination == 0, exchange=exchange)
 
-        def allocate(incoming):
-            new = np.empty(kept + incoming, dtype=records.dtype)
-            np.compress(stay, records, out=new[:kept])
-            joined.append(new)
-            return new[kept:]
+    def score(self, theta, carry, ids, step: int, columns, target):
+        """Log-likelihood and next carried state of particles on this node's data.
 
-        exchange = self.neighbourhood.start_exchange(movers, counts[1:], allocate, stamp=step)
-        return Departure(records=joined[0], stay=stay, exchange=exchange)
+        The state noise is regenerated from the particles' ids; scored in blocks, so the
+        temporaries stay small.
+        """
+        count = ids.shape[0]
+        if columns is None or target is None or count == 0:
+            return np.zeros(count), carry.copy()
+        rows = max(1, SCORE_BLOCK_VALUES // max(self.model.n_params, 1))
+        likelihoods, carries = [], []
+        for first in range(0, count, rows):
+            block = slice(first, first + rows)
+            noise = state_noise(ids[block], self.model.n_carry, step, self.keys,
+                                self.noise_std, self.model.dtype, self.parallel)
+            log_likelihood, next_carry = self.model.score(
+                theta[block], carry[block], noise, columns, target, self.settings.obs_noise,
+                self.parallel)
+            likelihoods.append(log_likelihood)
+            carries.append(next_carry)
+        if len(likelihoods) == 1:
+            return likelihoods[0], carries[0]
+        return np.concatenate(likelihoods), np.concatenate(carries)
 
-    def arrive(self, departure: Departure, previous: Walkers, columns, target):
-        """Finish an exchange, score the arrivals here, weight every particle held.
+    def arrive(self, departure: Departure, walkers: Walkers, step: int, columns, target):
+        """Finish an exchange; the stayers and the scored arrivals, weighted here.
 
-        ``previous`` holds the log-likelihoods and next carried states of the particles
-        before the move (the stayers keep theirs). Returns ``(walkers, received, sent,
-        bytes sent)``.
+        Returns ``(walkers, received, sent, bytes sent)``.
         """
         received, sent_bytes, sent = self.neighbourhood.finish_exchange(departure.exchange)
-        log_likelihood, next_carry = self.score(received, columns, target)
         stay = departure.stay
-        walkers = Walkers(departure.records,
-                          np.concatenate([previous.log_likelihood[stay], log_likelihood]),
-                          np.concatenate([previous.next_carry[stay], next_carry]))
-        walkers.records["log_weight"] += self.visit_exponent * walkers.log_likelihood
-        return walkers, received.shape[0], sent, sent_bytes
+        dtype = self.model.dtype
+        arrived_ids = np.ascontiguousarray(received["id"])
+        arrived_theta = np.ascontiguousarray(received["theta"], dtype=dtype)
+        arrived_carry = np.ascontiguousarray(received["carry"], dtype=dtype)
+        log_likelihood, next_carry = self.score(arrived_theta, arrived_carry, arrived_ids,
+                                                step, columns, target)
+        joined = Walkers(
+            ids=np.concatenate([walkers.ids[stay], arrived_ids]),
+            log_weight=np.concatenate([walkers.log_weight[stay], received["log_weight"]]),
+            theta=np.concatenate([walkers.theta[stay], arrived_theta]),
+            carry=np.concatenate([walkers.carry[stay], arrived_carry]),
+            log_likelihood=np.concatenate([walkers.log_likelihood[stay], log_likelihood]),
+            next_carry=np.concatenate([walkers.next_carry[stay], next_carry]))
+        joined.log_weight += self.visit_exponent * joined.log_likelihood
+        return joined, received.shape[0], sent, sent_bytes
 
-    def predict(self, state: FilterState, step: int, columns) -> tuple[float, WalkStart]:
+    # ------------------------------------------------------------------ protocol
+    def predict(self, state: FilterState, step: int, columns) -> tuple[float, Evaluation]:
         """Propagate; send the first walk step's movers; predict while they travel.
 
         The first move of a particle does not depend on any likelihood (its starting node
-        is not a visit), so with ``filter.overlap`` the first exchange is in flight while
-        this node evaluates its own particles for the prediction.
+        is not a visit), so with ``filter.overlap`` (and the prior proposal) the first
+        exchange is in flight while this node evaluates its own particles.
         """
+        if self.linearized:
+            return super().predict(state, step, columns)
         particles = state.particles
-        theta, noise = self.propagate(particles, state.streams)
-        records = np.empty(particles.size, dtype=self.record_dtype)
-        records["id"] = particles.ids
-        records["log_weight"] = particles.log_weights
-        records["theta"] = theta
-        records["carry"] = particles.carry
-        records["noise"] = noise
-        departure = self.depart(records, state.streams["walk"], step) \
-            if self.settings.overlap else None
-        if columns is None:
-            predictions, next_carry = None, particles.carry
-        else:
-            predictions, next_carry = self.model.evaluate(theta, particles.carry, noise,
-                                                          columns)
-        pending = WalkStart(step=step, columns=columns, records=records,
-                            predictions=predictions, next_carry=next_carry,
-                            departure=departure)
+        theta = propagate(particles, step, self.keys, self.noise_std, self.parallel)
+        noise = self.transition_noise(particles, step)
+        start = Walkers(ids=particles.ids,
+                        log_weight=particles.log_weights + np.log(particles.size),
+                        theta=theta, carry=particles.carry, log_likelihood=None,
+                        next_carry=None)
+        departure = self.depart(start, step, 0) if self.settings.overlap else None
+        predictions, next_carry = self.evaluate_stream(theta, particles.carry, noise, 0,
+                                                       columns)
+        pending = Evaluation(step=step, columns=columns, theta=theta, predictions=predictions,
+                             next_carry=next_carry,
+                             extra={"start": start, "departure": departure})
         if predictions is None:
             return float("nan"), pending
         return predictive_mean(particles.log_weights, predictions), pending
 
-    def learn(self, state: FilterState, pending: WalkStart, target):
-        """Walk ``s`` steps collecting tempered likelihoods, then resample back to N."""
-        streams = state.streams
-        columns = pending.columns
-        if target is None or pending.predictions is None:
-            own = np.zeros(pending.next_carry.shape[0])
+    def walk_start(self, state: FilterState, pending: Evaluation, target) -> Walkers:
+        """The walkers at this node before the first move, scored on its own data."""
+        particles = state.particles
+        log_weight = particles.log_weights + np.log(particles.size)
+        if self.linearized:
+            measured, _ = self.gather(pending, target)
+            theta, correction = self.propose(state, pending, measured)
+            noise = self.transition_noise(particles, pending.step)
+            predictions, next_carry = self.evaluate_stream(theta, particles.carry, noise, 0,
+                                                           pending.columns)
+            log_weight = log_weight + correction
         else:
-            own = gaussian_log_likelihood(target, pending.predictions, self.settings.obs_noise)
-        start = Walkers(pending.records, own, pending.next_carry)
-        departure = pending.departure or self.depart(start.records, streams["walk"],
-                                                     pending.step)
+            theta, predictions, next_carry = pending.theta, pending.predictions, \
+                pending.next_carry
+        if target is None or predictions is None:
+            own = np.zeros(particles.size)
+        else:
+            own = gaussian_log_likelihood(target, predictions, self.settings.obs_noise)
+        return Walkers(ids=particles.ids, log_weight=log_weight, theta=theta,
+                       carry=particles.carry, log_likelihood=own, next_carry=next_carry)
+
+    def learn(self, state: FilterState, pending: Evaluation, target):
+        """Walk ``s`` steps collecting tempered likelihoods, then resample back to N."""
+        step, columns = pending.step, pending.columns
+        start = self.walk_start(state, pending, target)
+        departure = pending.extra.get("departure") or self.depart(start, step, 0)
         walkers = start
         received = sent = bytes_sent = 0
         for walk_step in range(self.walk_steps):
             if walk_step:
-                departure = self.depart(walkers.records, streams["walk"], pending.step)
-            walkers, arrived, departed, step_bytes = self.arrive(departure, walkers, columns,
-                                                                 target)
-            departure = None
+                departure = self.depart(walkers, step, walk_step)
+            walkers, arrived, departed, step_bytes = self.arrive(departure, walkers, step,
+                                                                 columns, target)
             received += arrived
             sent += departed
             bytes_sent += step_bytes
@@ -261,31 +293,24 @@ class DistributedParticleFilter(ParticleFilter):
             # by its own likelihood (a local PF step), and count the event.
             empty_walks += 1
             walkers = start
-            walkers.records["log_weight"] = start.log_likelihood
-        records = walkers.records
+            walkers.log_weight = start.log_weight + start.log_likelihood
         threshold = self.settings.ess_threshold
         update = reweight_estimate_resample(
-            records["theta"], walkers.next_carry, records["log_weight"], records["id"],
+            walkers.theta, walkers.next_carry, walkers.log_weight, walkers.ids,
             count=self.count, threshold=None if threshold >= 1.0 else threshold,
-            scheme=self.settings.resampling, rng=streams["resample"], rank=self.node,
-            next_serial=state.next_serial)
-        particles = update.particles
-        if not update.resampled:
-            # Carried walk weights, scaled to mean 1 like a resampled population's.
-            particles = replace(particles, log_weights=particles.log_weights + np.log(held))
-        new_state = FilterState(particles=particles, estimate=update.estimate,
-                                next_serial=update.next_serial, streams=streams,
-                                empty_walks=empty_walks, walk_ids=records["id"].copy())
+            scheme=self.settings.resampling, step=step, keys=self.keys, rank=self.node,
+            next_serial=state.next_serial, parallel=self.parallel)
+        new_state = FilterState(particles=update.particles, estimate=update.estimate,
+                                next_serial=update.next_serial, empty_walks=empty_walks,
+                                walk_ids=walkers.ids.copy())
         info = StepInfo(ess=update.ess, resampled=update.resampled, held=held,
-                        received=received,
-                        sent=sent, bytes_sent=bytes_sent, degenerate=update.degenerate,
-                        empty_walk=empty_walk)
+                        received=received, sent=sent, bytes_sent=bytes_sent,
+                        degenerate=update.degenerate, empty_walk=empty_walk)
         return new_state, info
 
     def restore(self, arrays: dict) -> FilterState:
         """The state saved by :meth:`state_arrays`."""
         state = super().restore(arrays)
         return FilterState(particles=state.particles, estimate=state.estimate,
-                           next_serial=state.next_serial, streams=state.streams,
-                           empty_walks=state.empty_walks,
+                           next_serial=state.next_serial, empty_walks=state.empty_walks,
                            walk_ids=np.empty(0, dtype=np.int64))

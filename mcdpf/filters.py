@@ -1,4 +1,4 @@
-"""Particle filters over model parameters on one or several data streams: pf and cpf.
+"""Particle filters over model parameters on one or several data streams: pf, cpf, rpf.
 
 A :class:`ParticleFilter` weights its particles by the likelihood of the labels of a
 fixed list of node streams (:class:`StreamPlan`), each particle carrying one LSTM state
@@ -8,19 +8,24 @@ per stream:
     this node's stream only (no communication);
 ``cpf``
     every node's stream (the centralized oracle): ``N * K`` particles unless
-    ``filter.central_particles``, the same random streams on every rank, so every rank
-    runs the same filter and reports the prediction of its own node's labels.
+    ``filter.central_particles``, the oracle's ids and resampling stream on every rank, so
+    every rank runs the same filter and reports the prediction of its own node's labels;
+``rpf``
+    the streams of the node's neighbourhood, relayed (:mod:`mcdpf.rpf`).
 
 At every step (the online protocol):
 
 1. :meth:`~ParticleFilter.predict` propagates every particle (``theta += N(0, q I)``; each
    stream's new state = LSTM on that stream's sequence + ``N(0, q I)``), evaluates this
    node's sequence and returns the prior predictive mean
-   ``d_hat = sum_i w_i * w_i^T y_bar_i``, before the label;
+   ``d_hat = sum_i w_i * w_i^T y_bar_i``, before the label. With
+   ``filter.proposal = "linearized"`` the propagation waits for the label
+   (:mod:`mcdpf.proposals`) and the prediction is ``sum_i w_i h_i``, the prediction at
+   ``theta_{t-1}`` where the linearisation is taken;
 2. :meth:`~ParticleFilter.learn` receives the label, evaluates the other streams of the
    plan (their sequences and labels come from the plan's ``measurements``), multiplies
-   the weights by ``prod_j p(d_j | a)^(e_j)`` and calls the shared
-   :func:`~mcdpf.particles.reweight_estimate_resample` (resampling when
+   the weights by ``prod_j p(d_j | a)^(e_j)`` (and the proposal's correction) and calls
+   the shared :func:`~mcdpf.particles.reweight_estimate_resample` (resampling when
    ``ESS < ess_threshold * N``).
 """
 
@@ -33,30 +38,26 @@ import numpy as np
 from .learner import StepInfo
 from .models import gaussian_log_likelihood
 from .particles import (
+    Keys,
     Particles,
     fresh_ids,
-    generator_states,
     predictive_mean,
-    random_streams,
-    restored_streams,
+    propagate,
     reweight_estimate_resample,
+    standard_normals,
+    state_noise,
     weighted_mean,
 )
-
-NOISE_BLOCK_VALUES = 1 << 20
+from .proposals import linearized_step
 
 
 @dataclass(frozen=True)
 class FilterState:
-    """A particle filter between steps: the population, its estimate, counters, streams.
-
-    ``streams`` are the node's random generators (advanced by every draw).
-    """
+    """A particle filter between steps: the population, its estimate and counters."""
 
     particles: Particles
     estimate: np.ndarray
     next_serial: int
-    streams: dict
     empty_walks: int = 0
     walk_ids: np.ndarray | None = None
 
@@ -85,23 +86,30 @@ class StreamPlan:
     exponents: tuple[float, ...] | None = None
     measurements: object = None
 
+    def exponent(self, index: int) -> float:
+        """Exponent of stream ``index``."""
+        return 1.0 if self.exponents is None else self.exponents[index]
+
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The pending half-step of a particle filter: propagated particles, own evaluation."""
+    """The pending half-step of a particle filter.
+
+    ``theta`` is ``theta_t`` (prior proposal) or ``theta_{t-1}`` (linearized, with the own
+    stream's ``gradient`` there); ``predictions`` and ``next_carry`` are the own stream's.
+    """
 
     step: int
     columns: np.ndarray | None
     theta: np.ndarray
-    carry: np.ndarray
-    state_noise: np.ndarray
     predictions: np.ndarray | None
-    next_carry: np.ndarray
+    next_carry: np.ndarray | None
+    gradient: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
 
 
 class ParticleFilter:
-    """``pf`` (one stream) and ``cpf`` (every stream) at one node.
+    """``pf`` (one stream), ``cpf`` and ``rpf`` (several) at one node.
 
     Parameters
     ----------
@@ -109,23 +117,31 @@ class ParticleFilter:
         :class:`~mcdpf.models.LSTMModel` or :class:`~mcdpf.models.LinearModel`.
     settings
         The ``[filter]`` section.
-    seed, key
-        Seed and stream key of the random generators (the node, or one key shared by
-        every rank for the oracle); ``key`` is also the id prefix.
+    seed
+        The run's seed (all random draws: :class:`~mcdpf.particles.Keys`).
+    key
+        Id prefix and resampling stream: the node, or one key shared by every rank for
+        the oracle.
     count
         Particles (``N``).
     plan
         The streams weighted (:class:`StreamPlan`).
+    parallel
+        Run the kernels on numba's threads (bit-identical results).
     """
 
-    def __init__(self, model, settings, seed: int, key: int, count: int, plan: StreamPlan):
+    def __init__(self, model, settings, seed: int, key: int, count: int, plan: StreamPlan,
+                 parallel: bool = False):
         self.model = model
         self.settings = settings
         self.seed = seed
+        self.keys = Keys.of(seed)
         self.key = key
         self.count = count
         self.plan = plan
-        self.noise_std = np.sqrt(settings.state_noise)
+        self.parallel = parallel
+        self.noise_std = float(np.sqrt(settings.state_noise))
+        self.linearized = settings.proposal == "linearized"
 
     @property
     def carry_width(self) -> int:
@@ -134,104 +150,159 @@ class ParticleFilter:
 
     def initial_state(self) -> FilterState:
         """``theta ~ N(0, init_std^2 I)``, zero states, uniform weights."""
-        streams = random_streams(self.seed, self.key)
-        theta, carry = self.model.initial_particles(self.count, streams["init"])
-        if len(self.plan.nodes) != 1:
-            carry = np.zeros((self.count, self.carry_width), dtype=self.model.dtype)
-        particles = Particles(theta=theta, carry=carry,
-                              log_weights=np.full(self.count, -np.log(self.count)),
-                              ids=fresh_ids(self.key, 0, self.count))
-        return FilterState(particles=particles,
-                           estimate=weighted_mean(np.full(self.count, 1.0 / self.count), theta),
-                           next_serial=self.count, streams=streams)
+        ids = fresh_ids(self.key, 0, self.count)
+        theta = self.model.initial_theta(ids, self.keys.initial, self.parallel)
+        particles = Particles(theta=theta,
+                              carry=np.zeros((self.count, self.carry_width),
+                                             dtype=self.model.dtype),
+                              log_weights=np.full(self.count, -np.log(self.count)), ids=ids)
+        estimate = weighted_mean(np.full(self.count, 1.0 / self.count), theta, self.parallel)
+        return FilterState(particles=particles, estimate=estimate, next_serial=self.count)
 
-    def propagate(self, particles: Particles, streams: dict) -> tuple[np.ndarray, np.ndarray]:
-        """``theta + N(0, q I)`` (new array) and the state noise (N, n_carry per stream).
-
-        The parameter noise is drawn in blocks of rows (same random stream as one draw),
-        so a large population needs no full-size temporary.
-        """
-        rng = streams["propagate"]
-        theta = particles.theta.copy()
-        rows = max(1, NOISE_BLOCK_VALUES // max(theta.shape[1], 1))
-        for first in range(0, theta.shape[0], rows):
-            block = theta[first:first + rows]
-            block += self.noise_std * rng.standard_normal(block.shape, dtype=theta.dtype)
-        noise = self.noise_std * rng.standard_normal(particles.carry.shape, dtype=theta.dtype)
-        return theta, noise
+    # ------------------------------------------------------------------ pieces
+    def stream_carry(self, carry: np.ndarray, index: int) -> np.ndarray:
+        """The carried state of stream ``index`` of the plan (contiguous)."""
+        if len(self.plan.nodes) == 1:
+            return carry
+        width = self.model.n_carry
+        return np.ascontiguousarray(carry[:, index * width:(index + 1) * width])
 
     def evaluate_stream(self, theta, carry, noise, index: int, columns):
         """Predictions and next state of stream ``index`` of the plan (None: no data)."""
-        width = self.model.n_carry
-        if len(self.plan.nodes) == 1:
-            part_carry, part_noise = carry, noise
-        else:
-            part = slice(index * width, (index + 1) * width)
-            part_carry = np.ascontiguousarray(carry[:, part])
-            part_noise = np.ascontiguousarray(noise[:, part])
+        part_carry = self.stream_carry(carry, index)
         if columns is None:
             return None, part_carry
-        return self.model.evaluate(theta, part_carry, part_noise, columns)
+        return self.model.evaluate(theta, part_carry, self.stream_carry(noise, index), columns,
+                                   self.parallel)
 
+    def transition_noise(self, particles: Particles, step: int) -> np.ndarray:
+        """The state noise of every stream's carried state (N, n_carry per stream)."""
+        return state_noise(particles.ids, self.carry_width, step, self.keys, self.noise_std,
+                           self.model.dtype, self.parallel)
+
+    # ------------------------------------------------------------------ protocol
     def predict(self, state: FilterState, step: int, columns) -> tuple[float, Evaluation]:
         """Propagate and evaluate this node's sequence; the predictive mean (NaN: no data)."""
         particles = state.particles
-        theta, noise = self.propagate(particles, state.streams)
-        predictions, next_carry = self.evaluate_stream(theta, particles.carry, noise,
-                                                       self.plan.own, columns)
-        pending = Evaluation(step=step, columns=columns, theta=theta, carry=particles.carry,
-                             state_noise=noise, predictions=predictions, next_carry=next_carry)
+        if self.linearized:
+            theta = particles.parameters()
+            predictions = gradient = None
+            if columns is not None:
+                predictions, gradient, _ = self.model.population_gradient(
+                    theta, self.stream_carry(particles.carry, self.plan.own), columns,
+                    self.parallel)
+            pending = Evaluation(step=step, columns=columns, theta=theta,
+                                 predictions=predictions, next_carry=None, gradient=gradient)
+        else:
+            theta = propagate(particles, step, self.keys, self.noise_std, self.parallel)
+            noise = self.transition_noise(particles, step)
+            predictions, next_carry = self.evaluate_stream(theta, particles.carry, noise,
+                                                           self.plan.own, columns)
+            pending = Evaluation(step=step, columns=columns, theta=theta,
+                                 predictions=predictions, next_carry=next_carry,
+                                 extra={"noise": noise})
         if predictions is None:
             return float("nan"), pending
         return predictive_mean(particles.log_weights, predictions), pending
 
-    def log_likelihood(self, pending: Evaluation, target):
-        """``sum_j e_j log p(d_j | a)`` over the plan's streams, next states, bytes sent."""
+    def gather(self, pending: Evaluation, target) -> tuple[list, int]:
+        """Every plan stream's ``(columns, target)`` or ``None``, and the bytes sent."""
         plan = self.plan
-        size = pending.theta.shape[0]
+        own = None if pending.columns is None or target is None else (pending.columns, target)
         if len(plan.nodes) == 1:
-            if target is None or pending.predictions is None:
-                return np.zeros(size), pending.next_carry, 0
-            return (gaussian_log_likelihood(target, pending.predictions,
-                                            self.settings.obs_noise), pending.next_carry, 0)
+            return [own], 0
         measured, bytes_sent = plan.measurements(pending.step, pending.columns, target)
-        total = np.zeros(size)
+        measured = list(measured)
+        measured[plan.own] = own
+        return measured, bytes_sent
+
+    def propose(self, state: FilterState, pending: Evaluation, measured: list):
+        """``theta_t`` from the linearized optimal proposal, and its log correction."""
+        particles = state.particles
+        theta = pending.theta
+        observed = [index for index, item in enumerate(measured) if item is not None]
+        ids = particles.ids
+        xi = standard_normals(ids, theta.shape[1], pending.step, self.keys.theta,
+                              theta.dtype, self.parallel)
+        if not observed:
+            return (theta + self.noise_std * xi).astype(theta.dtype, copy=False), \
+                np.zeros(particles.size)
+        gradients, predictions, targets = [], [], []
+        for index in observed:
+            columns, label = measured[index]
+            if index == self.plan.own and pending.gradient is not None:
+                prediction, gradient = pending.predictions, pending.gradient
+            else:
+                prediction, gradient, _ = self.model.population_gradient(
+                    theta, self.stream_carry(particles.carry, index), columns, self.parallel)
+            gradients.append(np.asarray(gradient, dtype=np.float64))
+            predictions.append(prediction)
+            targets.append(label)
+        weights = np.asarray(self.model.output_weights(theta), dtype=np.float64)
+        spread = self.settings.state_noise * np.einsum("np,np->n", weights, weights)
+        variance = np.stack([(self.settings.obs_noise + spread) / self.plan.exponent(index)
+                             for index in observed], axis=1)
+        perturbations = standard_normals(ids, len(observed), pending.step,
+                                         self.keys.observation, np.float64, self.parallel)
+        return linearized_step(theta, np.stack(gradients, axis=1),
+                               np.stack(predictions, axis=1), np.array(targets), variance,
+                               self.settings.state_noise, xi, perturbations)
+
+    def log_likelihood(self, theta, carry, noise, measured, own=None):
+        """``sum_j e_j log p(d_j | a)`` over the plan's streams, and the next states.
+
+        ``own`` (predictions, next state) reuses the own stream's evaluation.
+        """
+        total = np.zeros(theta.shape[0])
         carries = []
         for index, measurement in enumerate(measured):
-            if index == plan.own:
-                predictions, next_carry = pending.predictions, pending.next_carry
-                label = None if predictions is None else target
-            elif measurement is None:
-                predictions, next_carry = self.evaluate_stream(
-                    pending.theta, pending.carry, pending.state_noise, index, None)
-                label = None
+            if index == self.plan.own and own is not None:
+                predictions, next_carry = own
             else:
-                columns, label = measurement
-                predictions, next_carry = self.evaluate_stream(
-                    pending.theta, pending.carry, pending.state_noise, index, columns)
+                columns = None if measurement is None else measurement[0]
+                predictions, next_carry = self.evaluate_stream(theta, carry, noise, index,
+                                                               columns)
             carries.append(next_carry)
-            if predictions is not None and label is not None:
-                increment = gaussian_log_likelihood(label, predictions, self.settings.obs_noise)
-                exponent = 1.0 if plan.exponents is None else plan.exponents[index]
+            if predictions is not None and measurement is not None:
+                increment = gaussian_log_likelihood(measurement[1], predictions,
+                                                    self.settings.obs_noise)
+                exponent = self.plan.exponent(index)
                 total += increment if exponent == 1.0 else exponent * increment
-        next_carry = np.concatenate(carries, axis=1) if self.model.n_carry else pending.carry
-        return total, next_carry, bytes_sent
+        if len(carries) == 1:
+            return total, carries[0]
+        next_carry = np.concatenate(carries, axis=1) if self.model.n_carry else carry
+        return total, next_carry
 
     def learn(self, state: FilterState, pending: Evaluation, target):
         """Weight by the plan's likelihoods, estimate, resample if the ESS is low."""
-        log_likelihood, next_carry, bytes_sent = self.log_likelihood(pending, target)
         particles = state.particles
+        measured, bytes_sent = self.gather(pending, target)
+        if self.linearized:
+            theta, correction = self.propose(state, pending, measured)
+            noise = self.transition_noise(particles, pending.step)
+            log_likelihood, next_carry = self.log_likelihood(theta, particles.carry, noise,
+                                                             measured)
+            log_likelihood += correction
+        else:
+            theta = pending.theta
+            own = None if pending.predictions is None else (pending.predictions,
+                                                            pending.next_carry)
+            if len(self.plan.nodes) == 1 and own is None:
+                own = (None, pending.next_carry)
+            log_likelihood, next_carry = self.log_likelihood(
+                theta, particles.carry, pending.extra["noise"], measured, own)
         update = reweight_estimate_resample(
-            pending.theta, next_carry, particles.log_weights + log_likelihood, particles.ids,
+            theta, next_carry, particles.log_weights + log_likelihood, particles.ids,
             count=self.count, threshold=self.settings.ess_threshold,
-            scheme=self.settings.resampling, rng=state.streams["resample"], rank=self.key,
-            next_serial=state.next_serial)
+            scheme=self.settings.resampling, step=pending.step, keys=self.keys,
+            rank=self.key, next_serial=state.next_serial, parallel=self.parallel)
         new_state = FilterState(particles=update.particles, estimate=update.estimate,
-                                next_serial=update.next_serial, streams=state.streams)
+                                next_serial=update.next_serial)
         info = StepInfo(ess=update.ess, resampled=update.resampled, held=particles.size,
                         bytes_sent=bytes_sent, degenerate=update.degenerate)
         return new_state, info
 
+    # ------------------------------------------------------------------ state
     def adopt(self, state: FilterState, previous: ParticleFilter) -> FilterState:
         """``state`` of ``previous`` (before a node-loss event) for this plan's streams.
 
@@ -244,17 +315,15 @@ class ParticleFilter:
         carry = state.particles.carry
         kept = np.concatenate([carry[:, old[node] * width:(old[node] + 1) * width]
                                for node in self.plan.nodes], axis=1)
-        particles = Particles(theta=state.particles.theta, carry=kept,
-                              log_weights=state.particles.log_weights, ids=state.particles.ids)
-        return replace(state, particles=particles)
+        return replace(state, particles=replace(state.particles, carry=kept))
 
     def state_arrays(self, state: FilterState) -> dict:
-        """Arrays, counters and generator states of ``state`` (for a checkpoint)."""
+        """Arrays and counters of ``state`` (for a checkpoint; no generator state)."""
         particles = state.particles
-        return {"theta": particles.theta, "carry": particles.carry,
+        return {"theta": particles.parameters(), "carry": particles.carry,
                 "log_weights": particles.log_weights, "ids": particles.ids,
                 "estimate": state.estimate, "id_serial": state.next_serial,
-                "empty_walks": state.empty_walks, "rng": generator_states(state.streams)}
+                "empty_walks": state.empty_walks}
 
     def restore(self, arrays: dict) -> FilterState:
         """The state saved by :meth:`state_arrays`."""
@@ -262,5 +331,4 @@ class ParticleFilter:
                               log_weights=arrays["log_weights"], ids=arrays["ids"])
         return FilterState(particles=particles, estimate=arrays["estimate"],
                            next_serial=int(arrays["id_serial"]),
-                           streams=restored_streams(arrays["rng"], self.seed, self.key),
                            empty_walks=int(arrays.get("empty_walks", 0)))

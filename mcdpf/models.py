@@ -14,8 +14,9 @@ A model maps a particle population to predictions on one sequence. Each particle
     filter (:mod:`mcdpf.kalman`).
 
 The state-space transition adds ``N(0, q)`` noise to every component: the filter draws
-it, perturbs ``theta`` in place and hands the state-noise part to :meth:`evaluate`, which
-adds it to the new carried state before predicting (``d_hat = w^T y_bar``).
+it, perturbs ``theta`` and hands the state-noise part to :meth:`evaluate`, which adds it
+to the new carried state before predicting (``d_hat = w^T y_bar``). ``parallel`` runs the
+kernels on numba's threads (bit-identical results).
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels import lstm_parameter_count, lstm_predict, lstm_prediction_gradient
+from .kernels import (
+    lstm_parameter_count,
+    lstm_population_gradient,
+    lstm_predict,
+    lstm_prediction_gradient,
+    normal_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -49,36 +56,56 @@ class LSTMModel:
         """Length of the carried state (``2n`` or 0)."""
         return 2 * self.hidden if self.carry_state else 0
 
-    def initial_particles(self, count: int, rng: np.random.Generator):
-        """``theta ~ N(0, init_std^2 I)``, carried state zero."""
-        theta = self.init_std * rng.standard_normal((count, self.n_params), dtype=self.dtype)
-        return theta, np.zeros((count, self.n_carry), dtype=self.dtype)
+    def initial_theta(self, ids: np.ndarray, key, parallel: bool = False) -> np.ndarray:
+        """``theta ~ N(0, init_std^2 I)`` of particles ``ids`` (counter-based, step 0)."""
+        theta = np.empty((ids.shape[0], self.n_params), dtype=self.dtype)
+        return normal_rows(theta, ids, 0, key, self.init_std, parallel=parallel)
+
+    def output_weights(self, theta: np.ndarray) -> np.ndarray:
+        """``w`` of every particle (N, n), a view."""
+        return theta[:, self.n_params - self.hidden:]
 
     def evaluate(self, theta: np.ndarray, carry: np.ndarray, state_noise: np.ndarray,
-                 columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                 columns: np.ndarray, parallel: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Predictions (float64, N) and next carried state (N, n_carry) on one sequence.
 
         ``carry`` is the state of the previous step, ``state_noise`` the transition noise
         of the new state (both (N, n_carry)); ``columns`` is (m, p) in the model dtype.
         """
-        predictions, next_carry, _ = self._run(theta, carry, state_noise, columns, 0.0, 0.0)
+        predictions, next_carry, _ = self._run(theta, carry, state_noise, columns, 0.0, 0.0,
+                                               parallel)
         return predictions, next_carry
 
-    def score(self, theta, carry, state_noise, columns, target: float, obs_noise: float):
+    def score(self, theta, carry, state_noise, columns, target: float, obs_noise: float,
+              parallel: bool = False):
         """Log-likelihoods ``log N(target; d_hat_i, r)`` (float64) and next carried state."""
         _, next_carry, log_likelihood = self._run(theta, carry, state_noise, columns, target,
-                                                  obs_noise)
+                                                  obs_noise, parallel)
         return log_likelihood, next_carry
 
-    def _run(self, theta, carry, state_noise, columns, target, obs_noise):
+    def _run(self, theta, carry, state_noise, columns, target, obs_noise, parallel):
         count = theta.shape[0]
         n = self.hidden
         if self.carry_state:
-            return lstm_predict(theta, columns, carry, state_noise, n, True, target, obs_noise)
+            return lstm_predict(theta, columns, carry, state_noise, n, True, target, obs_noise,
+                                parallel)
         start = np.zeros((count, 2 * n), dtype=self.dtype)
         predictions, _, log_likelihood = lstm_predict(theta, columns, start, start, n, False,
-                                                      target, obs_noise)
+                                                      target, obs_noise, parallel)
         return predictions, np.empty((count, 0), self.dtype), log_likelihood
+
+    def population_gradient(self, theta: np.ndarray, carry: np.ndarray, columns: np.ndarray,
+                            parallel: bool = False):
+        """``(d_hat (N,) float64, d d_hat / d theta (N, P), next state)`` of every particle.
+
+        At ``theta`` without state noise; the carried state is an input without gradient.
+        """
+        count, n = theta.shape[0], self.hidden
+        start = carry if self.carry_state else np.zeros((count, 2 * n), dtype=self.dtype)
+        predictions, gradient, state = lstm_population_gradient(theta, columns, start, n,
+                                                                parallel=parallel)
+        next_carry = state if self.carry_state else np.empty((count, 0), self.dtype)
+        return predictions, gradient, next_carry
 
     def prediction_gradient(self, theta: np.ndarray, carry: np.ndarray,
                             columns: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -118,21 +145,32 @@ class LinearModel:
 
     n_carry = 0
 
-    def initial_particles(self, count: int, rng: np.random.Generator):
-        """``theta ~ N(0, init_std^2 I)``; no carried state."""
-        theta = self.init_std * rng.standard_normal((count, self.n_params), dtype=self.dtype)
-        return theta, np.zeros((count, 0), dtype=self.dtype)
+    def initial_theta(self, ids: np.ndarray, key, parallel: bool = False) -> np.ndarray:
+        """``theta ~ N(0, init_std^2 I)`` of particles ``ids`` (counter-based, step 0)."""
+        theta = np.empty((ids.shape[0], self.n_params), dtype=self.dtype)
+        return normal_rows(theta, ids, 0, key, self.init_std, parallel=parallel)
 
-    def evaluate(self, theta, carry, state_noise, columns):
+    def output_weights(self, theta: np.ndarray) -> np.ndarray:
+        """The linear model has no output weights (no state noise reaches ``d_hat``)."""
+        return theta[:, :0]
+
+    def evaluate(self, theta, carry, state_noise, columns, parallel: bool = False):
         """Predictions ``theta_i^T x_bar`` (float64) and an empty carried state."""
         mean_column = columns.mean(axis=0, dtype=np.float64)
         predictions = theta.astype(np.float64, copy=False) @ mean_column
         return predictions, carry
 
-    def score(self, theta, carry, state_noise, columns, target: float, obs_noise: float):
+    def score(self, theta, carry, state_noise, columns, target: float, obs_noise: float,
+              parallel: bool = False):
         """Log-likelihoods ``log N(target; d_hat_i, r)`` (float64) and the (empty) state."""
         predictions, carry = self.evaluate(theta, carry, state_noise, columns)
         return gaussian_log_likelihood(target, predictions, obs_noise), carry
+
+    def population_gradient(self, theta, carry, columns, parallel: bool = False):
+        """``(theta_i^T x_bar, x_bar for every particle, empty state)``."""
+        mean_column = columns.mean(axis=0, dtype=np.float64)
+        predictions = theta.astype(np.float64, copy=False) @ mean_column
+        return predictions, np.broadcast_to(mean_column, theta.shape), carry
 
     def prediction_gradient(self, theta, carry, columns):
         """``(theta^T x_bar, x_bar, empty carried state)``."""

@@ -59,6 +59,18 @@ def check_drops(faults, topology) -> None:
             raise InputError(f"faults.drop at step {step}: {error}") from None
 
 
+def check_threads(threads: int) -> None:
+    """``run.threads`` within what numba may start here; set it (1: serial kernels)."""
+    from .kernels import get_num_threads_limit, set_threads
+
+    limit = get_num_threads_limit()
+    if threads > limit:
+        raise InputError(f"run.threads = {threads}: numba may start at most {limit} threads "
+                         "in this process (NUMBA_NUM_THREADS, default: the core count)")
+    if threads > 1:
+        set_threads(threads)
+
+
 class Network:
     """The graph as the run goes: the topology and this node's neighbourhood.
 
@@ -133,6 +145,7 @@ class Node:
                 check_drops(config.faults, topology)
             self.model = build_model(config.model, input_dim)
             self.traits["check"](config, self.model)
+            check_threads(config.run.threads)
         except InputError as problem:
             error = str(problem)
         error = comm_layer.agree_on_error(comm, error)

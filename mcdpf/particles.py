@@ -1,15 +1,24 @@
-"""What every particle filter here shares: the population, its ids, and the update step.
+"""What every particle filter here shares: the population, its randomness, the update step.
 
-A population (:class:`Particles`) holds ``theta`` (N, n_theta) and the carried LSTM state
-(N, n_carry) in the model dtype, normalised float64 log-weights and 64-bit ids
+A population (:class:`Particles`) holds the parameters ``theta`` and the carried LSTM
+state in the model dtype, normalised float64 log-weights and 64-bit ids
 ``rank * 2**40 + serial``: resampled offspring get fresh ids, so a test can prove that a
-walk never loses or duplicates a particle.
+walk never loses or duplicates a particle. After resampling the population's parameters
+are ``theta[ancestors]``, gathered lazily: the next step's propagation does the gather
+and adds the noise in one pass (:func:`propagate`).
+
+**Randomness** is counter-based (:mod:`mcdpf.kernels.counter_rng`): every draw is a pure
+function of the run's seed, a purpose, the step and a particle id (or, for resampling, a
+node), so results are the same for any thread count, a checkpoint needs no generator
+state, and a node can regenerate a visiting particle's state noise instead of receiving
+it. :class:`Keys` lists the purposes.
 
 :func:`reweight_estimate_resample` is the one update that ``pf``, ``cpf``, ``rpf`` and
 ``dpf`` share (particles' ``SMC.__next__`` reads the same way): normalise the log-weights
 (log-sum-exp; a population with no finite weight is reset to uniform and counted), the
-effective sample size, the weighted-mean estimate, and resampling back to ``count``
-particles when the ESS falls below ``threshold * size`` (``threshold=None``: always).
+effective sample size, the weighted-mean estimate (float64, accumulated in a kernel
+without a float64 copy of ``theta``), and resampling back to ``count`` particles when the
+ESS falls below ``threshold * size`` (``threshold=None``: always).
 """
 
 from __future__ import annotations
@@ -18,25 +27,64 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels import effective_sample_size, normalize_log_weights, resample
+from .kernels import (
+    effective_sample_size,
+    gather_add_normal,
+    id_uniforms,
+    normal_rows,
+    normalize_log_weights,
+    random_uniforms,
+    stream_key,
+    weighted_mean,
+)
+from .registry import RESAMPLING
 
 ID_SERIAL_BITS = 40
-RANDOM_STREAMS = ("init", "propagate", "walk", "resample")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The Philox keys of one run's random draws, one per purpose (from the seed)."""
+
+    initial: tuple[int, int]
+    theta: tuple[int, int]
+    state: tuple[int, int]
+    resample: tuple[int, int]
+    walk: tuple[int, int]
+    observation: tuple[int, int]
+    balance: tuple[int, int]
+    estimate: tuple[int, int]
+
+    @classmethod
+    def of(cls, seed: int) -> Keys:
+        """The keys of ``seed``: purposes 1 (initial particles) to 8, in field order."""
+        names = [field for field in cls.__dataclass_fields__]
+        return cls(**{name: stream_key(seed, purpose)
+                      for purpose, name in enumerate(names, start=1)})
 
 
 @dataclass(frozen=True)
 class Particles:
-    """A population: parameters, carried state, normalised log-weights, ids."""
+    """A population: parameters, carried state, normalised log-weights, ids.
+
+    With ``ancestors`` the population's parameters are ``theta[ancestors]`` (a resampled
+    population whose gather is deferred to the next propagation).
+    """
 
     theta: np.ndarray
     carry: np.ndarray
     log_weights: np.ndarray
     ids: np.ndarray
+    ancestors: np.ndarray | None = None
 
     @property
     def size(self) -> int:
         """Number of particles."""
-        return self.theta.shape[0]
+        return self.ids.shape[0]
+
+    def parameters(self) -> np.ndarray:
+        """The population's parameters (N, n_theta), gathered if need be."""
+        return self.theta if self.ancestors is None else self.theta[self.ancestors]
 
 
 def fresh_ids(rank: int, serial: int, count: int) -> np.ndarray:
@@ -45,28 +93,38 @@ def fresh_ids(rank: int, serial: int, count: int) -> np.ndarray:
     return prefix + np.arange(serial, serial + count, dtype=np.int64)
 
 
-def random_streams(seed: int, key: int, names=RANDOM_STREAMS) -> dict:
-    """Independent generators for one node (``key`` = rank) from one seed."""
-    children = np.random.SeedSequence(seed, spawn_key=(key,)).spawn(len(names))
-    return {name: np.random.default_rng(child) for name, child in zip(names, children, strict=True)}
+def propagate(particles: Particles, step: int, keys: Keys, noise_std: float,
+              parallel: bool = False) -> np.ndarray:
+    """``theta_t = theta_{t-1} + N(0, q I)`` of every particle (a new array).
+
+    One pass: the deferred resampling gather and the counter-based noise of each id.
+    """
+    ancestors = particles.ancestors
+    if ancestors is None:
+        ancestors = np.arange(particles.size, dtype=np.int64)
+    return gather_add_normal(particles.theta, ancestors, particles.ids, step, keys.theta,
+                             noise_std, parallel=parallel)
 
 
-def generator_states(streams: dict) -> dict:
-    """The bit-generator states of :func:`random_streams` (JSON-ready)."""
-    return {name: generator.bit_generator.state for name, generator in streams.items()}
+def state_noise(ids: np.ndarray, width: int, step: int, keys: Keys, noise_std: float,
+                dtype, parallel: bool = False) -> np.ndarray:
+    """The transition noise ``N(0, q I)`` of the carried states of particles ``ids``."""
+    noise = np.empty((ids.shape[0], width), dtype=dtype)
+    if width:
+        normal_rows(noise, ids, step, keys.state, noise_std, parallel=parallel)
+    return noise
 
 
-def restored_streams(states: dict, seed: int, key: int) -> dict:
-    """Generators of :func:`random_streams` put back to saved ``states``."""
-    streams = random_streams(seed, key)
-    for name, generator in streams.items():
-        generator.bit_generator.state = states[name]
-    return streams
+def standard_normals(ids: np.ndarray, width: int, step: int, key, dtype,
+                     parallel: bool = False) -> np.ndarray:
+    """Standard normals (N, width) of particles ``ids`` under ``key``."""
+    values = np.empty((ids.shape[0], width), dtype=dtype)
+    return normal_rows(values, ids, step, key, 1.0, parallel=parallel)
 
 
-def weighted_mean(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``sum_i w_i values_i`` in float64."""
-    return weights @ values.astype(np.float64, copy=False)
+def particle_uniforms(ids: np.ndarray, step: int, block: int, key) -> np.ndarray:
+    """One uniform per particle for event ``block`` of ``step`` (e.g. a walk move)."""
+    return id_uniforms(ids, step, block, key)
 
 
 def normalised(log_weights: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
@@ -83,6 +141,19 @@ def predictive_mean(log_weights: np.ndarray, predictions: np.ndarray) -> float:
     return float(weights @ predictions)
 
 
+def resample_ancestors(scheme: str, weights: np.ndarray, count: int, step: int,
+                       stream: int, keys: Keys) -> np.ndarray:
+    """Ancestor indices (ascending) drawn by ``scheme`` from counter-based uniforms.
+
+    ``stream`` is the node whose draw this is (the oracle's key for ``cpf``).
+    """
+    entry = RESAMPLING.entry(scheme)
+    uniforms = random_uniforms(entry.traits["uniforms"](count), step, stream, keys.resample)
+    out = np.empty(count, dtype=np.int64)
+    entry.target(np.ascontiguousarray(weights, dtype=np.float64), uniforms, out)
+    return out
+
+
 @dataclass(frozen=True)
 class Update:
     """Result of :func:`reweight_estimate_resample`."""
@@ -96,8 +167,9 @@ class Update:
 
 
 def reweight_estimate_resample(theta, carry, log_weights, ids, *, count: int,
-                               threshold: float | None, scheme: str, rng, rank: int,
-                               next_serial: int) -> Update:
+                               threshold: float | None, scheme: str, step: int,
+                               keys: Keys, rank: int, next_serial: int,
+                               parallel: bool = False) -> Update:
     """Normalise, estimate, and resample to ``count`` particles if the ESS is low.
 
     Parameters
@@ -110,22 +182,21 @@ def reweight_estimate_resample(theta, carry, log_weights, ids, *, count: int,
         ``N``, the population size after resampling.
     threshold
         Resample when ``ESS < threshold * M``; ``None``: always (Algorithm 1).
-    scheme, rng
-        Resampling scheme and the generator of its uniforms.
+    scheme, step, keys
+        Resampling scheme and the counter of its uniforms.
     rank, next_serial
-        Id prefix and the next free serial of this rank.
+        Id prefix (and resampling stream) and the next free serial of this rank.
     """
     weights, degenerate, log_weights = normalised(log_weights)
     ess = effective_sample_size(weights)
-    estimate = weighted_mean(weights, theta)
-    held = theta.shape[0]
+    estimate = weighted_mean(weights, theta, parallel=parallel)
+    held = ids.shape[0]
     resampled = threshold is None or ess < threshold * held
     if resampled:
-        ancestors = resample(scheme, weights, count, rng)
-        particles = Particles(theta=np.ascontiguousarray(theta[ancestors]),
-                              carry=np.ascontiguousarray(carry[ancestors]),
+        ancestors = resample_ancestors(scheme, weights, count, step, rank, keys)
+        particles = Particles(theta=theta, carry=np.ascontiguousarray(carry[ancestors]),
                               log_weights=np.full(count, -np.log(count)),
-                              ids=fresh_ids(rank, next_serial, count))
+                              ids=fresh_ids(rank, next_serial, count), ancestors=ancestors)
         next_serial += count
     else:
         particles = Particles(theta=theta, carry=carry, log_weights=log_weights, ids=ids)

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import numpy as np
 
-PROPOSALS = ("prior", "linearized")
-
 
 def linearized_step(theta, gradients, predictions, targets, noise_variance, state_noise,
                     standard_normals, observation_normals):

@@ -165,7 +165,7 @@ class RelayParticleFilter(ParticleFilter):
     """
 
     def __init__(self, model, settings, seed: int, node: int, topology, neighbourhood,
-                 relay_settings, key: int | None = None):
+                 relay_settings, key: int | None = None, parallel: bool = False):
         hops = relay_settings.hops or topology.diameter
         relay_plan = RelayPlan(topology, node, hops)
         ball = relay_plan.ball
@@ -175,4 +175,4 @@ class RelayParticleFilter(ParticleFilter):
         plan = StreamPlan(tuple(ball), own=ball.index(node), exponents=exponents,
                           measurements=self.relay)
         super().__init__(model, settings, seed, node if key is None else key,
-                         settings.particles, plan)
+                         settings.particles, plan, parallel)

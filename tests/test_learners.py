@@ -135,7 +135,7 @@ def test_sgd_step_is_the_exact_gradient_step(tmp_path):
 
     config = config_for(tmp_path, "sgd")
     model = build_model(config.model, 2)
-    learner = OnlineSGD(model, lambda: np.random.default_rng(0), learning_rate=0.05)
+    learner = OnlineSGD(model, seed=0, node=0, learning_rate=0.05)
     columns = np.random.default_rng(1).standard_normal((4, 2))
     state = learner.initial_state()
     before = state.estimate.copy()

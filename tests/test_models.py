@@ -22,7 +22,8 @@ def test_parameter_count_formula():
 def test_lstm_model_prediction_and_carried_state(carry_state):
     rng = np.random.default_rng(2)
     model = build_model(ModelConfig(n=3, carry_state=carry_state, init_std=0.7), inputs=2)
-    theta, carry = model.initial_particles(6, rng)
+    theta = model.initial_theta(np.arange(6, dtype=np.int64), (1, 2))
+    carry = np.zeros((6, model.n_carry))
     if carry_state:
         carry = rng.standard_normal(carry.shape)
     noise = 0.01 * rng.standard_normal(carry.shape)

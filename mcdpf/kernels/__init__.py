@@ -20,6 +20,7 @@ from .counter_rng import (
     add_normal_rows_parallel_kernel,
     gather_add_normal_kernel,
     gather_add_normal_parallel_kernel,
+    id_uniforms_kernel,
     normal_rows_kernel,
     normal_rows_parallel_kernel,
     uniforms_kernel,
@@ -38,7 +39,12 @@ from .lstm import (
     lstm_particle_major_parallel_kernel,
 )
 from .walk import route_kernel
-from .weights import effective_sample_size_kernel, normalize_log_weights_kernel
+from .weights import (
+    effective_sample_size_kernel,
+    normalize_log_weights_kernel,
+    weighted_mean_kernel,
+    weighted_mean_parallel_kernel,
+)
 
 FLOAT_TYPES = (np.float64, np.float32)
 # Models with n (n + p) up to this use the batch-major kernel (SIMD across particles);
@@ -96,14 +102,15 @@ def lstm_mean_states(theta: np.ndarray, columns: np.ndarray, start: np.ndarray, 
 
 def lstm_predict(theta: np.ndarray, columns: np.ndarray, start: np.ndarray,
                  noise: np.ndarray, hidden: int, carry_state: bool, target: float = 0.0,
-                 obs_noise: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 obs_noise: float = 0.0, parallel: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predictions, new state and (if ``obs_noise > 0``) log-likelihoods on one sequence.
 
     The state (N, 2n) is the mean-pooled ``[c_bar, y_bar]`` from ``start``, plus
     ``noise`` when the state is carried; predictions (float64) are ``w_i^T y_bar_i``;
     log-likelihoods (float64) ``log N(target; d_hat_i, obs_noise)``.
     """
-    state = lstm_mean_states(theta, columns, start, hidden)
+    state = lstm_mean_states(theta, columns, start, hidden, parallel=parallel)
     count = theta.shape[0]
     predictions = np.empty(count)
     log_likelihood = np.empty(count if obs_noise > 0 else 0)
@@ -303,6 +310,51 @@ def random_uniforms(count: int, step: int, stream: int, key,
     return out
 
 
+def id_uniforms(ids: np.ndarray, step: int, block: int, key,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """One float64 uniform in (0, 1) per particle id, from counter ``(block, step, id)``."""
+    k0, k1 = _check_counter(step, key)
+    if not 0 <= block < 2 ** 32:
+        raise ValueError(f"block {block} is outside [0, 2^32)")
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if out is None:
+        out = np.empty(ids.shape[0])
+    id_uniforms_kernel(out, ids, step, block, k0, k1)
+    return out
+
+
+def weighted_mean(weights: np.ndarray, values: np.ndarray,
+                  parallel: bool = False) -> np.ndarray:
+    """``sum_i w_i values[i, :]`` in float64, reading ``values`` in place (any row stride).
+
+    Partial sums over fixed blocks of rows, added in order: the same bits serial or
+    ``parallel``.
+    """
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] != weights.shape[0]:
+        raise ValueError(f"values {values.shape} do not match {weights.shape[0]} weights")
+    if values.dtype not in FLOAT_TYPES:
+        raise TypeError(f"values dtype {values.dtype} is not float64 or float32")
+    out = np.empty(values.shape[1])
+    (weighted_mean_parallel_kernel if parallel else weighted_mean_kernel)(weights, values, out)
+    return out
+
+
+def set_threads(count: int) -> None:
+    """Use ``count`` numba threads for the ``parallel`` kernels (at most NUMBA_NUM_THREADS)."""
+    if count > get_num_threads_limit():
+        raise ValueError(f"run.threads = {count} exceeds the {get_num_threads_limit()} "
+                         "threads numba may start (set NUMBA_NUM_THREADS)")
+    set_num_threads(count)
+
+
+def get_num_threads_limit() -> int:
+    """Most threads numba may start in this process (``NUMBA_NUM_THREADS``)."""
+    from numba import config
+
+    return int(config.NUMBA_NUM_THREADS)
+
+
 def warm_up(dtype, parallel: bool = False) -> None:
     """Load (or compile) every kernel for ``dtype`` before timing starts.
 
@@ -330,3 +382,7 @@ def warm_up(dtype, parallel: bool = False) -> None:
             normal_rows(rows, ids, 0, (0, 0), add=add, parallel=threaded)
         gather_add_normal(rows, ids, ids, 0, (0, 0), 1.0, parallel=threaded)
     random_uniforms(3, 0, 0, (0, 0))
+    id_uniforms(ids, 0, 0, (0, 0))
+    weighted_mean(np.ones(2), rows)
+    if parallel:
+        weighted_mean(np.ones(2), rows, parallel=True)

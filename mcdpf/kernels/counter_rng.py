@@ -483,3 +483,19 @@ def uniforms_kernel(out, step, stream_lo, stream_hi, k0, k1):
     if count > 2 * full:
         r0, r1, r2, r3 = _philox(np.uint64(full), step, c2, c3, k0, k1)
         out[count - 1] = _uniform64(r0, r1)
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def id_uniforms_kernel(out, ids, step, block, k0, k1):
+    """``out[i]``: float64 uniform in (0, 1) from counter ``(block, step, ids[i])``.
+
+    One per particle (words r0, r1 of its block): a particle's own draw of one event,
+    e.g. its move at walk step ``block``, the same wherever it is computed.
+    """
+    step, k0, k1 = _masked(step, k0, k1)
+    b = np.uint64(block) & _MASK
+    for i in range(out.shape[0]):
+        identity = np.uint64(ids[i])
+        r0, r1, _, _ = _philox(b, step, identity & _MASK, (identity >> _SHIFT) & _MASK,
+                               k0, k1)
+        out[i] = _uniform64(r0, r1)
