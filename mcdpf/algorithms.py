@@ -80,6 +80,14 @@ def _ekf_check(config, model) -> None:
     check_covariance_memory(model, config.ekf)
 
 
+def _particle_check(config, model) -> None:
+    if config.filter.kernel == "gaussian":
+        particles = config.filter.particles
+        if config.run.algorithm == "cpf":
+            particles = config.filter.central_particles or particles  # per-node count known later
+        check_covariance_memory(model, config.ekf, copies=particles)
+
+
 def _dpf_warnings(config, topology) -> list[str]:
     if config.filter.migration == "balanced" and not np.allclose(
             topology.transition.sum(axis=0), 1.0):
@@ -96,12 +104,13 @@ def register(name: str, summary: str, *, communicating: bool = False,
                                warnings=warnings)
 
 
-@register("pf", "particle filter at each node, no communication")
+@register("pf", "particle filter at each node, no communication", check=_particle_check)
 def build_pf(context: LearnerContext):
     """Local particle filter."""
     settings = context.config.filter
     return ParticleFilter(context.model, settings, context.seed, context.node,
-                          settings.particles, StreamPlan((context.node,)), context.parallel)
+                          settings.particles, StreamPlan((context.node,)), context.parallel,
+                          context.initial_variance())
 
 
 @register("dpf", "Markov chain distributed particle filter (MCDPF)", communicating=True,
@@ -114,7 +123,7 @@ def build_dpf(context: LearnerContext):
 
 
 @register("cpf", "centralized particle filter over every node's data (oracle)",
-          needs_all_streams=True)
+          needs_all_streams=True, check=_particle_check)
 def build_cpf(context: LearnerContext):
     """Centralized particle filter (oracle): the same random streams on every rank."""
     settings = context.config.filter
@@ -123,7 +132,7 @@ def build_cpf(context: LearnerContext):
     plan = StreamPlan(tuple(range(nodes)), own=context.node,
                       measurements=context.measurements)
     return ParticleFilter(context.model, settings, context.seed, CENTRAL_KEY, count, plan,
-                          context.parallel)
+                          context.parallel, context.initial_variance())
 
 
 def _rpf_warnings(config, topology) -> list[str]:
@@ -140,14 +149,15 @@ def _rpf_warnings(config, topology) -> list[str]:
 
 
 @register("rpf", "relay particle filter: neighbourhoods' measurements, particles stay",
-          communicating=True, warnings=_rpf_warnings)
+          communicating=True, warnings=_rpf_warnings, check=_particle_check)
 def build_rpf(context: LearnerContext):
     """Relay particle filter."""
     from .rpf import RelayParticleFilter
 
     return RelayParticleFilter(context.model, context.config.filter, context.seed,
                                context.node, context.topology, context.neighbourhood,
-                               context.config.relay, parallel=context.parallel)
+                               context.config.relay, parallel=context.parallel,
+                               initial_variance=context.initial_variance())
 
 
 @register("sgd", "online gradient descent (BPTT within the sequence)")

@@ -57,14 +57,18 @@ def initial_estimate(model, seed: int, node: int) -> np.ndarray:
     return draw[0]
 
 
-def check_covariance_memory(model, ekf_settings) -> None:
-    """Refuse an EKF whose covariance (and one working copy) would not fit the budget."""
-    needed = 2 * model.n_params ** 2 * 8 / BYTES_PER_GB
+def check_covariance_memory(model, ekf_settings, copies: int = 1) -> None:
+    """Refuse covariances (and one working copy) that would not fit the memory budget.
+
+    ``copies``: how many ``n_theta x n_theta`` covariances (Gaussian particles).
+    """
+    needed = 2 * copies * model.n_params ** 2 * 8 / BYTES_PER_GB
     if needed > ekf_settings.max_memory_gb:
-        raise InputError(f"ekf: the {model.n_params} x {model.n_params} covariance needs "
-                         f"{needed:.1f} GB, more than ekf.max_memory_gb = "
-                         f"{ekf_settings.max_memory_gb:g}; use a smaller model.n or raise "
-                         "the limit")
+        what = "covariance" if copies == 1 else f"covariances of {copies} Gaussian particles"
+        raise InputError(f"ekf: the {model.n_params} x {model.n_params} {what} need"
+                         f"{'s' if copies == 1 else ''} {needed:.1f} GB, more than "
+                         f"ekf.max_memory_gb = {ekf_settings.max_memory_gb:g}; use a smaller "
+                         "model.n (or fewer particles) or raise the limit")
 
 
 def metropolis_row(topology, node: int) -> tuple[float, np.ndarray]:

@@ -31,6 +31,7 @@ from .registry import ALGORITHMS, RESAMPLING, SOURCES, TOPOLOGIES, WALKS
 
 PARTITIONS = ("replicate", "interleave", "shard")
 PROPOSALS = ("prior", "linearized")
+KERNELS = ("point", "gaussian")
 MIGRATIONS = ("free", "balanced")
 DTYPES = ("float64", "float32")
 NONFINITE_POLICIES = ("error", "skip")
@@ -160,9 +161,15 @@ class FilterConfig:
                          "prediction (results identical either way)", "bool")
     central_particles: int | None = _key(None, "cpf particles; default N * K", "int",
                                          minimum=1, optional=True)
+    kernel: str = _key("point", "particles: point (a parameter vector each, the papers') or "
+                       "gaussian (a Gaussian N(m, P) each, updated by the EKF: a Gaussian-sum "
+                       "particle filter; pf, cpf, rpf)", "str", choices=KERNELS)
     proposal: str = _key("prior", "importance proposal: prior (the transition, as the "
                          "papers) or linearized (optimal proposal of the model linearised at "
                          "each particle, exact weights)", "str", choices=PROPOSALS)
+    visit_centering: bool = _key(False, "dpf: weight each visit by the likelihood relative to "
+                                 "the mean over the particles at that node (a control "
+                                 "variate for the walk's randomness)", "bool")
     wire_dtype: str | None = _key(None, "dpf: float type of migrating particles on the wire; "
                                   "default: the model dtype (float32 halves a float64 "
                                   "run's bytes)", "str", choices=DTYPES, optional=True)
@@ -469,6 +476,14 @@ def _check_consistency(config: Config) -> None:
                          "only")
     if data.columns is not None and data.source != "csv":
         raise InputError(f"{src}: [data] 'columns' goes with source = \"csv\" only")
+    if config.filter.kernel == "gaussian":
+        if config.run.algorithm == "dpf":
+            raise InputError(f"{src}: [filter] kernel = \"gaussian\" is for particles that "
+                             "stay (pf, cpf, rpf): dpf would send every particle's n_theta^2 "
+                             "covariance")
+        if config.filter.proposal != "prior":
+            raise InputError(f"{src}: [filter] proposal = \"{config.filter.proposal}\" is for "
+                             "point particles; gaussian particles are updated by the EKF")
     wire = config.filter.wire_dtype
     if wire is not None and np.dtype(wire).itemsize > np.dtype(config.model.dtype).itemsize:
         raise InputError(f"{src}: [filter] wire_dtype = \"{wire}\" is wider than "

@@ -219,7 +219,10 @@ class DistributedParticleFilter(ParticleFilter):
             carry=np.concatenate([walkers.carry[stay], arrived_carry]),
             log_likelihood=np.concatenate([walkers.log_likelihood[stay], log_likelihood]),
             next_carry=np.concatenate([walkers.next_carry[stay], next_carry]))
-        joined.log_weight += self.visit_exponent * joined.log_likelihood
+        visit = joined.log_likelihood
+        if self.settings.visit_centering and joined.size:
+            visit = visit - visit.mean()
+        joined.log_weight += self.visit_exponent * visit
         return joined, received.shape[0], sent, sent_bytes
 
     # ------------------------------------------------------------------ protocol

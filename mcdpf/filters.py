@@ -13,6 +13,13 @@ per stream:
 ``rpf``
     the streams of the node's neighbourhood, relayed (:mod:`mcdpf.rpf`).
 
+Particles are point particles (a parameter vector each, the papers'), or with
+``filter.kernel = "gaussian"`` Gaussian particles ``N(m_i, P_i)`` each updated by the
+extended Kalman filter with every measured stream (:mod:`mcdpf.kernels.gaussian`) and
+weighted by its predictive density: a Gaussian-sum particle filter (Alspach & Sorenson
+1972; Kotecha & Djuric 2003). With one particle it is the EKF; with several, a mixture of
+EKFs started from the prior's draws, resampled when the ESS is low.
+
 At every step (the online protocol):
 
 1. :meth:`~ParticleFilter.predict` propagates every particle (``theta += N(0, q I)``; each
@@ -35,6 +42,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .kernels import add_diagonal, gaussian_update
 from .learner import StepInfo
 from .models import gaussian_log_likelihood
 from .particles import (
@@ -128,10 +136,12 @@ class ParticleFilter:
         The streams weighted (:class:`StreamPlan`).
     parallel
         Run the kernels on numba's threads (bit-identical results).
+    initial_variance
+        ``P0`` scale of Gaussian particles (``filter.kernel = "gaussian"``).
     """
 
     def __init__(self, model, settings, seed: int, key: int, count: int, plan: StreamPlan,
-                 parallel: bool = False):
+                 parallel: bool = False, initial_variance: float | None = None):
         self.model = model
         self.settings = settings
         self.seed = seed
@@ -142,6 +152,9 @@ class ParticleFilter:
         self.parallel = parallel
         self.noise_std = float(np.sqrt(settings.state_noise))
         self.linearized = settings.proposal == "linearized"
+        self.gaussian = settings.kernel == "gaussian"
+        self.initial_variance = initial_variance if initial_variance is not None \
+            else model.init_std ** 2
 
     @property
     def carry_width(self) -> int:
@@ -152,10 +165,16 @@ class ParticleFilter:
         """``theta ~ N(0, init_std^2 I)``, zero states, uniform weights."""
         ids = fresh_ids(self.key, 0, self.count)
         theta = self.model.initial_theta(ids, self.keys.initial, self.parallel)
+        covariance = None
+        if self.gaussian:
+            theta = theta.astype(np.float64)
+            covariance = np.zeros((self.count, theta.shape[1], theta.shape[1]))
+            add_diagonal(covariance, self.initial_variance)
         particles = Particles(theta=theta,
                               carry=np.zeros((self.count, self.carry_width),
                                              dtype=self.model.dtype),
-                              log_weights=np.full(self.count, -np.log(self.count)), ids=ids)
+                              log_weights=np.full(self.count, -np.log(self.count)), ids=ids,
+                              covariance=covariance)
         estimate = weighted_mean(np.full(self.count, 1.0 / self.count), theta, self.parallel)
         return FilterState(particles=particles, estimate=estimate, next_serial=self.count)
 
@@ -184,15 +203,17 @@ class ParticleFilter:
     def predict(self, state: FilterState, step: int, columns) -> tuple[float, Evaluation]:
         """Propagate and evaluate this node's sequence; the predictive mean (NaN: no data)."""
         particles = state.particles
-        if self.linearized:
+        if self.linearized or self.gaussian:
             theta = particles.parameters()
             predictions = gradient = None
+            next_carry = None
             if columns is not None:
-                predictions, gradient, _ = self.model.population_gradient(
-                    theta, self.stream_carry(particles.carry, self.plan.own), columns,
-                    self.parallel)
+                predictions, gradient, next_carry = self.model.population_gradient(
+                    self.in_model_dtype(theta),
+                    self.stream_carry(particles.carry, self.plan.own), columns, self.parallel)
             pending = Evaluation(step=step, columns=columns, theta=theta,
-                                 predictions=predictions, next_carry=None, gradient=gradient)
+                                 predictions=predictions, next_carry=next_carry,
+                                 gradient=gradient)
         else:
             theta = propagate(particles, step, self.keys, self.noise_std, self.parallel)
             noise = self.transition_noise(particles, step)
@@ -273,11 +294,51 @@ class ParticleFilter:
         next_carry = np.concatenate(carries, axis=1) if self.model.n_carry else carry
         return total, next_carry
 
+    def in_model_dtype(self, theta: np.ndarray) -> np.ndarray:
+        """Parameters in the model dtype (Gaussian particles' means are float64)."""
+        return np.ascontiguousarray(theta, dtype=self.model.dtype)
+
+    def gaussian_update(self, state: FilterState, pending: Evaluation, measured: list):
+        """EKF update of every Gaussian particle with every measured stream, in turn.
+
+        The own stream first (linearised at the means where the prediction was made),
+        then the others in plan order, each linearised at the means the previous updates
+        left. Returns ``(means, covariances, log weight factors, next carried states)``.
+        """
+        particles = state.particles
+        means = np.array(pending.theta, dtype=np.float64)
+        covariance = add_diagonal(particles.covariance.copy(), self.settings.state_noise)
+        total = np.zeros(particles.size)
+        own = self.plan.own
+        carries = [self.stream_carry(particles.carry, index)
+                   for index in range(len(self.plan.nodes))]
+        if pending.next_carry is not None:
+            carries[own] = pending.next_carry
+        for index in [own] + [k for k in range(len(measured)) if k != own]:
+            if measured[index] is None:
+                continue
+            columns, label = measured[index]
+            if index == own:
+                predictions, gradient = pending.predictions, pending.gradient
+            else:
+                predictions, gradient, carries[index] = self.model.population_gradient(
+                    self.in_model_dtype(means), carries[index], columns, self.parallel)
+            noise = np.full(particles.size, self.settings.obs_noise / self.plan.exponent(index))
+            total += gaussian_update(means, covariance, gradient, predictions, label, noise,
+                                     self.parallel)
+        next_carry = carries[0] if len(carries) == 1 else (
+            np.concatenate(carries, axis=1) if self.model.n_carry else particles.carry)
+        return means, covariance, total, next_carry
+
     def learn(self, state: FilterState, pending: Evaluation, target):
         """Weight by the plan's likelihoods, estimate, resample if the ESS is low."""
         particles = state.particles
         measured, bytes_sent = self.gather(pending, target)
-        if self.linearized:
+        covariance = None
+        if self.gaussian:
+            theta, covariance, log_likelihood, next_carry = self.gaussian_update(
+                state, pending, measured)
+        elif self.linearized:
             theta, correction = self.propose(state, pending, measured)
             noise = self.transition_noise(particles, pending.step)
             log_likelihood, next_carry = self.log_likelihood(theta, particles.carry, noise,
@@ -295,7 +356,8 @@ class ParticleFilter:
             theta, next_carry, particles.log_weights + log_likelihood, particles.ids,
             count=self.count, threshold=self.settings.ess_threshold,
             scheme=self.settings.resampling, step=pending.step, keys=self.keys,
-            rank=self.key, next_serial=state.next_serial, parallel=self.parallel)
+            rank=self.key, next_serial=state.next_serial, parallel=self.parallel,
+            covariance=covariance)
         new_state = FilterState(particles=update.particles, estimate=update.estimate,
                                 next_serial=update.next_serial)
         info = StepInfo(ess=update.ess, resampled=update.resampled, held=particles.size,
@@ -320,15 +382,19 @@ class ParticleFilter:
     def state_arrays(self, state: FilterState) -> dict:
         """Arrays and counters of ``state`` (for a checkpoint; no generator state)."""
         particles = state.particles
-        return {"theta": particles.parameters(), "carry": particles.carry,
-                "log_weights": particles.log_weights, "ids": particles.ids,
-                "estimate": state.estimate, "id_serial": state.next_serial,
-                "empty_walks": state.empty_walks}
+        arrays = {"theta": particles.parameters(), "carry": particles.carry,
+                  "log_weights": particles.log_weights, "ids": particles.ids,
+                  "estimate": state.estimate, "id_serial": state.next_serial,
+                  "empty_walks": state.empty_walks}
+        if particles.covariance is not None:
+            arrays["covariance"] = particles.covariance
+        return arrays
 
     def restore(self, arrays: dict) -> FilterState:
         """The state saved by :meth:`state_arrays`."""
         particles = Particles(theta=arrays["theta"], carry=arrays["carry"],
-                              log_weights=arrays["log_weights"], ids=arrays["ids"])
+                              log_weights=arrays["log_weights"], ids=arrays["ids"],
+                              covariance=arrays.get("covariance"))
         return FilterState(particles=particles, estimate=arrays["estimate"],
                            next_serial=int(arrays["id_serial"]),
                            empty_walks=int(arrays.get("empty_walks", 0)))

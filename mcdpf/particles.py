@@ -68,7 +68,8 @@ class Particles:
     """A population: parameters, carried state, normalised log-weights, ids.
 
     With ``ancestors`` the population's parameters are ``theta[ancestors]`` (a resampled
-    population whose gather is deferred to the next propagation).
+    population whose gather is deferred to the next propagation). Gaussian particles
+    (``filter.kernel = "gaussian"``) are ``N(theta_i, covariance_i)``, ``theta`` float64.
     """
 
     theta: np.ndarray
@@ -76,6 +77,7 @@ class Particles:
     log_weights: np.ndarray
     ids: np.ndarray
     ancestors: np.ndarray | None = None
+    covariance: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -169,7 +171,7 @@ class Update:
 def reweight_estimate_resample(theta, carry, log_weights, ids, *, count: int,
                                threshold: float | None, scheme: str, step: int,
                                keys: Keys, rank: int, next_serial: int,
-                               parallel: bool = False) -> Update:
+                               parallel: bool = False, covariance=None) -> Update:
     """Normalise, estimate, and resample to ``count`` particles if the ESS is low.
 
     Parameters
@@ -186,6 +188,8 @@ def reweight_estimate_resample(theta, carry, log_weights, ids, *, count: int,
         Resampling scheme and the counter of its uniforms.
     rank, next_serial
         Id prefix (and resampling stream) and the next free serial of this rank.
+    covariance
+        Gaussian particles' covariances (resampled with them).
     """
     weights, degenerate, log_weights = normalised(log_weights)
     ess = effective_sample_size(weights)
@@ -196,9 +200,12 @@ def reweight_estimate_resample(theta, carry, log_weights, ids, *, count: int,
         ancestors = resample_ancestors(scheme, weights, count, step, rank, keys)
         particles = Particles(theta=theta, carry=np.ascontiguousarray(carry[ancestors]),
                               log_weights=np.full(count, -np.log(count)),
-                              ids=fresh_ids(rank, next_serial, count), ancestors=ancestors)
+                              ids=fresh_ids(rank, next_serial, count), ancestors=ancestors,
+                              covariance=None if covariance is None
+                              else np.ascontiguousarray(covariance[ancestors]))
         next_serial += count
     else:
-        particles = Particles(theta=theta, carry=carry, log_weights=log_weights, ids=ids)
+        particles = Particles(theta=theta, carry=carry, log_weights=log_weights, ids=ids,
+                              covariance=covariance)
     return Update(particles=particles, estimate=estimate, ess=ess, resampled=resampled,
                   degenerate=degenerate, next_serial=next_serial)

@@ -165,7 +165,8 @@ class RelayParticleFilter(ParticleFilter):
     """
 
     def __init__(self, model, settings, seed: int, node: int, topology, neighbourhood,
-                 relay_settings, key: int | None = None, parallel: bool = False):
+                 relay_settings, key: int | None = None, parallel: bool = False,
+                 initial_variance: float | None = None):
         hops = relay_settings.hops or topology.diameter
         relay_plan = RelayPlan(topology, node, hops)
         ball = relay_plan.ball
@@ -175,4 +176,4 @@ class RelayParticleFilter(ParticleFilter):
         plan = StreamPlan(tuple(ball), own=ball.index(node), exponents=exponents,
                           measurements=self.relay)
         super().__init__(model, settings, seed, node if key is None else key,
-                         settings.particles, plan, parallel)
+                         settings.particles, plan, parallel, initial_variance)

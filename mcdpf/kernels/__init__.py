@@ -26,6 +26,11 @@ from .counter_rng import (
     uniforms_kernel,
 )
 from .counter_rng import stream_key as stream_key
+from .gaussian import (
+    add_diagonal_kernel,
+    gaussian_update_kernel,
+    gaussian_update_parallel_kernel,
+)
 from .gradient import (
     lstm_population_gradient_kernel,
     lstm_population_gradient_parallel_kernel,
@@ -340,6 +345,36 @@ def weighted_mean(weights: np.ndarray, values: np.ndarray,
     return out
 
 
+def gaussian_update(means: np.ndarray, covariances: np.ndarray, gradients: np.ndarray,
+                    predictions: np.ndarray, target: float, noise_variance: np.ndarray,
+                    parallel: bool = False) -> np.ndarray:
+    """EKF update of Gaussian particles with one measurement, in place; log densities.
+
+    ``means`` (N, P) and ``covariances`` (N, P, P) float64 C-contiguous, ``gradients``
+    (N, P), ``predictions`` and ``noise_variance`` (N,) float64.
+    """
+    count, size = means.shape
+    if means.dtype != np.float64 or not means.flags.c_contiguous:
+        raise TypeError("means must be C-contiguous float64")
+    if covariances.shape != (count, size, size) or covariances.dtype != np.float64 \
+            or not covariances.flags.c_contiguous:
+        raise TypeError(f"covariances must be C-contiguous float64 ({count}, {size}, {size})")
+    gradients = np.ascontiguousarray(gradients)
+    if gradients.shape != (count, size):
+        raise ValueError(f"gradients have shape {gradients.shape}, expected {(count, size)}")
+    log_density = np.empty(count)
+    kernel = gaussian_update_parallel_kernel if parallel else gaussian_update_kernel
+    kernel(means, covariances, gradients, np.ascontiguousarray(predictions, dtype=np.float64),
+           float(target), np.ascontiguousarray(noise_variance, dtype=np.float64), log_density)
+    return log_density
+
+
+def add_diagonal(covariances: np.ndarray, value: float) -> np.ndarray:
+    """``P_i += value * I`` in place (float64, (N, P, P))."""
+    add_diagonal_kernel(covariances, float(value))
+    return covariances
+
+
 def set_threads(count: int) -> None:
     """Use ``count`` numba threads for the ``parallel`` kernels (at most NUMBA_NUM_THREADS)."""
     if count > get_num_threads_limit():
@@ -384,5 +419,10 @@ def warm_up(dtype, parallel: bool = False) -> None:
     random_uniforms(3, 0, 0, (0, 0))
     id_uniforms(ids, 0, 0, (0, 0))
     weighted_mean(np.ones(2), rows)
+    means, covariances = np.zeros((2, 3)), np.zeros((2, 3, 3))
+    add_diagonal(covariances, 1.0)
+    gaussian_update(means, covariances, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2))
     if parallel:
+        gaussian_update(means, covariances, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2),
+                        parallel=True)
         weighted_mean(np.ones(2), rows, parallel=True)
