@@ -1,204 +1,372 @@
-"""Whole DPF step at the papers' setting against a floor measured in the same run.
+"""Whole steps against their own kernels, noise against numpy, threads, dpf's efficiency.
 
-    python benchmarks/step.py [--ranks 2] [--json benchmarks/results/step.json]
+    python benchmarks/step.py [--json benchmarks/results/step.json] [--quick]
 
-Starts ``mpiexec -n RANKS`` on itself. The papers' setting: HK exchange-rate data
-replicated on every node, LSTM n = 2 (p = 2, m = 2), N = 80, s = 3, here on a RANKS-node
-ring (one rank per core). In the same job it measures
+Everything side by side in one run (the machine's speed drifts between runs):
 
-- the DPF step time through the real learner (predict + update, no file output), with
-  the first walk exchange overlapping the prediction and without (``filter.overlap``);
-- the floor: ``s`` bare mpi4py neighbour exchanges of the same sizes (counts by
-  ``Neighbor_alltoall``, records by ``Neighbor_alltoallv``) plus the kernel time of the
-  ``s + 1`` LSTM evaluations a step needs;
-- a profile of where the rest of a step goes (cProfile, rank 0).
+- **noise**: ns per normal of the fused gather + counter-based noise kernel, float32 and
+  float64, beside numpy's ``Generator.standard_normal`` on the same shapes;
+- **step / kernel** (one rank, one thread): the whole pf, cpf and ekf step through the
+  real learner (predict + learn: noise, kernels, weights, resampling, Python) beside its
+  own model kernel on the same work (the particle LSTM forward of N particles on the
+  step's sequence; the EKF's gradient of one vector), at the papers' scale (n = 2, p = 2,
+  N = 80, m = 2, float64), n = 16 (p = 4, N = 1000, m = 10, float64) and n = 64 (p = 16,
+  N = 512, m = 10, float32); for pf also against a plain numba forward of the same work
+  (one loop per particle, ``np.tanh`` and ``np.exp``, no noise);
+- **threads**: the pf step at n = 16, p = 4, N = 8192, m = 10 with 1 and 2 numba threads
+  (``run.threads``), and whether the estimates are bit-identical;
+- **dpf, rpf on 2 ranks** (``mpiexec -n 2``, a lazy 2-ring, s = 3, n = 16, N = 1000,
+  m = 10): the step, and dpf's *inherent-work efficiency* = pf 1-rank step x (1 + s P) /
+  dpf 2-rank step, where MCDPF scores a particle at every node it reaches (``1 + s P`` LSTM
+  evaluations per particle and step, P = 0.5 the move probability); persistent
+  neighbourhood collectives (``Neighbor_alltoallv_init``, MPI-4) against the blocking and
+  non-blocking ones on the same exchange;
+- **papers' scale, 10^6 particles** per node at n = 2: pf steps per second.
 """
 
 import argparse
-import cProfile
-import io
 import json
-import pstats
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np  # noqa: E402
-from common import RESULTS, mpiexec, write_json
+import numpy as np  # noqa: E402  (common pins the thread count first)
+from common import RESULTS, best_time, mpiexec, table, write_json
 
-STEPS = 300
-ROUNDS = 5
+REPEATS = 7
+SHAPES = {"papers' scale": dict(n=2, p=2, particles=80, length=2, dtype="float64"),
+          "n=16": dict(n=16, p=4, particles=1000, length=10, dtype="float64"),
+          "n=64": dict(n=64, p=16, particles=512, length=10, dtype="float32")}
 
 
-def learner_for(comm, overlap: bool, seed=1):
+def learner_for(algorithm, n, p, particles, dtype, comm=None, threads=1, nodes=1, **extra):
+    """A learner on a ring of ``nodes`` (this process is node 0 unless ``comm``)."""
     from mcdpf.algorithms import LearnerContext, build_learner
-    from mcdpf.comm import Neighbourhood
     from mcdpf.config import load_config
     from mcdpf.models import build_model
     from mcdpf.topology import named_topology
 
-    config = load_config(None, ["topology.name=ring", "model.n=2", "filter.particles=80",
-                                "filter.walk_steps=3", "filter.state_noise=0.0004",
-                                "filter.obs_noise=0.01", f"filter.overlap={str(overlap).lower()}",
-                                f"run.seed={seed}"])
-    topology = named_topology("ring", comm.size)
-    model = build_model(config.model, 2)
-    neighbourhood = Neighbourhood(comm, topology.neighbours(comm.rank))
-    learner = build_learner("dpf", LearnerContext(config, model, topology, comm.rank,
-                                                  neighbourhood))
-    return learner, neighbourhood, config
+    table = {"topology": {"name": "ring", "nodes": nodes, "walk": "lazy"},
+             "model": {"n": n, "dtype": dtype, "init_std": 0.3},
+             "filter": {"particles": particles, "central_particles": particles,
+                        "walk_steps": 3, **extra},
+             "run": {"algorithm": algorithm, "threads": threads}}
+    config = load_config(table)
+    model = build_model(config.model, p)
+    topology = named_topology("ring", nodes, walk="lazy")
+    rank = 0 if comm is None else comm.rank
+    neighbourhood = None
+    if comm is not None:
+        from mcdpf.comm import Neighbourhood
+
+        neighbourhood = Neighbourhood(comm, topology.neighbours(rank))
+    measurements = None
+    if algorithm == "cpf":
+        from mcdpf.preparation import StreamTable
+
+        measurements = StreamTable([], [])
+    learner = build_learner(algorithm, LearnerContext(config, model, topology, rank,
+                                                      neighbourhood, measurements))
+    learner.benchmark_neighbourhood = neighbourhood
+    return learner, model
 
 
-def run_steps(comm, learner, stream, steps):
-    """Per-step wall times of ``steps`` steps (after 20 warm-up steps)."""
+def sequence(p, length, dtype, seed=0):
+    return np.random.default_rng(seed).standard_normal((length, p)).astype(dtype)
+
+
+def step_seconds(learner, columns, steps=12, warm=3):
+    """Median seconds of a whole predict + learn step, and the final state."""
+    state = learner.initial_state()
     times = []
-    for t in range(steps + 20):
-        columns = stream.sequence(t % stream.steps)
-        target = float(stream.targets[t % stream.steps])
+    for t in range(warm + steps):
         started = time.perf_counter()
-        learner.predict(columns)
-        learner.update(target)
-        if t >= 20:
+        _, pending = learner.predict(state, t, columns)
+        state, _ = learner.learn(state, pending, 0.1)
+        if t >= warm:
             times.append(time.perf_counter() - started)
-    return np.array(times)
+    return float(np.median(times)), state
 
 
-def bare_exchange(comm, neighbourhood, record_bytes, counts, repeats=2000):
-    """Seconds per counts + records neighbour exchange of the given sizes."""
-    from mpi4py import MPI
+def kernel_seconds(theta, columns, n):
+    from mcdpf.kernels import lstm_mean_states
 
-    degree = neighbourhood.degree
-    graph = neighbourhood.graph
-    record = MPI.BYTE.Create_contiguous(record_bytes).Commit()
-    send_counts = np.array(counts, dtype=np.int32)
-    recv_counts = np.empty(degree, dtype=np.int32)
-    send = np.zeros(int(send_counts.sum()) * record_bytes + 1, dtype=np.uint8)
-    recv = np.zeros(4 * send.size, dtype=np.uint8)
-    displacements = np.concatenate([[0], np.cumsum(send_counts)[:-1]]).astype(np.int32)
-    comm.Barrier()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        graph.Neighbor_alltoall(send_counts, recv_counts)
-        recv_displacements = np.concatenate([[0], np.cumsum(recv_counts)[:-1]]).astype(
-            np.int32)
-        graph.Neighbor_alltoallv([send, (send_counts, displacements), record],
-                                 [recv, (recv_counts, recv_displacements), record])
-    seconds = (time.perf_counter() - started) / repeats
-    record.Free()
-    return seconds
-
-
-def kernel_seconds(learner, stream):
-    """Seconds of one LSTM evaluation of N particles on a papers' sequence (kernel only)."""
-    from mcdpf.kernels import lstm_kernel_for
-
-    particles = learner.particles
-    columns = np.ascontiguousarray(stream.sequence(0))
-    start = np.zeros((particles.size, 4))
+    start = np.zeros((theta.shape[0], 2 * n), dtype=theta.dtype)
     out = np.empty_like(start)
-    kernel = lstm_kernel_for(2, 2)
-    kernel(particles.theta, columns, start, 2, out)
-    best = np.inf
-    for _ in range(7):
-        started = time.perf_counter()
-        for _ in range(2000):
-            kernel(particles.theta, columns, start, 2, out)
-        best = min(best, (time.perf_counter() - started) / 2000)
-    return best
+    return best_time(lambda: lstm_mean_states(theta, columns, start, n, out), repeats=REPEATS)
 
 
-def worker(output: str) -> None:
+def plain_forward_seconds(theta, columns, n):
+    """A plain numba forward of the same work: one loop per particle, np.tanh/np.exp."""
+    from numba import njit
+
+    @njit(cache=True)
+    def plain(theta, columns, hidden, out):
+        count = theta.shape[0]
+        length, inputs = columns.shape
+        gates = 4 * hidden
+        width = inputs + hidden
+        for i in range(count):
+            c = np.zeros(hidden, dtype=theta.dtype)
+            y = np.zeros(hidden, dtype=theta.dtype)
+            cs = np.zeros(hidden, dtype=theta.dtype)
+            ys = np.zeros(hidden, dtype=theta.dtype)
+            for step in range(length):
+                a = np.empty(gates, dtype=theta.dtype)
+                for r in range(gates):
+                    total = theta[i, gates * width + r]
+                    for j in range(inputs):
+                        total += theta[i, r * width + j] * columns[step, j]
+                    for j in range(hidden):
+                        total += theta[i, r * width + inputs + j] * y[j]
+                    a[r] = total
+                for u in range(hidden):
+                    ig = 1.0 / (1.0 + np.exp(-a[u]))
+                    fg = 1.0 / (1.0 + np.exp(-a[hidden + u]))
+                    zg = np.tanh(a[2 * hidden + u])
+                    og = 1.0 / (1.0 + np.exp(-a[3 * hidden + u]))
+                    c[u] = ig * zg + fg * c[u]
+                    y[u] = og * np.tanh(c[u])
+                    cs[u] += c[u]
+                    ys[u] += y[u]
+            for u in range(hidden):
+                out[i, u] = cs[u] / length
+                out[i, hidden + u] = ys[u] / length
+
+    out = np.empty((theta.shape[0], 2 * n), dtype=theta.dtype)
+    return best_time(lambda: plain(theta, columns, n, out), repeats=REPEATS)
+
+
+def ekf_kernel_seconds(estimate, model, columns, n):
+    """The EKF's own kernels on one step: the gradient and the covariance update."""
+    from mcdpf.kernels import gaussian_update, lstm_prediction_gradient
+
+    theta = estimate.astype(model.dtype)
+    carry = np.zeros(2 * n, dtype=model.dtype)
+    gradient = best_time(lambda: lstm_prediction_gradient(theta, columns, carry, n),
+                         repeats=REPEATS)
+    size = estimate.size
+    means, covariance = estimate[None, :].copy(), np.eye(size)[None, :, :].copy()
+    jacobian = np.ones((1, size))
+    update = best_time(lambda: gaussian_update(means, covariance, jacobian, np.zeros(1), 0.0,
+                                               np.ones(1)), repeats=REPEATS)
+    return gradient + update
+
+
+def noise_rows():
+    from mcdpf.kernels import gather_add_normal, warm_up
+
+    rows = []
+    for label, (count, width, dtype) in {"n=64 float32": (512, 20800, np.float32),
+                                         "n=16 float64": (1000, 1392, np.float64),
+                                         "papers' scale float64": (80, 46, np.float64)}.items():
+        warm_up(dtype)
+        source = np.zeros((count, width), dtype=dtype)
+        out = np.empty_like(source)
+        ancestors = np.arange(count, dtype=np.int64)
+        ids = np.arange(count, dtype=np.int64)
+        generator = np.random.default_rng(0)
+        ours = best_time(lambda s=source, a=ancestors, i=ids, o=out: gather_add_normal(
+            s, a, i, 1, (3, 4), 0.02, out=o), repeats=REPEATS)
+        numpy = best_time(lambda g=generator, o=out, d=dtype: g.standard_normal(out=o, dtype=d),
+                          repeats=REPEATS)
+        values = count * width
+        rows.append({"shape": f"{label} ({count} x {width})", "ours_ns": ours / values * 1e9,
+                     "numpy_ns": numpy / values * 1e9, "speedup": numpy / ours})
+    return rows
+
+
+def step_rows():
+    from mcdpf.kernels import warm_up
+
+    rows = []
+    for label, shape in SHAPES.items():
+        n, p, count, length, dtype = (shape[k] for k in ("n", "p", "particles", "length",
+                                                         "dtype"))
+        warm_up(np.dtype(dtype))
+        columns = sequence(p, length, dtype)
+        for algorithm in ("pf", "cpf", "ekf"):
+            if algorithm == "ekf" and n > 16:
+                continue  # its 20800^2 covariance (3.5 GB) is refused by ekf.max_memory_gb
+            learner, model = learner_for(algorithm, n, p, count, dtype)
+            seconds, state = step_seconds(learner, columns)
+            if algorithm == "ekf":
+                kernel = ekf_kernel_seconds(state.estimate, model, columns, n)
+                plain = float("nan")
+            else:
+                theta = np.ascontiguousarray(state.particles.parameters())
+                kernel = kernel_seconds(theta, columns, n)
+                plain = plain_forward_seconds(theta, columns, n) if algorithm == "pf" \
+                    else float("nan")
+            rows.append({"setting": label, "algorithm": algorithm, "step_ms": seconds * 1e3,
+                         "kernel_ms": kernel * 1e3, "ratio": seconds / kernel,
+                         "plain_forward_ms": plain * 1e3,
+                         "vs_plain": plain / seconds if np.isfinite(plain) else float("nan")})
+    return rows
+
+
+def threads_worker(output):
+    """Runs with NUMBA_NUM_THREADS=2: pf at 1 and 2 threads, same bits?"""
+    from mcdpf.kernels import set_threads, warm_up
+
+    n, p, count, length, dtype = 16, 4, 8192, 10, "float64"
+    warm_up(np.dtype(dtype), parallel=True)
+    columns = sequence(p, length, dtype)
+    result = {}
+    for threads in (1, 2):
+        set_threads(threads)
+        learner, _ = learner_for("pf", n, p, count, dtype, threads=threads)
+        seconds, state = step_seconds(learner, columns, steps=6, warm=2)
+        result[threads] = (seconds, state.estimate.tolist())
+    Path(output).write_text(json.dumps(result))
+
+
+def threads_row():
+    with tempfile.TemporaryDirectory() as directory:
+        output = Path(directory) / "threads.json"
+        env = {**os.environ, "NUMBA_NUM_THREADS": "2"}
+        subprocess.run([sys.executable, __file__, "--threads-worker", str(output)], check=True,
+                       env=env)
+        result = json.loads(output.read_text())
+    one, two = result["1"], result["2"]
+    return {"setting": "pf n=16 p=4 N=8192 m=10 float64", "one_thread_ms": one[0] * 1e3,
+            "two_threads_ms": two[0] * 1e3, "speedup": one[0] / two[0],
+            "bit_identical": one[1] == two[1]}
+
+
+def mpi_worker(output, papers_million: bool):
+    """Under mpiexec -n 2: dpf and rpf steps, bare exchanges, persistent collectives."""
     from mpi4py import MPI
 
     from mcdpf.kernels import warm_up
-    from mcdpf.sources import hk_exchange_stream
 
     comm = MPI.COMM_WORLD
-    warm_up(np.float64)
-    stream = hk_exchange_stream(2)
-    result = {"ranks": comm.size, "steps_per_round": STEPS, "rounds": ROUNDS}
-    learners = {overlap: learner_for(comm, overlap) for overlap in (False, True)}
-    _, neighbourhood, config = learners[False]
-    learner = learners[False][0]
-    record_bytes = learner.record_dtype.itemsize
-    degree = neighbourhood.degree
-    moved = [config.filter.particles // max(degree, 1)] * degree
-    walk_steps = config.filter.walk_steps
-    rounds = []
-    # Interleaved rounds: the machine's speed drifts, so each round measures the step and
-    # its floor back to back, and the ratio is taken within a round.
-    for _ in range(ROUNDS):
-        row = {}
-        for overlap, (each, _, _) in learners.items():
-            comm.Barrier()
-            row[f"step_us_overlap_{overlap}"] = float(
-                np.median(run_steps(comm, each, stream, STEPS)) * 1e6)
-        row["bare_exchange_us"] = bare_exchange(comm, neighbourhood, record_bytes,
-                                                moved) * 1e6
-        row["kernel_us"] = kernel_seconds(learner, stream) * 1e6
-        row["floor_us"] = walk_steps * row["bare_exchange_us"] \
-            + (walk_steps + 1) * row["kernel_us"]
-        best = min(row["step_us_overlap_False"], row["step_us_overlap_True"])
-        row["ratio_to_floor"] = best / row["floor_us"]
-        row["overlap_gain"] = row["step_us_overlap_False"] / row["step_us_overlap_True"]
-        rounds.append(row)
-    for key in rounds[0]:
-        result[key] = float(np.median([row[key] for row in rounds]))
-    result["ratio_to_floor_range"] = [min(r["ratio_to_floor"] for r in rounds),
-                                      max(r["ratio_to_floor"] for r in rounds)]
-    result["record_bytes"] = record_bytes
-    result["rounds_detail"] = rounds
-    profiler = cProfile.Profile()
-    comm.Barrier()
-    profiler.enable()
-    run_steps(comm, learner, stream, 200)
-    profiler.disable()
-    for _, each_neighbourhood, _ in learners.values():
-        each_neighbourhood.free()
+    n, p, count, length, dtype = 16, 4, 1000, 10, "float64"
+    warm_up(np.dtype(dtype))
+    columns = sequence(p, length, dtype, seed=comm.rank)
+    result = {}
+    for algorithm, extra in (("dpf", {}), ("dpf", {"wire_dtype": "float32"}),
+                             ("rpf", {})):
+        learner, _ = learner_for(algorithm, n, p, count, dtype, comm=comm, nodes=2, **extra)
+        comm.Barrier()
+        seconds, _ = step_seconds(learner, columns)
+        name = algorithm + ("-float32-wire" if extra else "")
+        result[name] = max(comm.allgather(seconds))
+        learner.benchmark_neighbourhood.free()
+    result["exchange"] = exchange_timings(comm)
     if comm.rank == 0:
-        text = io.StringIO()
-        stats = pstats.Stats(profiler, stream=text)
-        stats.sort_stats("tottime").print_stats(14)
-        total = sum(v[2] for v in stats.stats.values())
-        top = sorted(((v[2], f"{Path(k[0]).name}:{k[2]}") for k, v in stats.stats.items()),
-                     reverse=True)[:12]
-        result["profile_top"] = [{"where": where, "share": seconds / total}
-                                 for seconds, where in top]
         Path(output).write_text(json.dumps(result))
+
+
+def exchange_timings(comm, count=500, record_bytes=9872, repeats=300):
+    """Seconds per record exchange: blocking, non-blocking, persistent (MPI-4)."""
+    from mpi4py import MPI
+
+    graph = comm.Create_dist_graph_adjacent([1 - comm.rank], [1 - comm.rank], reorder=False)
+    record = MPI.BYTE.Create_contiguous(record_bytes).Commit()
+    send = np.zeros(count * record_bytes, dtype=np.uint8)
+    recv = np.zeros_like(send)
+    spec = ([send, ([count], [0]), record], [recv, ([count], [0]), record])
+    timings = {}
+    for name in ("blocking", "non-blocking", "persistent"):
+        persistent = None
+        if name == "persistent":
+            try:
+                persistent = graph.Neighbor_alltoallv_init(*spec)
+            except (AttributeError, NotImplementedError, MPI.Exception):
+                timings[name] = float("nan")
+                continue
+        comm.Barrier()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            if name == "blocking":
+                graph.Neighbor_alltoallv(*spec)
+            elif name == "non-blocking":
+                graph.Ineighbor_alltoallv(*spec).Wait()
+            else:
+                persistent.Start()
+                persistent.Wait()
+        timings[name] = (time.perf_counter() - started) / repeats
+        if persistent is not None:
+            persistent.Free()
+    record.Free()
+    graph.Free()
+    return timings
+
+
+def mpi_rows():
+    with tempfile.TemporaryDirectory() as directory:
+        output = Path(directory) / "mpi.json"
+        subprocess.run([mpiexec(), "-n", "2", sys.executable, __file__, "--mpi-worker",
+                        str(output)], check=True)
+        return json.loads(output.read_text())
+
+
+def million_row():
+    from mcdpf.kernels import warm_up
+
+    warm_up(np.float64)
+    learner, _ = learner_for("pf", 2, 2, 1_000_000, "float64")
+    seconds, _ = step_seconds(learner, sequence(2, 2, "float64"), steps=4, warm=1)
+    return {"setting": "pf, n=2 p=2 m=2, N=10^6", "step_ms": seconds * 1e3,
+            "steps_per_second": 1.0 / seconds}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--json", default=str(RESULTS / "step.json"))
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--threads-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--mpi-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        worker(args.worker)
+    if args.threads_worker:
+        threads_worker(args.threads_worker)
         return
-    with tempfile.TemporaryDirectory() as directory:
-        output = Path(directory) / "step.json"
-        subprocess.run([mpiexec(), "-n", str(args.ranks), sys.executable, __file__,
-                        "--worker", str(output)], check=True)
-        result = json.loads(output.read_text())
-    print(f"DPF step, papers' setting (HK data, n=2, N=80, s=3) on a {result['ranks']}-node "
-          f"ring, one rank per core:")
-    print(f"  step, first exchange overlapping the prediction "
-          f"{result['step_us_overlap_True']:8.1f} us")
-    print(f"  step, no overlap                                "
-          f"{result['step_us_overlap_False']:8.1f} us   overlap gain "
-          f"x{result['overlap_gain']:.2f}")
-    print(f"  floor = s x bare exchange ({result['bare_exchange_us']:.1f} us, "
-          f"{result['record_bytes']} B records) + (s+1) x kernel ({result['kernel_us']:.1f} us)"
-          f" = {result['floor_us']:.1f} us")
-    low, high = result["ratio_to_floor_range"]
-    print(f"  step / floor = {result['ratio_to_floor']:.2f} (median of {result['rounds']} "
-          f"interleaved rounds, range {low:.2f} .. {high:.2f}; target <= 5)")
-    print("  where a step's time goes (cProfile, rank 0, share of total):")
-    for row in result["profile_top"]:
-        print(f"    {row['share']:6.1%}  {row['where']}")
+    if args.mpi_worker:
+        mpi_worker(args.mpi_worker, False)
+        return
+    from mcdpf.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    result = {"noise": noise_rows()}
+    print("Noise: ns per normal (fused gather + counter-based noise, one thread) beside numpy")
+    print(table(result["noise"], [("shape", "shape", ""), ("ours_ns", "ours ns", ".2f"),
+                                  ("numpy_ns", "numpy ns", ".2f"), ("speedup", "x", ".1f")]))
+    result["steps"] = step_rows()
+    print("\nWhole step / own kernel (one rank, one thread; targets: pf <= 2 at n=16 and n=64, "
+          "pf >= 1.5x the plain numba forward)")
+    print(table(result["steps"], [("setting", "setting", ""), ("algorithm", "alg", ""),
+                                  ("step_ms", "step ms", ".3f"), ("kernel_ms", "kernel ms", ".3f"),
+                                  ("ratio", "step/kernel", ".2f"),
+                                  ("plain_forward_ms", "plain fwd ms", ".3f"),
+                                  ("vs_plain", "plain/step", ".2f")]))
+    result["threads"] = threads_row()
+    row = result["threads"]
+    print(f"\nThreads ({row['setting']}): 1 thread {row['one_thread_ms']:.1f} ms, 2 threads "
+          f"{row['two_threads_ms']:.1f} ms: x{row['speedup']:.2f} (target >= 1.8); "
+          f"bit-identical estimates: {row['bit_identical']}")
+    mpi = mpi_rows()
+    pf_single, _ = step_seconds(learner_for("pf", 16, 4, 1000, "float64")[0],
+                                sequence(4, 10, "float64"))
+    walk_work = 1 + 3 * 0.5
+    mpi["pf_one_rank"] = pf_single
+    mpi["efficiency"] = pf_single * walk_work / mpi["dpf"]
+    mpi["efficiency_float32_wire"] = pf_single * walk_work / mpi["dpf-float32-wire"]
+    result["two_ranks"] = mpi
+    print(f"\nTwo ranks (lazy 2-ring, s=3, n=16 p=4 N=1000 m=10): pf 1 rank "
+          f"{pf_single * 1e3:.2f} ms, dpf {mpi['dpf'] * 1e3:.2f} ms, dpf float32 wire "
+          f"{mpi['dpf-float32-wire'] * 1e3:.2f} ms, rpf {mpi['rpf'] * 1e3:.2f} ms")
+    print(f"  dpf inherent-work efficiency = pf x (1 + s P) / dpf = {mpi['efficiency']:.2f} "
+          f"(float32 wire {mpi['efficiency_float32_wire']:.2f}; target >= 0.8)")
+    exchange = mpi["exchange"]
+    print("  500 records of 9872 B to the neighbour: " + ", ".join(
+        f"{name} {seconds * 1e6:.0f} us" for name, seconds in exchange.items()))
+    result["million"] = million_row()
+    row = result["million"]
+    print(f"\nPapers' scale, 10^6 particles: {row['step_ms']:.0f} ms per step, "
+          f"{row['steps_per_second']:.1f} steps/s (target >= 10)")
     write_json(args.json, result)
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .errors import InputError
-from .kernels import normal_rows
+from .kernels import add_diagonal, gaussian_update, normal_rows
 from .learner import StepInfo
 from .particles import Keys
 from .topology import metropolis_walk
@@ -192,18 +192,20 @@ class ExtendedKalmanFilter(GradientLearner):
 
     def time_update(self, covariance: np.ndarray) -> np.ndarray:
         """``P += q I`` in place."""
-        covariance[np.diag_indices_from(covariance)] += self.state_noise
+        add_diagonal(covariance[None], self.state_noise)
         return covariance
 
     def measurement_update(self, estimate, covariance, target, prediction, jacobian):
-        """One scalar EKF update; returns the new estimate, updates ``covariance`` in place."""
-        projected = covariance @ jacobian
-        innovation_variance = jacobian @ projected + self.obs_noise
-        gain = projected / innovation_variance
-        covariance -= np.outer(gain, projected)
-        covariance += covariance.T
-        covariance *= 0.5
-        return estimate + gain * (target - prediction)
+        """One scalar EKF update (the Gaussian-particle kernel with one particle).
+
+        Returns the new estimate; updates ``covariance`` in place (it stays exactly
+        symmetric).
+        """
+        updated = np.array(estimate, dtype=np.float64)[None, :]
+        gaussian_update(updated, covariance[None], np.asarray(jacobian)[None, :],
+                        np.array([prediction], dtype=np.float64), target,
+                        np.array([self.obs_noise]))
+        return updated[0]
 
     def learn(self, state, pending, target):
         """Time update, then the measurement update with this node's label."""

@@ -29,6 +29,7 @@ import numpy as np
 from . import __version__
 from . import comm as comm_layer
 from .algorithms import LearnerContext, build_learner, traits
+from .allocator import keep_freed_memory
 from .errors import InputError
 from .io import read_checkpoint, write_checkpoint
 from .learner import StepInfo
@@ -151,6 +152,7 @@ class Node:
         error = comm_layer.agree_on_error(comm, error)
         if error:
             raise InputError(error)
+        keep_freed_memory()
         self.initial_topology = topology
         if measurements is None and self.traits["needs_all_streams"]:
             measurements = LiveMeasurements(comm, self.model)

@@ -1,0 +1,37 @@
+"""Process memory: keep freed large buffers for reuse (glibc), so steps do not page-fault.
+
+Every step allocates arrays of the population's size (the propagated parameters, the
+walkers after a move). glibc serves allocations above 32 MB (its largest mmap threshold)
+by ``mmap`` and returns them to the system when freed, so the next step's array of the
+same size is fresh memory: every page faults on first touch (measured: 10 ms of a 35 ms
+fused gather + noise pass over 42 MB). :func:`keep_freed_memory` turns ``mmap`` off for
+the process (``M_MMAP_MAX = 0``) and the trimming of the heap (``M_TRIM_THRESHOLD``), so
+freed buffers are reused. Elsewhere (no glibc) it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+_done = False
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory for reuse; True if it could (once per process)."""
+    global _done
+    if _done or not sys.platform.startswith("linux"):
+        return _done
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)
+    except OSError:
+        mallopt = None
+    if mallopt is None:
+        return False
+    _done = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
+    return _done
