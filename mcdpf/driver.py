@@ -164,7 +164,7 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
         _, records, attributes = checkpoint
         recorder.data.update({name: records[name] for name in recorder.data})
         previous_loop_seconds = float(attributes["loop_seconds"])
-    warm_up(setup.model.dtype)
+    warm_up(setup.model.dtype, parallel=config.run.threads > 1)
     progress = Progress(progress_enabled, config.run.progress_seconds, steps, start_step)
     stream = setup.stream
     every = config.run.checkpoint_every

@@ -403,6 +403,12 @@ def warm_up(dtype, parallel: bool = False) -> None:
                np.empty((1, 2), dtype=dtype))
     lstm_prediction_gradient(theta[0], np.zeros((1, 1), dtype=dtype), np.zeros(2, dtype=dtype),
                              1)
+    for hidden in (1, 16):  # both paths of the population gradient (by model size)
+        big = np.zeros((1, lstm_parameter_count(hidden, 1)), dtype=dtype)
+        for threaded in (False, True) if parallel else (False,):
+            lstm_population_gradient(big, np.zeros((1, 1), dtype=dtype),
+                                     np.zeros((1, 2 * hidden), dtype=dtype), hidden,
+                                     parallel=threaded)
     lstm_predict(theta, np.zeros((1, 1), dtype=dtype), np.zeros((1, 2), dtype=dtype),
                  np.zeros((1, 2), dtype=dtype), 1, True)
     route(np.zeros(2), np.array([0.5, 1.0]))
