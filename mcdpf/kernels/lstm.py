@@ -32,7 +32,9 @@ model size (measured in ``benchmarks/kernels.py``):
     particles in SIMD lanes; this is what makes the papers' ``n = 2`` fast.
 
 Both use the vectorisable ``sigmoid``/``tanh`` of :mod:`mcdpf.kernels.fastmath`, compile
-with ``fastmath`` reassociation and contraction (never "no NaN" or "no inf") and numpy's
+with the ``fastmath`` flags :data:`FAST`: reassociation, contraction, no signed zeros and
+reciprocal approximations (never "no NaN" or "no inf", so the NaN checks of the weight
+code survive) and numpy's
 error model (no zero-division branches), and run in the dtype of ``theta``.
 """
 
