@@ -31,8 +31,11 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-import numpy as np  # noqa: E402
+# common pins the BLAS and numba threads before numpy loads
+# isort: off
 from common import REPO, RESULTS, mpiexec, write_json
+import numpy as np
+# isort: on
 
 HK = str(REPO / "launch" / "hk-exchange.toml")
 SENTENCES = str(REPO / "launch" / "sentences.toml")

@@ -34,10 +34,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np  # noqa: E402
+# common pins the BLAS and numba threads before numpy loads
+# isort: off
 from common import REPO, RESULTS, mpiexec
+import numpy as np
+# isort: on
 
-ALGORITHMS = "pf,dpf,cpf,sgd,ekf,dekf,dsgd"
+ALGORITHMS = "pf,dpf,cpf,rpf,sgd,ekf,dekf,dsgd"
 THEOREM_STEPS = 120
 THEOREM_WALKS = (1, 2, 4, 8, 16, 32)
 THEOREM_PARTICLES = (100, 1000)

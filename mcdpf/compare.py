@@ -22,9 +22,10 @@ from .report import finite_mean, running_mse, summarize, to_json
 
 STYLE = {"dpf": ("tab:red", "-"), "cpf": ("black", "--"), "pf": ("tab:orange", "-"),
          "sgd": ("tab:blue", "-"), "ekf": ("tab:green", "-"), "dekf": ("tab:olive", "-"),
-         "dsgd": ("tab:purple", "-")}
+         "dsgd": ("tab:purple", "-"), "rpf": ("tab:brown", "-")}
 LABELS = {"dpf": "DPF (MCDPF)", "cpf": "centralized PF (oracle)", "pf": "PF, no communication",
-          "sgd": "SGD", "ekf": "EKF", "dekf": "diffusion EKF", "dsgd": "diffusion SGD"}
+          "sgd": "SGD", "ekf": "EKF", "dekf": "diffusion EKF", "dsgd": "diffusion SGD",
+          "rpf": "relay PF"}
 
 
 def run_directory(out_dir: Path, algorithm: str, seed: int) -> Path:
