@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .filters import Evaluation, FilterState, ParticleFilter, StreamPlan
-from .kernels import route
+from .kernels import pack_records, route, take_rows, unpack_records
 from .learner import StepInfo
 from .models import gaussian_log_likelihood
 from .particles import (
@@ -168,10 +168,8 @@ class DistributedParticleFilter(ParticleFilter):
         kept = int(counts[0])
         movers = order[kept:]
         records = np.empty(movers.shape[0], dtype=self.wire_dtype)
-        records["id"] = walkers.ids[movers]
-        records["log_weight"] = walkers.log_weight[movers]
-        records["theta"] = walkers.theta[movers]
-        records["carry"] = walkers.carry[movers]
+        pack_records(records, movers, walkers.ids, walkers.log_weight, walkers.theta,
+                     walkers.carry)
         exchange = self.neighbourhood.start_exchange(records, counts[1:], stamp=step)
         return Departure(stay=destination == 0, exchange=exchange)
 
@@ -202,28 +200,32 @@ class DistributedParticleFilter(ParticleFilter):
     def arrive(self, departure: Departure, walkers: Walkers, step: int, columns, target):
         """Finish an exchange; the stayers and the scored arrivals, weighted here.
 
-        Returns ``(walkers, received, sent, bytes sent)``.
+        Every array of the new walkers is allocated once and filled in place by the row
+        kernels: the stayers compacted into its head, the arrivals unpacked into its tail
+        (where they are scored). Returns ``(walkers, received, sent, bytes sent)``.
         """
         received, sent_bytes, sent = self.neighbourhood.finish_exchange(departure.exchange)
-        stay = departure.stay
-        dtype = self.model.dtype
-        arrived_ids = np.ascontiguousarray(received["id"])
-        arrived_theta = np.ascontiguousarray(received["theta"], dtype=dtype)
-        arrived_carry = np.ascontiguousarray(received["carry"], dtype=dtype)
-        log_likelihood, next_carry = self.score(arrived_theta, arrived_carry, arrived_ids,
-                                                step, columns, target)
-        joined = Walkers(
-            ids=np.concatenate([walkers.ids[stay], arrived_ids]),
-            log_weight=np.concatenate([walkers.log_weight[stay], received["log_weight"]]),
-            theta=np.concatenate([walkers.theta[stay], arrived_theta]),
-            carry=np.concatenate([walkers.carry[stay], arrived_carry]),
-            log_likelihood=np.concatenate([walkers.log_likelihood[stay], log_likelihood]),
-            next_carry=np.concatenate([walkers.next_carry[stay], next_carry]))
-        visit = joined.log_likelihood
-        if self.settings.visit_centering and joined.size:
+        stayers = np.flatnonzero(departure.stay)
+        kept = stayers.shape[0]
+        total = kept + received.shape[0]
+
+        def compacted(old):
+            return take_rows(old, stayers, np.empty((total, *old.shape[1:]), dtype=old.dtype))
+
+        theta, carry = compacted(walkers.theta), compacted(walkers.carry)
+        ids, log_weight = compacted(walkers.ids), compacted(walkers.log_weight)
+        unpack_records(received, ids[kept:], log_weight[kept:], theta[kept:], carry[kept:])
+        log_likelihood = compacted(walkers.log_likelihood)
+        next_carry = compacted(walkers.next_carry)
+        log_likelihood[kept:], next_carry[kept:] = self.score(
+            theta[kept:], carry[kept:], ids[kept:], step, columns, target)
+        result = Walkers(ids=ids, log_weight=log_weight, theta=theta, carry=carry,
+                         log_likelihood=log_likelihood, next_carry=next_carry)
+        visit = result.log_likelihood
+        if self.settings.visit_centering and result.size:
             visit = visit - visit.mean()
-        joined.log_weight += self.visit_exponent * visit
-        return joined, received.shape[0], sent, sent_bytes
+        result.log_weight += self.visit_exponent * visit
+        return result, received.shape[0], sent, sent_bytes
 
     # ------------------------------------------------------------------ protocol
     def predict(self, state: FilterState, step: int, columns) -> tuple[float, Evaluation]:

@@ -43,7 +43,13 @@ from .lstm import (
     lstm_particle_major_kernel,
     lstm_particle_major_parallel_kernel,
 )
-from .walk import route_kernel
+from .walk import (
+    pack_records_kernel,
+    route_kernel,
+    take_kernel,
+    take_rows_kernel,
+    unpack_records_kernel,
+)
 from .weights import (
     effective_sample_size_kernel,
     normalize_log_weights_kernel,
@@ -137,6 +143,39 @@ def route(uniforms: np.ndarray, cumulative: np.ndarray):
     order = np.empty(count, dtype=np.int64)
     route_kernel(uniforms, cumulative, destination, counts, order)
     return destination, counts, order
+
+
+def take_rows(source: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[i] = source[rows[i]]`` for 1-D or 2-D C-contiguous arrays (memory speed)."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if source.ndim == 1:
+        take_kernel(source, rows, out)
+    elif source.shape[1]:
+        take_rows_kernel(source, rows, out)
+    return out
+
+
+def _record_layout(record_dtype: np.dtype):
+    theta = record_dtype.fields["theta"]
+    carry = record_dtype.fields["carry"]
+    return theta[0].base.type, theta[1], carry[1]
+
+
+def pack_records(records: np.ndarray, rows: np.ndarray, ids, log_weight, theta, carry) -> None:
+    """Fill structured wire records from the particles ``rows`` (dtype of the records)."""
+    wire_type, theta_at, carry_at = _record_layout(records.dtype)
+    if records.shape[0]:
+        pack_records_kernel(records.view(np.uint8).reshape(records.shape[0], -1),
+                            np.ascontiguousarray(rows, dtype=np.int64), ids, log_weight,
+                            theta, carry, wire_type, theta_at, carry_at)
+
+
+def unpack_records(records: np.ndarray, ids, log_weight, theta, carry) -> None:
+    """Read structured wire records into the given (tail) arrays, converting the dtype."""
+    wire_type, theta_at, carry_at = _record_layout(records.dtype)
+    if records.shape[0]:
+        unpack_records_kernel(records.view(np.uint8).reshape(records.shape[0], -1), ids,
+                              log_weight, theta, carry, wire_type, theta_at, carry_at)
 
 
 def lstm_prediction_gradient(theta: np.ndarray, columns: np.ndarray, start: np.ndarray,
