@@ -49,6 +49,8 @@ def node_summary(node: int, datasets: dict, attributes: dict) -> dict:
         "final_mse": finite_mean(errors[-tail:]),
         "bytes_sent": int(bytes_sent.sum()),
         "bytes_per_step": float(bytes_sent.mean()),
+        "bytes_per_particle_move": (float(bytes_sent.sum() / moves) if (
+            moves := int(datasets["particles_sent"].sum())) else None),
         "theta_mean": datasets["theta_mean"].tolist(),
         "loop_seconds": float(attributes["loop_seconds"]),
         "startup_seconds": float(attributes["startup_seconds"]),
