@@ -34,6 +34,7 @@ from .filters import ParticleFilter, StreamPlan
 from .registry import ALGORITHMS
 
 CENTRAL_KEY = 0
+LARGE_RELAY = 16  # nodes beyond which rpf's default (hops = diameter) gets a warning
 
 
 @dataclass
@@ -139,13 +140,18 @@ def _rpf_warnings(config, topology) -> list[str]:
     from .rpf import walk_reach_beyond
 
     hops = config.relay.hops or topology.diameter
+    warnings = []
     if config.relay.weights == "walk" and any(
             walk_reach_beyond(topology, node, hops, config.filter.walk_steps)
             for node in topology.active):
-        return [f"relay.weights = \"walk\" with relay.hops = {hops} < filter.walk_steps = "
-                f"{config.filter.walk_steps}: the walk's visits beyond {hops} hops are left "
-                "out"]
-    return []
+        warnings.append(f"relay.weights = \"walk\" with relay.hops = {hops} < "
+                        f"filter.walk_steps = {config.filter.walk_steps}: the walk's visits "
+                        f"beyond {hops} hops are left out")
+    if config.relay.hops is None and topology.nodes > LARGE_RELAY:
+        warnings.append(f"rpf on {topology.nodes} nodes with relay.hops = the diameter "
+                        f"({topology.diameter}): every node evaluates every node's data, so "
+                        "its work grows with the network; set relay.hops to bound it")
+    return warnings
 
 
 @register("rpf", "relay particle filter: neighbourhoods' measurements, particles stay",
