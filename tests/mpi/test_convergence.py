@@ -8,15 +8,12 @@ mean estimate and the centralized Kalman mean under the centralized covariance,
 units of the exact posterior's own spread: 1 means "one posterior standard deviation off".
 """
 
-import numpy as np
 import pytest
-from helpers import irregular_topology
+from helpers import irregular_topology, kalman_distance
 from mpi4py import MPI
 
 from mcdpf.config import load_config
 from mcdpf.driver import train
-from mcdpf.kalman import kalman_filter
-from mcdpf.sources import node_stream
 
 pytestmark = pytest.mark.mpi
 
@@ -41,12 +38,7 @@ def distance_to_kalman(comm, tmp_path, algorithm, particles, walk_steps):
         f"filter.state_noise={Q}", f"filter.obs_noise={R}", f"filter.walk_steps={walk_steps}"])
     name = f"{algorithm}-{particles}-{walk_steps}"
     estimates = train(comm, config, tmp_path / name, force=True)["datasets"]["theta_estimates"]
-    streams = [node_stream(config.data, STEPS, comm.size, k) for k in range(comm.size)]
-    means, covariances = kalman_filter(streams, Q, R, PRIOR_STD ** 2)
-    gap = (estimates - means)[BURN_IN:]
-    precision = np.linalg.inv(covariances[BURN_IN:])
-    distance = np.sqrt(np.einsum("ti,tij,tj->t", gap, precision, gap)).mean()
-    return float(np.mean(comm.allgather(distance)))
+    return kalman_distance(comm, config, estimates, STEPS, BURN_IN)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,11 @@ nodes), seeded, so they cannot flake; tolerances are stated where asserted.
 
 import numpy as np
 import pytest
-from helpers import irregular_topology
+from helpers import irregular_topology, kalman_distance
 from mpi4py import MPI
 
 from mcdpf.config import load_config
 from mcdpf.driver import train
-from mcdpf.kalman import kalman_filter
-from mcdpf.sources import node_stream
 
 pytestmark = pytest.mark.mpi
 
@@ -43,13 +41,7 @@ def one_distance(comm, directory, *extra, nodes=None):
         f"model.init_std={PRIOR_STD}", f"filter.state_noise={Q}", f"filter.obs_noise={R}",
         *extra])
     estimates = train(comm, config, None, write=False)["datasets"]["theta_estimates"]
-    streams = [node_stream(config.data, STEPS, comm.size, k) for k in range(comm.size)]
-    chosen = streams if nodes is None else [streams[k] for k in nodes]
-    means, covariances = kalman_filter(chosen, Q, R, PRIOR_STD ** 2)
-    gap = (estimates - means)[BURN_IN:]
-    precision = np.linalg.inv(covariances[BURN_IN:])
-    value = np.sqrt(np.einsum("ti,tij,tj->t", gap, precision, gap)).mean()
-    return float(np.mean(comm.allgather(value)))
+    return kalman_distance(comm, config, estimates, STEPS, BURN_IN, nodes)
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,13 @@
 
 import numpy as np
 import pytest
-from helpers import TracingComm, irregular_topology
+from helpers import TracingComm, irregular_topology, kalman_distance
 from mpi4py import MPI
 
 from mcdpf.algorithms import LearnerContext, build_learner
 from mcdpf.comm import Neighbourhood
 from mcdpf.config import load_config
 from mcdpf.driver import train
-from mcdpf.kalman import kalman_filter
 from mcdpf.models import build_model
 from mcdpf.preparation import StreamTable
 from mcdpf.rpf import RelayParticleFilter, RelayPlan
@@ -53,15 +52,6 @@ def linear_config(comm, directory, *extra, topology=None):
         "data.drift_std=0.02", "data.noise_std=0.1", "model.kind=linear",
         f"model.init_std={PRIOR_STD}", f"filter.state_noise={Q}", f"filter.obs_noise={R}",
         *extra])
-
-
-def kalman_distance(comm, config, estimates):
-    streams = [node_stream(config.data, STEPS, comm.size, k) for k in range(comm.size)]
-    means, covariances = kalman_filter(streams, Q, R, PRIOR_STD ** 2)
-    gap = (estimates - means)[BURN_IN:]
-    precision = np.linalg.inv(covariances[BURN_IN:])
-    distance = np.sqrt(np.einsum("ti,tij,tj->t", gap, precision, gap)).mean()
-    return float(np.mean(comm.allgather(distance)))
 
 
 def test_rpf_with_the_oracles_streams_is_cpf_bit_for_bit():
@@ -123,8 +113,8 @@ def test_rpf_is_the_centralized_pf_and_walk_weights_approach_it():
     for name, extra in runs.items():
         config = linear_config(comm, directory, *extra)
         estimates = train(comm, config, directory / name.replace(" ", ""), force=True)
-        distance[name] = kalman_distance(comm, config,
-                                         estimates["datasets"]["theta_estimates"])
+        distance[name] = kalman_distance(comm, config, estimates["datasets"]["theta_estimates"],
+                                         STEPS, BURN_IN)
     assert distance["rpf"] < 0.2 and distance["cpf"] < 0.2, distance
     assert abs(distance["rpf"] - distance["cpf"]) < 0.06, distance
     assert distance["walk 16"] < distance["walk 4"] < distance["walk 1"], distance
