@@ -57,6 +57,16 @@ def is_complete(path: Path) -> bool:
         return False
 
 
+def read_checkpoint_attributes(path) -> dict:
+    """The attributes of one checkpoint (without reading its arrays)."""
+    try:
+        with h5py.File(path, "r") as handle:
+            return {name: (value.decode() if isinstance(value, bytes) else value)
+                    for name, value in handle.attrs.items()}
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: unreadable checkpoint ({error})") from None
+
+
 def read_checkpoint(path) -> tuple[dict, dict, dict]:
     """``(learner_state, records, attributes)`` of one checkpoint."""
     path = Path(path)
