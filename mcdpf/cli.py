@@ -23,10 +23,10 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError
+from .markers import launcher_rank
 from .registry import ALGORITHMS, TOPOLOGIES, WALKS
 
 EXIT_INPUT_ERROR = 2
-RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,15 +34,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise InputError(f"{self.prog}: {message}")
-
-
-def _launcher_rank() -> int:
-    """This process's rank as the MPI launcher announced it (0 when not launched)."""
-    for variable in RANK_VARIABLES:
-        value = os.environ.get(variable)
-        if value is not None and value.isdigit():
-            return int(value)
-    return 0
 
 
 def _print_error(message: str) -> None:
@@ -138,16 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except InputError as error:
-        if _launcher_rank() == 0:
+        if launcher_rank() == 0:
             _print_error(str(error))
         return EXIT_INPUT_ERROR
     if args.command in ("train", "compare"):
         marker = None
         if args.command == "train" and args.markers:
-            from .markers import FINISHED, RankMarker
+            from .markers import FINISHED, Marker, rank_file
 
-            marker = RankMarker(args.markers, _launcher_rank())
-            marker.watch_signals()
+            rank = launcher_rank()
+            marker = Marker(rank_file(args.markers, rank), rank=rank, pid=os.getpid())
         code = mpi_command(args, marker)
         if marker is not None:
             marker.set(FINISHED, exit_code=code)
@@ -168,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 def mpi_command(args, marker=None) -> int:
     """``mcdpf train`` and ``compare``: every rank runs this; abort on an unexpected error.
 
-    ``marker`` (a :class:`~mcdpf.markers.RankMarker`) records an abort as ``error``.
+    ``marker`` (a :class:`~mcdpf.markers.Marker`) records an abort as ``error``.
     """
     started = time.perf_counter()
     from mpi4py import MPI
@@ -309,7 +300,10 @@ def _print_final_summary(comm, config, result) -> None:
         mse = finite_mean(gathered[:, 0])
         seconds = float(gathered[:, 1].max())
         steps = attributes["steps"]
-        print(f"mcdpf: {config.run.algorithm} on {attributes['n_nodes']} nodes: "
+        nodes = attributes["n_nodes"]
+        ranks = comm.Get_size()
+        where = f"{nodes} nodes" if ranks == nodes else f"{ranks} of {nodes} nodes"
+        print(f"mcdpf: {config.run.algorithm} on {where}: "
               f"{steps} steps in {seconds:.2f} s ({steps / max(seconds, 1e-9):.1f} steps/s), "
               f"network MSE {mse:.6g}; outputs in {result['out_dir']}", file=sys.stderr,
               flush=True)

@@ -1,124 +1,108 @@
-"""Liveness markers of a supervised job's ranks: which rank died, which ended, which was stopped.
+"""Markers of a supervised job's ranks: which rank died, which ended, which was stopped.
 
-``mcdpf supervise`` starts ``mcdpf train --markers DIR``; every rank then keeps two files
-in ``DIR`` (:class:`RankMarker`), named by its rank in the job:
+``mcdpf supervise`` launches every rank under a guard (:mod:`mcdpf.guard`) and passes
+``--markers DIR`` to ``mcdpf train``. Two small JSON files per rank, named by its rank in
+the job, record what happened to it:
 
-``rank-RRRR.lock``
-    locked (``flock``) by the rank's process for its whole life. The kernel releases the
-    lock when the process ends, however it ends -- ``kill -9`` and the out-of-memory
-    killer included -- so a free lock is a process that is gone.
-``rank-RRRR.json``
-    ``{rank, pid, host, state, ...}``; ``state`` is ``running`` from the start, then
-    ``finished`` (with the exit code: 0, or 2 for a refused input), ``error`` (the rank
-    failed with an exception and aborts the job) or ``terminated`` (the rank received
-    SIGTERM, SIGINT or SIGHUP: a preemption, a time limit, a stop of the whole job).
+``guard-RRRR.json``, written by the guard, the parent of the rank's process:
+    ``running`` while the rank runs, then ``exited`` (with its exit code),
+    ``terminated`` (the rank ended by SIGTERM, SIGINT or SIGHUP, or the guard passed such
+    a signal on: a preemption, a time limit, a stop of the whole job) or ``died`` (the
+    rank was killed by any other signal: ``kill -9``, the out-of-memory killer, a
+    segmentation fault). A guard whose rank died stays alive, so the launcher does not
+    end the job: the other ranks wait in their exchanges until the supervisor stops it.
+``rank-RRRR.json``, written by the rank itself:
+    ``running``, then ``finished`` (with the exit code: 0, or 2 for a refused input), or
+    ``error`` just before a rank that failed with an exception aborts the job (the
+    launcher then ends every process at once, guards included).
 
-A rank whose lock is free while its state still says ``running`` died without a word
-(:func:`rank_state` reads the lock first, then the state, so a rank that finishes
-between the two reads is not mistaken for a dead one). The signals are taken by a
-watcher thread (:meth:`RankMarker.watch_signals`), so a rank blocked inside an MPI call
-still records them and exits at once.
+:func:`rank_state` merges the two. Nothing here depends on timing.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
 import socket
-import sys
-import threading
 from pathlib import Path
 
-RUNNING, FINISHED, ERROR, TERMINATED = "running", "finished", "error", "terminated"
-DEAD, MISSING = "dead", "missing"
+RUNNING, FINISHED, ERROR, TERMINATED, DEAD, MISSING = (
+    "running", "finished", "error", "terminated", "dead", "missing")
+EXITED, DIED = "exited", "died"  # the guard's words for finished and dead
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
 
 
-def marker_file(directory: Path, rank: int) -> Path:
-    """The JSON marker of ``rank``."""
+def launcher_rank() -> int:
+    """This process's rank as the MPI launcher announced it (0 when not launched)."""
+    for variable in RANK_VARIABLES:
+        value = os.environ.get(variable)
+        if value is not None and value.isdigit():
+            return int(value)
+    return 0
+
+
+def rank_file(directory, rank: int) -> Path:
+    """The marker the rank writes."""
     return Path(directory) / f"rank-{rank:04d}.json"
 
 
-def lock_file(directory: Path, rank: int) -> Path:
-    """The lock file of ``rank``."""
-    return Path(directory) / f"rank-{rank:04d}.lock"
+def guard_file(directory, rank: int) -> Path:
+    """The marker the rank's guard writes."""
+    return Path(directory) / f"guard-{rank:04d}.json"
 
 
-class RankMarker:
-    """This process's marker: holds its lock and records its state.
+class Marker:
+    """One marker file, replaced whole at every change.
 
     Parameters
     ----------
-    directory
-        The markers directory (created if needed).
-    rank
-        This process's rank in the job (as the launcher announced it).
+    path
+        The file (its directory is created if needed).
+    info
+        What the marker always says (rank, pids, host).
     """
 
-    def __init__(self, directory, rank: int):
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = marker_file(directory, rank)
-        self._lock = open(lock_file(directory, rank), "a")  # held until the process ends
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
-        self.info = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname()}
+    def __init__(self, path: Path, **info):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.info = {**info, "host": socket.gethostname()}
         self.set(RUNNING)
 
     def set(self, state: str, **details) -> None:
-        """Record ``state`` (and ``details``), replacing the file whole."""
+        """Record ``state`` (and ``details``)."""
         self.info = {**self.info, "state": state, **details}
         temporary = self.path.with_name(self.path.name + ".tmp")
         temporary.write_text(json.dumps(self.info) + "\n")
         os.replace(temporary, self.path)
 
-    def watch_signals(self) -> None:
-        """Take SIGTERM, SIGINT and SIGHUP in a thread: record ``terminated`` and exit.
 
-        Call before any other thread starts (MPI's, numba's): the signals are blocked in
-        this thread, and so in every thread started after it, but the watcher's.
-        """
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        threading.Thread(target=self._watch, name="mcdpf-signals", daemon=True).start()
-
-    def _watch(self) -> None:
-        number = signal.sigwait(STOP_SIGNALS)
-        name = signal.Signals(number).name
-        self.set(TERMINATED, signal=name)
-        print(f"mcdpf: rank {self.info['rank']}: stopped by {name}", file=sys.stderr,
-              flush=True)
-        os._exit(128 + number)
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def rank_state(directory, rank: int) -> str:
-    """``missing`` (no marker yet), ``dead``, or the state the rank recorded.
+    """What happened to ``rank``, from both of its markers.
 
-    ``dead``: the rank's lock is free but its state says ``running``.
+    ``error``, ``dead``, ``terminated``, ``finished``, ``running`` or ``missing`` (no
+    marker yet), in this order of precedence.
     """
-    path = marker_file(directory, rank)
-    if not path.is_file():
-        return MISSING
-    alive = _locked(lock_file(directory, rank))
-    try:
-        state = json.loads(path.read_text()).get("state", RUNNING)
-    except (OSError, ValueError):
-        state = RUNNING  # being replaced: the rank is alive and writing it
-    return DEAD if state == RUNNING and not alive else state
-
-
-def _locked(path: Path) -> bool:
-    """Whether a process holds the lock of ``path``."""
-    try:
-        with open(path, "a") as probe:
-            try:
-                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(probe, fcntl.LOCK_UN)
-            return False
-    except OSError:
-        return False
+    mine = _read(rank_file(directory, rank)).get("state")
+    guard = _read(guard_file(directory, rank))
+    guarded = guard.get("state")
+    if mine == ERROR or (guarded == EXITED and guard.get("exit_code") not in (0, 2)):
+        return ERROR
+    if guarded == DIED:
+        return DEAD
+    if guarded == TERMINATED:
+        return TERMINATED
+    if mine == FINISHED or guarded == EXITED:
+        return FINISHED
+    return RUNNING if RUNNING in (mine, guarded) else MISSING
 
 
 def rank_states(directory, ranks: int) -> list[str]:
@@ -130,5 +114,5 @@ def clear(directory) -> None:
     """Remove every marker of ``directory`` (before a new job starts)."""
     directory = Path(directory)
     if directory.is_dir():
-        for path in directory.glob("rank-*"):
+        for path in directory.glob("*.json"):
             path.unlink(missing_ok=True)

@@ -1,14 +1,15 @@
 """``mcdpf supervise``: run a training job, and resume it by itself when it fails.
 
 ``mcdpf supervise CONFIG -n K [--out DIR] [--set ...] [--retries R]`` is not run under
-``mpiexec``: it launches ``mpiexec -n K python -m mcdpf train CONFIG ... --markers
-RUN_DIR/ranks`` as a child process and watches it. When the job fails it finds the ranks
-that died, maps them to nodes, and launches the next job:
+``mpiexec``: it launches ``mpiexec -n K python -m mcdpf.guard RUN_DIR/ranks python -m
+mcdpf train CONFIG ... --markers RUN_DIR/ranks`` as a child process and watches it. When
+the job fails it finds the ranks whose nodes are lost, and launches the next job:
 
 - nodes were lost (a rank was killed, or failed with an error): ``--resume RUN_DIR
   --without NODES`` on the survivors (:mod:`mcdpf.elastic`);
 - nothing was lost (the ranks were stopped by a signal: preemption, a time limit, a stop
-  of the whole job): ``--resume RUN_DIR`` on the same nodes;
+  of the whole job; or every rank vanished at once): ``--resume RUN_DIR`` on the same
+  nodes;
 - no checkpoint exists yet: the run starts again from step 0 on every node.
 
 Every restart is appended to ``RUN_DIR/restarts.json`` (attempt, exit code, nodes lost,
@@ -17,14 +18,15 @@ supervisor with one line and exit code 1; a job that refuses its input (exit 2) 
 retried. SIGTERM, SIGINT or SIGHUP to the supervisor stop the job and the supervisor
 (exit ``128 + signal``), without a restart: the run directory can be resumed later.
 
-**Who died** (:mod:`mcdpf.markers`): every rank holds a lock file for its life and
-records its state. With MPICH's launcher (Hydra) the job runs with
-``-disable-auto-cleanup``, so when one rank dies the others stay alive, blocked in their
-exchanges: the supervisor sees the one free lock within a poll interval, then stops the
-job (SIGTERM, which Hydra forwards; the ranks record it and exit). With another launcher
-that kills every rank as soon as one dies, every lock is free at once; the supervisor
-then reads the process the launcher names (Hydra's ``PID ... RUNNING AT``, Open MPI's
-``process rank R``) and maps it through ``processes.json``.
+**Who died** (:mod:`mcdpf.markers`, :mod:`mcdpf.guard`): every rank runs under a guard
+process that records how the rank ended. A rank killed by a signal (``kill -9``, the
+out-of-memory killer) is recorded as ``died`` by its guard, which stays alive, so the
+launcher keeps the job up and the other ranks wait in their exchanges; the supervisor
+reads the marker within a poll interval and stops the job (SIGTERM to the launcher,
+which passes it on). A rank that fails with an exception records ``error`` before it
+aborts the job. Nothing depends on timing. When a guard dies too (a lost machine), no
+marker tells; the supervisor then takes the host that MPICH's launcher names
+(``PID ... RUNNING AT host``) and the ranks ``processes.json`` places there.
 """
 
 from __future__ import annotations
@@ -49,24 +51,13 @@ STOP_SECONDS = 30.0  # a stopped job gets this long to end before it is killed
 EXIT_INPUT_ERROR = 2
 EXIT_GAVE_UP = 1
 OUTPUT_LINES_KEPT = 200
-HYDRA_PID = re.compile(r"PID (\d+) RUNNING AT (\S+)")
-OPEN_MPI_RANK = re.compile(r"process rank (\d+) with PID")
+HYDRA_FAILED_HOST = re.compile(r"PID \d+ RUNNING AT (\S+)")
 
 
 def default_launcher() -> str:
     """The ``mpiexec`` beside this Python (the mpich wheel's), else the one on PATH."""
     beside = Path(sys.executable).with_name("mpiexec")
     return str(beside) if beside.exists() else (shutil.which("mpiexec") or "mpiexec")
-
-
-def launcher_options(launcher: str) -> list[str]:
-    """``-disable-auto-cleanup`` for Hydra (ranks outlive a dead one); none otherwise."""
-    try:
-        version = subprocess.run([launcher, "--version"], capture_output=True, text=True,
-                                 timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        raise InputError(f"supervise: cannot run the launcher {launcher}") from None
-    return ["-disable-auto-cleanup"] if "HYDRA" in version.upper() else []
 
 
 class Job:
@@ -92,19 +83,16 @@ class Job:
             sink.flush()
             self.tail.append(line)
 
-    def watch(self, stopping) -> list[int]:
-        """Wait until the job ends, a rank dies or ``stopping()``; the dead ranks found."""
+    def watch(self, stopping) -> bool:
+        """Wait until the job ends, a rank dies or ``stopping()``; whether a rank died."""
         while self.process.poll() is None and not stopping():
-            dead = [rank for rank, state in
-                    enumerate(markers.rank_states(self.markers_directory, self.ranks))
-                    if state == markers.DEAD]
-            if dead:
-                return dead
+            if markers.DEAD in self.states():
+                return True
             time.sleep(POLL_SECONDS)
-        return []
+        return False
 
     def stop(self) -> None:
-        """End the job: SIGTERM to the launcher (it forwards it), SIGKILL if it lingers."""
+        """End the job: SIGTERM to the launcher (it passes it on), SIGKILL if it lingers."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -120,36 +108,31 @@ class Job:
         return code
 
     def states(self) -> list[str]:
-        """Every rank's marker state after the end."""
+        """Every rank's :func:`~mcdpf.markers.rank_state`."""
         return markers.rank_states(self.markers_directory, self.ranks)
 
-    def named_by_launcher(self, processes: list[dict]) -> list[int]:
-        """Ranks the launcher's output names as the failed process."""
-        output = "".join(self.tail)
-        ranks = {int(match) for match in OPEN_MPI_RANK.findall(output)}
-        by_pid = {(entry["pid"], entry["host"]): entry["rank"] for entry in processes}
-        by_pid_only = {entry["pid"]: entry["rank"] for entry in processes}
-        for pid, host in HYDRA_PID.findall(output):
-            rank = by_pid.get((int(pid), host), by_pid_only.get(int(pid)))
-            if rank is not None:
-                ranks.add(rank)
-        return sorted(rank for rank in ranks if rank < self.ranks)
+    def failed_hosts(self) -> set[str]:
+        """Hosts the launcher's output names as running a failed process."""
+        return set(HYDRA_FAILED_HOST.findall("".join(self.tail)))
 
 
-def lost_ranks(detected: list[int], states: list[str], named: list[int]) -> list[int]:
-    """The ranks whose nodes are lost, from what was seen during and after the job.
+def lost_ranks(states: list[str], failed_hosts: set[str], processes: list[dict]) -> list[int]:
+    """The ranks whose nodes are lost, from their markers after the job ended.
 
-    Ranks that failed with an error, ranks found dead while the others ran, ranks found
-    dead after the end while others ended properly; when every rank vanished without a
-    word, the one the launcher names. Ranks stopped by a signal are not lost.
+    Ranks that failed with an error or died; when every rank vanished at once, none
+    (nothing is left to continue without them: a stop of the whole job); when no marker
+    tells (the guards were killed too), the ranks on the hosts the launcher names as
+    failed, unless that is every rank. Ranks stopped by a signal are not lost.
     """
     failed = [rank for rank, state in enumerate(states) if state == markers.ERROR]
-    if failed or detected:
-        return sorted(set(failed) | set(detected))
-    vanished = [rank for rank, state in enumerate(states) if state == markers.DEAD]
-    if vanished and len(vanished) < len(states):
-        return vanished
-    return named if vanished else []
+    dead = [rank for rank, state in enumerate(states) if state == markers.DEAD]
+    if failed or (dead and len(dead) < len(states)):
+        return sorted(failed + dead)
+    if dead or markers.TERMINATED in states:
+        return []
+    on_failed_hosts = [entry["rank"] for entry in processes
+                       if entry.get("host") in failed_hosts and entry["rank"] < len(states)]
+    return sorted(on_failed_hosts) if len(on_failed_hosts) < len(states) else []
 
 
 class Supervisor:
@@ -172,7 +155,6 @@ class Supervisor:
         self.communicating = traits(config.run.algorithm)["communicating"]
         self.run_dir = RunDirectory(args.resume or args.out or default_out_dir(config))
         self.launcher = args.mpiexec or default_launcher()
-        self.options = launcher_options(self.launcher)
         self.members = self._initial_members()
         self.restarts = self.run_dir.read_json(self.run_dir.restarts_file, []) \
             if args.resume else []
@@ -191,13 +173,15 @@ class Supervisor:
     def command(self, *, resume: bool, force: bool = False, without=(), cause="") -> list[str]:
         """The ``mpiexec ... mcdpf train`` command of the next job."""
         args = self.args
-        command = [self.launcher, *self.options, "-n", str(len(self.members)),
-                   sys.executable, "-m", "mcdpf", "train", args.config]
+        directory = str(self.run_dir.markers_directory)
+        command = [self.launcher, "-n", str(len(self.members)), sys.executable, "-m",
+                   "mcdpf.guard", directory, sys.executable, "-m", "mcdpf", "train",
+                   args.config]
         for override in args.set:
             command += ["--set", override]
         if args.quiet:
             command.append("--quiet")
-        command += ["--markers", str(self.run_dir.markers_directory)]
+        command += ["--markers", directory]
         if not resume:
             return command + ["--out", str(self.run_dir.path)] + (["--force"] if force else [])
         command += ["--resume", str(self.run_dir.path), "--cause", cause]
@@ -234,7 +218,7 @@ class Supervisor:
         attempt = 1
         while True:
             job = Job(command, self.run_dir.markers_directory, len(self.members))
-            detected = job.watch(lambda: self.signal_received is not None)
+            died = job.watch(lambda: self.signal_received is not None)
             job.stop()
             code = job.finish()
             if self.signal_received is not None:
@@ -243,17 +227,17 @@ class Supervisor:
                 _say(f"stopped by {name}; the run can continue with mcdpf supervise "
                      f"{args.config} -n {args.nodes} --resume {self.run_dir.path}")
                 return 128 + self.signal_received
-            if code == 0 and not detected:
+            if code == 0 and not died:
                 self._save()
                 return 0
-            if code == EXIT_INPUT_ERROR and not detected:
+            if code == EXIT_INPUT_ERROR and not died:
                 _print_error(f"supervise: attempt {attempt} was refused (exit code 2); "
                              "not retrying")
                 self._save()
                 return EXIT_INPUT_ERROR
             processes = self.run_dir.read_json(self.run_dir.processes_file, [])
             lost = [self.members[rank] for rank in
-                    lost_ranks(detected, job.states(), job.named_by_launcher(processes))]
+                    lost_ranks(job.states(), job.failed_hosts(), processes)]
             what = f"node{'s' if len(lost) > 1 else ''} {_listed(lost)} lost" if lost \
                 else "no node lost"
             if attempt > args.retries:
@@ -263,20 +247,22 @@ class Supervisor:
                              f"{what}; {self.run_dir.path} can be resumed by hand "
                              "(mcdpf train --resume)")
                 return EXIT_GAVE_UP
-            cause = f"supervise: attempt {attempt} failed (exit code {code}, {what})"
+            failure = f"attempt {attempt} failed (exit code {code}, {what})"
             survivors = tuple(node for node in self.members if node not in lost)
             step = self.resume_step(survivors)
             if step < 0:
                 self.members = tuple(range(args.nodes))
                 action, command = "restart", self.command(resume=False, force=True)
-                _say(f"{cause}; no checkpoint yet: starting again from step 0 on "
+                _say(f"{failure}; no checkpoint yet: starting again from step 0 on "
                      f"{len(self.members)} ranks")
             else:
                 self.members = survivors
                 action = "resume without" if lost else "resume"
-                command = self.command(resume=True, without=lost, cause=cause)
-                _say(f"{cause}; resuming at step {step}"
-                     f"{' without ' + _listed(lost) if lost else ''} on {len(survivors)} ranks")
+                command = self.command(resume=True, without=lost,
+                                       cause=f"supervise: {failure}")
+                _say(f"{failure}; resuming at step {step}"
+                     f"{' without ' + what.removesuffix(' lost') if lost else ''} on "
+                     f"{len(survivors)} ranks")
             self._log(attempt, code, lost, action, step)
             attempt += 1
 
