@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -200,6 +202,83 @@ def inject_faults(faults, node: int, step: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class Checkpointer:
+    """Writes one node's checkpoints into its run directory, keeping the newest ``keep``.
+
+    Synchronous by default: :meth:`save` returns when the file is on disk under its final
+    name. With ``asynchronous`` (``run.checkpoint_async``) :meth:`save` copies the state
+    and records and hands them to a writer thread, which writes the file the same way
+    (temporary name, fsync, rename: a file under its final name is always complete);
+    at most one checkpoint is in flight (the next :meth:`save` waits for it), and a
+    failure of the writer is raised by the next :meth:`save` or :meth:`close`.
+
+    Parameters
+    ----------
+    run_dir
+        The :class:`~mcdpf.rundir.RunDirectory`.
+    node
+        The node whose checkpoints these are.
+    keep
+        Checkpoints kept (:func:`~mcdpf.resume.checkpoints_to_keep`).
+    asynchronous
+        Write from a thread.
+    """
+
+    def __init__(self, run_dir, node: int, keep: int, asynchronous: bool = False):
+        self.run_dir = run_dir
+        self.node = node
+        self.keep = keep
+        self.asynchronous = asynchronous
+        self._work: queue.Queue = queue.Queue(maxsize=1)
+        self._failure: BaseException | None = None
+        self._writer = None
+        if asynchronous:
+            self._writer = threading.Thread(target=self._write_queued, daemon=True,
+                                            name=f"mcdpf-checkpoints-{node}")
+            self._writer.start()
+
+    def save(self, step: int, state: dict, records: dict, attributes: dict) -> None:
+        """Write the checkpoint of ``step`` (after ``step`` completed steps)."""
+        if not self.asynchronous:
+            self._write(step, state, records, attributes)
+            return
+        self._wait()
+        self._work.put((step, _copied(state), _copied(records), dict(attributes)))
+
+    def _write(self, step, state, records, attributes) -> None:
+        self.run_dir.write_checkpoint(self.node, step, state, records, attributes, self.keep)
+
+    def _write_queued(self) -> None:
+        while (item := self._work.get()) is not None:
+            try:
+                self._write(*item)
+            except BaseException as failure:  # raised again on the main thread
+                self._failure = failure
+            finally:
+                self._work.task_done()
+        self._work.task_done()
+
+    def _wait(self) -> None:
+        self._work.join()
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    def close(self) -> None:
+        """Wait until every checkpoint saved is on disk; stop the writer thread."""
+        if self._writer is not None:
+            self._wait()
+            self._work.put(None)
+            self._writer.join()
+            self._writer = None
+
+
+def _copied(values: dict) -> dict:
+    """A copy of a dictionary of arrays and scalars that later steps cannot change."""
+    return {name: value.copy() if isinstance(value, np.ndarray) else value
+            for name, value in values.items()}
+
+
 def departure_step(drops, node: int) -> int | None:
     """The first step at which ``node`` is out of the network (``None``: never)."""
     steps = [step for index, step in drops or [] if index == node]
@@ -235,8 +314,10 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
     warm_up(setup.model.dtype)
     progress = Progress(progress_enabled, config.run.progress_seconds, steps, start_step)
     stream = setup.stream
-    every = config.run.checkpoint_every
-    keep = checkpoints_to_keep(config, setup.topology)
+    every = config.run.checkpoint_every if setup.run_dir is not None else 0
+    checkpointer = Checkpointer(setup.run_dir, node_index,
+                                checkpoints_to_keep(config, setup.topology),
+                                config.run.checkpoint_async) if every else None
     loop_start = time.perf_counter()
     startup_seconds = loop_start - started
     for t in range(start_step, steps):
@@ -248,11 +329,10 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
         target = None if skipped else float(stream.targets[t])
         prediction = node.predict(columns)
         if not node.active:
-            if t == departs and every and setup.run_dir is not None:
-                setup.run_dir.write_checkpoint(
-                    node_index, t, node.checkpoint_state(), recorder.data,
-                    {**node.checkpoint_attributes(), "loop_seconds": previous_loop_seconds
-                     + time.perf_counter() - loop_start}, keep)
+            if t == departs and every:
+                checkpointer.save(t, node.checkpoint_state(), recorder.data, {
+                    **node.checkpoint_attributes(),
+                    "loop_seconds": previous_loop_seconds + time.perf_counter() - loop_start})
             node.learn(None)
             recorder.record(t, None, None, None, 0.0, None)
             continue
@@ -263,11 +343,12 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
         recorder.record(t, target, prediction, info, time.perf_counter() - step_start,
                         node.estimate)
         progress.update(t, recorder.data["squared_error"])
-        if every and (t + 1) % every == 0 and t + 1 < steps and setup.run_dir is not None:
+        if every and (t + 1) % every == 0 and t + 1 < steps:
             elapsed = previous_loop_seconds + time.perf_counter() - loop_start
-            setup.run_dir.write_checkpoint(
-                node_index, t + 1, node.checkpoint_state(), recorder.data,
-                {**node.checkpoint_attributes(), "loop_seconds": elapsed}, keep)
+            checkpointer.save(t + 1, node.checkpoint_state(), recorder.data,
+                              {**node.checkpoint_attributes(), "loop_seconds": elapsed})
+    if checkpointer is not None:
+        checkpointer.close()
     loop_seconds = previous_loop_seconds + time.perf_counter() - loop_start
     node.close(handshake=False)  # every rank runs the agreed T steps
     return write_outputs(setup, node, steps, recorder, loop_seconds, startup_seconds)

@@ -31,7 +31,7 @@ NO_LIMIT = 2 ** 62
 # ``faults.drop`` may not change; the nodes a resume leaves out are not configuration but
 # history (``resumes.json``).
 RESUMABLE_CHANGES = {("run", "out"), ("run", "progress_seconds"), ("run", "checkpoint_every"),
-                     ("faults", "crash"), ("faults", "kill")}
+                     ("run", "checkpoint_async"), ("faults", "crash"), ("faults", "kill")}
 
 
 def different_keys(saved: dict, current: dict) -> list[str]:
@@ -53,12 +53,15 @@ def checkpoints_to_keep(config, topology) -> int:
     Ranks of a communicating algorithm drift apart by at most about the graph diameter in
     time steps (each neighbour exchange holds a node to its neighbours' pace), so the
     newest checkpoint of the slowest rank is within ``diameter + 1 + every`` steps of the
-    fastest rank's. Independent algorithms resume every rank from its own newest.
+    fastest rank's (one interval more with ``run.checkpoint_async``, whose newest
+    checkpoint may still be in the writer thread). Independent algorithms resume every rank
+    from its own newest.
     """
+    in_flight = int(config.run.checkpoint_async)  # a writer thread's may be unfinished
     if not traits(config.run.algorithm)["communicating"]:
-        return 2
+        return 2 + in_flight
     every = config.run.checkpoint_every
-    return 2 + -(-(topology.diameter + 1) // max(every, 1))
+    return 2 + in_flight + -(-(topology.diameter + 1) // max(every, 1))
 
 
 def offered_step(run_dir, node: int, communicating: bool) -> int:

@@ -212,24 +212,33 @@ class RunDirectory:
         self.write_json(path, [*self.read_json(path, []), entry])
 
     # ---------------------------------------------------------------- checkpoints
-    def checkpoint_steps(self, node: int) -> list[int]:
-        """Steps of ``node``'s complete checkpoints, ascending (torn or foreign skipped)."""
+    def _named_checkpoint_steps(self, node: int) -> list[int]:
+        """Steps of the files named as ``node``'s checkpoints, ascending (not opened)."""
         directory = self.checkpoint_directory
         if not directory.is_dir():
             return []
         steps = []
         for path in directory.iterdir():
             match = CHECKPOINT_NAME.match(path.name)
-            if match and int(match.group(1)) == node and is_complete(path):
+            if match and int(match.group(1)) == node:
                 steps.append(int(match.group(2)))
         return sorted(steps)
 
+    def checkpoint_steps(self, node: int) -> list[int]:
+        """Steps of ``node``'s complete checkpoints, ascending (torn or foreign skipped)."""
+        return [step for step in self._named_checkpoint_steps(node)
+                if is_complete(self.checkpoint_file(node, step))]
+
     def write_checkpoint(self, node: int, step: int, state: dict, records: dict,
                          attributes: dict, keep: int) -> Path:
-        """Write ``node``'s checkpoint of ``step``; keep only its newest ``keep``."""
+        """Write ``node``'s checkpoint of ``step``; keep only its newest ``keep``.
+
+        The files kept are the newest by name (a file under its final name was written
+        whole; reading them all to check would cost more than the checkpoint).
+        """
         path = write_checkpoint(self.checkpoint_file(node, step), state, records,
                                 {**attributes, "step": step, "node": node})
-        for old in self.checkpoint_steps(node)[:-keep]:
+        for old in self._named_checkpoint_steps(node)[:-keep]:
             self.checkpoint_file(node, old).unlink(missing_ok=True)
         return path
 
