@@ -114,5 +114,5 @@ def clear(directory) -> None:
     """Remove every marker of ``directory`` (before a new job starts)."""
     directory = Path(directory)
     if directory.is_dir():
-        for path in directory.glob("*.json"):
+        for path in [*directory.glob("rank-*"), *directory.glob("guard-*")]:
             path.unlink(missing_ok=True)
