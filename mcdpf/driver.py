@@ -311,6 +311,7 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
         for t in range(int(resumption.attributes["step"]), start_step):
             recorder.record(t, None, None, None, 0.0, None)  # it had left: idle steps
     departs = departure_step(setup.drops, node_index)
+    rank = comm.Get_rank()
     warm_up(setup.model.dtype)
     progress = Progress(progress_enabled, config.run.progress_seconds, steps, start_step)
     stream = setup.stream
@@ -323,7 +324,7 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
     for t in range(start_step, steps):
         step_start = time.perf_counter()
         if departs is None or t < departs:
-            inject_faults(config.faults, node_index, t, comm.Get_rank())
+            inject_faults(config.faults, node_index, t, rank)
         skipped = bool(setup.skipped[t])
         columns = None if skipped else stream.sequence(t)
         target = None if skipped else float(stream.targets[t])
