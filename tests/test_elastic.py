@@ -214,3 +214,20 @@ def test_which_ranks_are_lost():
     assert lost_ranks([RUNNING] * 4, {"b"}, processes) == [2, 3]
     assert lost_ranks([RUNNING] * 4, {"a", "b"}, processes) == []
     assert lost_ranks([FINISHED, DEAD, FINISHED, FINISHED], set(), processes) == [1]
+
+
+def test_config_drops_and_a_lost_node_combine(tmp_path):
+    """faults.drop of node 2 at step 12, then node 1 killed at step 26: the run resumes
+    without node 1 on nodes 0, 2 and 3, node 2 idling from its departure checkpoint (it
+    wrote none after it left); the effective schedule is faults.drop plus the resume."""
+    config = write_config(tmp_path, "dpf", extra="[faults]\ndrop = [[2, 12]]\n")
+    kill = "faults.kill=[[1, 26]]"
+    result = supervise(config, 4, tmp_path / "run", "--set", kill)
+    assert result.returncode == 0, result.stderr
+    (resume,) = history(tmp_path / "run", "resumes.json")
+    assert resume["without"] == [1] and resume["nodes"] == [0, 2, 3]
+    reference = run_mpi(4, "train", config, "--out", tmp_path / "ref", "--quiet", "--set",
+                        kill, "--set", f"faults.drop=[[2, 12], [1, {resume['step']}]]")
+    assert reference.returncode == 0, reference.stderr
+    assert_survivors_equal(tmp_path / "run", tmp_path / "ref", 4, [1])
+    assert_lost_node_file(tmp_path / "run", 1, resume["step"])
