@@ -68,9 +68,12 @@ class Job:
         self.ranks = ranks
         markers.clear(markers_directory)
         self.tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES_KEPT)
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, bufsize=1,
-                                        start_new_session=True)
+        try:
+            self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True, bufsize=1,
+                                            start_new_session=True)
+        except OSError as error:
+            raise InputError(f"supervise: cannot start {command[0]} ({error})") from None
         self.readers = [threading.Thread(target=self._pass_on, args=(pipe, sink), daemon=True)
                         for pipe, sink in ((self.process.stdout, sys.stdout),
                                            (self.process.stderr, sys.stderr))]
@@ -238,6 +241,8 @@ class Supervisor:
             processes = self.run_dir.read_json(self.run_dir.processes_file, [])
             lost = [self.members[rank] for rank in
                     lost_ranks(job.states(), job.failed_hosts(), processes)]
+            if len(lost) == len(self.members):
+                lost = []  # nothing would be left to continue on: try every node again
             what = f"node{'s' if len(lost) > 1 else ''} {_listed(lost)} lost" if lost \
                 else "no node lost"
             if attempt > args.retries:
