@@ -118,11 +118,12 @@ def agree_resume(comm, setup, steps: int, plan) -> tuple[str | None, Resumption 
         problem = str(error)
     common = comm_layer.agree_max(comm, offer) if independent \
         else comm_layer.agree_min(comm, offer)
-    start = own if independent else common
-    newest = own if independent or (offer == NO_LIMIT and own <= common) else common
-    resumption = None
     if problem is not None:
         return comm_layer.agree_on_error(comm, problem), None
+    start = own if independent else common
+    # A node that had left continues from its departure checkpoint if it is not newer.
+    newest = own if independent or (offer == NO_LIMIT and own <= common) else common
+    resumption = None
     if common < 0 or common == NO_LIMIT:
         problem = (f"{run_dir.path}: no checkpoint that every rank has (set "
                    "run.checkpoint_every to write them)")
