@@ -247,7 +247,8 @@ class Supervisor:
                 else "no node lost"
             if attempt > args.retries:
                 self._log(attempt, code, lost, "gave up", -1)
-                _print_error(f"supervise: gave up after {attempt} failed attempts "
+                _print_error(f"supervise: gave up after {attempt} failed attempt"
+                             f"{'s' if attempt > 1 else ''} "
                              f"(--retries {args.retries}); the last exited with code {code}, "
                              f"{what}; {self.run_dir.path} can be resumed by hand "
                              "(mcdpf train --resume)")

@@ -231,3 +231,35 @@ def test_config_drops_and_a_lost_node_combine(tmp_path):
     assert reference.returncode == 0, reference.stderr
     assert_survivors_equal(tmp_path / "run", tmp_path / "ref", 4, [1])
     assert_lost_node_file(tmp_path / "run", 1, resume["step"])
+
+
+def test_the_oracle_reads_a_lost_nodes_data_until_it_leaves(tmp_path):
+    """cpf without communication: each survivor continues from its own newest checkpoint,
+    the lost node leaves at the newest any survivor has, and its stream (read from [data]
+    by every rank) is the oracle's until then."""
+    config = write_config(tmp_path, "cpf")
+    crashed = run_mpi(3, "train", config, "--out", tmp_path / "run", "--quiet", "--set",
+                      "faults.kill=[[0, 13]]")
+    assert crashed.returncode not in (0, 2)
+    resumed = run_mpi(2, "train", config, "--resume", tmp_path / "run", "--quiet",
+                      "--without", "0", "--cause", "node 0 crashed")
+    assert resumed.returncode == 0, resumed.stderr
+    (resume,) = history(tmp_path / "run", "resumes.json")
+    assert resume["cause"] == "node 0 crashed" and resume["nodes"] == [1, 2]
+    reference = run_mpi(3, "train", config, "--out", tmp_path / "ref", "--quiet", "--set",
+                        f"faults.drop=[[0, {resume['step']}]]")
+    assert reference.returncode == 0, reference.stderr
+    assert_survivors_equal(tmp_path / "run", tmp_path / "ref", 3, [0])
+    assert_lost_node_file(tmp_path / "run", 0, resume["step"])
+
+
+def test_supervise_gives_up_after_its_retries(tmp_path):
+    config = write_config(tmp_path, "dpf")
+    result = run(mcdpf_command("supervise", config, "-n", 3, "--out", tmp_path / "run",
+                               "--quiet", "--retries", 0, "--set", "faults.kill=[[1, 8]]"))
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if "supervise" in line]
+    assert line.startswith("mcdpf: error: supervise: gave up after 1 failed attempt (")
+    assert "node 1 lost" in line
+    (restart,) = history(tmp_path / "run", "restarts.json")
+    assert restart["action"] == "gave up" and restart["lost"] == [1]
