@@ -1,6 +1,8 @@
-"""Command line: ``mcdpf train | report | topology``.
+"""Command line: ``mcdpf train | compare | supervise | report | topology``.
 
-The entry point is the only place that touches ``MPI.COMM_WORLD``. Error handling:
+The entry point is the only place that touches ``MPI.COMM_WORLD`` (``supervise`` runs
+outside MPI: it launches ``mpiexec ... mcdpf train`` and resumes it after failures,
+:mod:`mcdpf.supervise`). Error handling:
 
 - a bad input (:class:`~mcdpf.errors.InputError`) on any rank: every rank learns it in a
   set-up collective, the first rank prints one line ``mcdpf: error: ...`` and every rank
@@ -21,10 +23,10 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError
+from .markers import launcher_rank
 from .registry import ALGORITHMS, TOPOLOGIES, WALKS
 
 EXIT_INPUT_ERROR = 2
-RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,15 +34,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise InputError(f"{self.prog}: {message}")
-
-
-def _launcher_rank() -> int:
-    """This process's rank as the MPI launcher announced it (0 when not launched)."""
-    for variable in RANK_VARIABLES:
-        value = os.environ.get(variable)
-        if value is not None and value.isdigit():
-            return int(value)
-    return 0
 
 
 def _print_error(message: str) -> None:
@@ -67,8 +60,39 @@ def build_parser() -> argparse.ArgumentParser:
                        help="overwrite an existing run in the output directory")
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue RUN_DIR from the newest checkpoint every rank has "
-                       "(same configuration and rank count)")
+                       "(same configuration and nodes)")
+    train.add_argument("--without", metavar="NODE[,NODE...]",
+                       help="with --resume: continue on the other nodes (start K - |nodes "
+                       "left out so far| ranks); the nodes leave at the resumed step as "
+                       "with faults.drop")
+    train.add_argument("--cause", default="manual",
+                       help="why this resume happens, recorded in resumes.json")
+    train.add_argument("--markers", metavar="DIR",
+                       help="keep per-rank liveness markers in DIR (mcdpf supervise)")
     train.add_argument("--quiet", action="store_true", help="no progress line")
+
+    supervise = commands.add_parser(
+        "supervise", help="not under mpiexec: run `mpiexec -n K mcdpf train` and, when "
+        "the job fails, resume it on the surviving nodes (or all of them when none was "
+        "lost); restarts are logged in RUN_DIR/restarts.json")
+    supervise.add_argument("config", help="configuration file (TOML)")
+    supervise.add_argument("-n", dest="nodes", type=int, required=True, metavar="K",
+                           help="nodes of the network: ranks of the first job")
+    supervise.add_argument("--set", action="append", default=[],
+                           metavar="SECTION.KEY=VALUE",
+                           help="override a configuration key; repeatable")
+    supervise.add_argument("--out", help="run directory (default: run.out, else "
+                           "runs/<config>)")
+    supervise.add_argument("--force", action="store_true",
+                           help="overwrite an existing run in the output directory")
+    supervise.add_argument("--resume", metavar="RUN_DIR",
+                           help="start by resuming RUN_DIR instead of a new run")
+    supervise.add_argument("--retries", type=int, default=3, metavar="R",
+                           help="restarts allowed before giving up (default: 3)")
+    supervise.add_argument("--mpiexec", metavar="PATH",
+                           help="launcher (default: the mpiexec beside this Python, "
+                           "else the one on PATH)")
+    supervise.add_argument("--quiet", action="store_true", help="no progress line")
 
     compare = commands.add_parser("compare", help="under mpiexec: run several algorithms on "
                                   "one configuration; table and running-MSE figure")
@@ -105,12 +129,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except InputError as error:
-        if _launcher_rank() == 0:
+        if launcher_rank() == 0:
             _print_error(str(error))
         return EXIT_INPUT_ERROR
     if args.command in ("train", "compare"):
-        return mpi_command(args)
+        marker = None
+        if args.command == "train" and args.markers:
+            from .markers import FINISHED, Marker, rank_file
+
+            rank = launcher_rank()
+            marker = Marker(rank_file(args.markers, rank), rank=rank, pid=os.getpid())
+        code = mpi_command(args, marker)
+        if marker is not None:
+            marker.set(FINISHED, exit_code=code)
+        return code
     try:
+        if args.command == "supervise":
+            from .supervise import supervise
+
+            return supervise(args)
         if args.command == "report":
             return report_command(args)
         return topology_command(args)
@@ -119,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT_ERROR
 
 
-def mpi_command(args) -> int:
-    """``mcdpf train`` and ``compare``: every rank runs this; abort on an unexpected error."""
+def mpi_command(args, marker=None) -> int:
+    """``mcdpf train`` and ``compare``: every rank runs this; abort on an unexpected error.
+
+    ``marker`` (a :class:`~mcdpf.markers.Marker`) records an abort as ``error``.
+    """
     started = time.perf_counter()
     from mpi4py import MPI
 
@@ -132,21 +172,19 @@ def mpi_command(args) -> int:
             return _compare(world, args)
         return _train(world, args, started)
     except InjectedFault as fault:
-        print(f"mcdpf: rank {world.Get_rank()}: {fault}; aborting the job", file=sys.stderr,
-              flush=True)
-        from .comm import abort
-
-        abort(world, 1)
-        return 1
+        message = f"mcdpf: rank {world.Get_rank()}: {fault}; aborting the job"
     except Exception:
-        rank = world.Get_rank()
-        details = traceback.format_exc()
-        print(f"mcdpf: rank {rank}: internal error, aborting the job\n{details}",
-              file=sys.stderr, flush=True)
-        from .comm import abort
+        message = (f"mcdpf: rank {world.Get_rank()}: internal error, aborting the job\n"
+                   f"{traceback.format_exc()}")
+    print(message, file=sys.stderr, flush=True)
+    if marker is not None:
+        from .markers import ERROR
 
-        abort(world, 1)
-        return 1
+        marker.set(ERROR, message=message.splitlines()[0])
+    from .comm import abort
+
+    abort(world, 1)
+    return 1
 
 
 def _agreed_config(comm, args, extra_check=None):
@@ -216,9 +254,18 @@ def _compare(comm, args) -> int:
 
 def _train(comm, args, started: float) -> int:
     from .driver import train
+    from .elastic import parse_nodes
 
     rank = comm.Get_rank()
-    config = _agreed_config(comm, args)
+    without = []
+
+    def check_without():
+        if args.without is not None:
+            if not args.resume:
+                raise InputError("--without continues a run: give --resume RUN_DIR")
+            without.extend(parse_nodes(args.without))
+
+    config = _agreed_config(comm, args, check_without)
     if config is None:
         return EXIT_INPUT_ERROR
     if args.resume and args.out and Path(args.out) != Path(args.resume):
@@ -228,7 +275,8 @@ def _train(comm, args, started: float) -> int:
     out_dir = args.resume or args.out
     try:
         result = train(comm, config, Path(out_dir) if out_dir else None, force=args.force,
-                       resume=bool(args.resume), progress=not args.quiet, started=started)
+                       resume=bool(args.resume), without=tuple(without), cause=args.cause,
+                       progress=not args.quiet, started=started)
     except InputError as problem:
         if rank == 0:
             _print_error(str(problem))
@@ -252,7 +300,10 @@ def _print_final_summary(comm, config, result) -> None:
         mse = finite_mean(gathered[:, 0])
         seconds = float(gathered[:, 1].max())
         steps = attributes["steps"]
-        print(f"mcdpf: {config.run.algorithm} on {attributes['n_nodes']} nodes: "
+        nodes = attributes["n_nodes"]
+        ranks = comm.Get_size()
+        where = f"{nodes} nodes" if ranks == nodes else f"{ranks} of {nodes} nodes"
+        print(f"mcdpf: {config.run.algorithm} on {where}: "
               f"{steps} steps in {seconds:.2f} s ({steps / max(seconds, 1e-9):.1f} steps/s), "
               f"network MSE {mse:.6g}; outputs in {result['out_dir']}", file=sys.stderr,
               flush=True)

@@ -2,8 +2,8 @@
 
 :class:`Neighbourhood` is planned once and exchanged many times (mpi4py-fft's
 ``Transfer`` pattern): it builds one distributed-graph communicator from the topology
-(``Create_dist_graph_adjacent``, sources = destinations = the node's sorted neighbours,
-no reordering, so rank ``k`` is node ``k``) and moves data with neighbourhood
+(``Create_dist_graph_adjacent``, sources = destinations = the ranks of the node's sorted
+neighbours, no reordering) and moves data with neighbourhood
 collectives only: counts by ``Neighbor_alltoall``, then records by ``Neighbor_alltoallv``
 on raw buffers (never pickles). No rank ever sends to a non-neighbour and nothing here is
 a global collective.
@@ -38,22 +38,29 @@ class Neighbourhood:
     Parameters
     ----------
     comm
-        Communicator whose ranks are the network nodes (rank ``k`` is node ``k``).
+        Communicator whose ranks are the network nodes.
     neighbours
-        Sorted neighbour ranks of this node.
+        Sorted neighbour nodes of this node.
+    ranks
+        The neighbours' ranks in ``comm``, in the same order (default: rank ``k`` is node
+        ``k``; a resumed job without some nodes maps them otherwise,
+        :class:`~mcdpf.elastic.Membership`).
+    node
+        This node, for messages (default: its rank).
     """
 
-    def __init__(self, comm, neighbours: list[int]):
+    def __init__(self, comm, neighbours: list[int], ranks: list[int] | None = None,
+                 node: int | None = None):
         self.neighbours = list(neighbours)
         self.degree = len(self.neighbours)
-        self.graph = comm.Create_dist_graph_adjacent(self.neighbours, self.neighbours,
-                                                     reorder=False)
+        peers = self.neighbours if ranks is None else list(ranks)
+        self.graph = comm.Create_dist_graph_adjacent(peers, peers, reorder=False)
         self._send_counts = np.zeros(self.degree, dtype=np.int32)
         self._recv_counts = np.zeros(self.degree, dtype=np.int32)
         self._send_stamps = np.zeros((self.degree, 2), dtype=np.int64)
         self._recv_stamps = np.zeros((self.degree, 2), dtype=np.int64)
         self._record_types: dict[int, MPI.Datatype] = {}
-        self.rank = comm.Get_rank()
+        self.rank = comm.Get_rank() if node is None else node
 
     def _record_type(self, itemsize: int) -> MPI.Datatype:
         if itemsize not in self._record_types:

@@ -63,6 +63,9 @@ class RunConfig:
                            "path", optional=True)
     checkpoint_every: int = _key(0, "write a checkpoint every this many steps (0: never)",
                                  "int", minimum=0)
+    checkpoint_async: bool = _key(False, "write checkpoints from a thread: the loop only "
+                                  "copies the state (after a crash the newest checkpoint "
+                                  "may be one interval older)", "bool")
     record_estimates: bool = _key(False, "also store the parameter estimate of every step "
                                   "(T x n_params)", "bool")
     progress_seconds: float = _key(2.0, "seconds between progress lines on rank 0 "

@@ -13,7 +13,10 @@ part in the exchanges). The node owns the learner's state between calls (one doc
 place): ``predict`` returns the prediction and keeps the pending half-step, ``learn``
 finishes it. ``[faults] drop`` events change the network at their steps: every rank
 rebuilds the graph communicator, the walk and the diffusion weights; a node that left
-predicts NaN from then on.
+predicts NaN from then on. A resumed job may have no rank for nodes that left
+(:mod:`mcdpf.elastic`): its ranks map to nodes by a
+:class:`~mcdpf.elastic.Membership`, and every node-loss event is given as the effective
+drop schedule.
 
 ``save(path)`` writes a checkpoint of the node alone (configuration, step, learner
 state); ``Node.load(path, comm)`` continues from it. Construction is collective over
@@ -37,10 +40,10 @@ from .models import build_model
 from .topology import build_topology
 
 
-def drop_schedule(faults) -> list[tuple[int, list[int]]]:
-    """``[(step, [nodes leaving at that step]), ...]`` in step order."""
+def drop_schedule(drops) -> list[tuple[int, list[int]]]:
+    """``[(step, [nodes leaving at that step]), ...]`` in step order, of ``[[node, step]]``."""
     events: dict[int, list[int]] = {}
-    for node, step in faults.drop or []:
+    for node, step in drops or []:
         events.setdefault(step, []).append(node)
     return sorted(events.items())
 
@@ -52,12 +55,17 @@ def check_drops(faults, topology) -> None:
             if node >= topology.nodes:
                 raise InputError(f"faults.{kind}: node {node} does not exist (nodes 0.."
                                  f"{topology.nodes - 1})")
+    check_schedule(faults.drop, topology, "faults.drop")
+
+
+def check_schedule(drops, topology, label: str) -> None:
+    """Every node-loss event of ``drops`` leaves a connected graph (messages: ``label``)."""
     network = topology
-    for step, dropped in drop_schedule(faults):
+    for step, dropped in drop_schedule(drops):
         try:
             network = network.without(dropped)
         except InputError as error:
-            raise InputError(f"faults.drop at step {step}: {error}") from None
+            raise InputError(f"{label} at step {step}: {error}") from None
 
 
 def check_threads(threads: int) -> None:
@@ -75,26 +83,37 @@ def check_threads(threads: int) -> None:
 class Network:
     """The graph as the run goes: the topology and this node's neighbourhood.
 
-    Node-loss events (``faults.drop``) apply at their steps; :meth:`advance` is a
-    collective over every rank at such a step (the graph communicator is rebuilt).
+    Node-loss events (``drops``, the effective drop schedule ``[[node, step], ...]``)
+    apply at their steps; :meth:`advance` is a collective over every rank at such a step
+    (the graph communicator is rebuilt). ``membership`` maps ranks to nodes (default:
+    rank ``k`` is node ``k``). A job resumed at the step where nodes without a rank leave
+    connects at that step only: until then its graph still holds them.
     """
 
-    def __init__(self, comm, topology, node: int, faults, communicating: bool,
-                 start_step: int = 0):
+    def __init__(self, comm, topology, node: int, drops, communicating: bool,
+                 start_step: int = 0, membership=None):
         self.comm = comm
         self.node = node
         self.communicating = communicating
-        self.events = dict(drop_schedule(faults))
+        self.membership = membership
+        self.events = dict(drop_schedule(drops))
         self.topology = topology
         for step, dropped in self.events.items():
             if step < start_step:
                 self.topology = self.topology.without(dropped)
-        self.neighbourhood = self._connect()
+        self.neighbourhood = self._connect() if self._every_node_has_a_rank() else None
+
+    def _every_node_has_a_rank(self) -> bool:
+        return self.membership is None or all(node in self.membership
+                                              for node in self.topology.active)
 
     def _connect(self):
         if not self.communicating:
             return None
-        return comm_layer.Neighbourhood(self.comm, self.topology.neighbours(self.node))
+        neighbours = self.topology.neighbours(self.node)
+        ranks = None if self.membership is None else \
+            [self.membership.rank_of(neighbour) for neighbour in neighbours]
+        return comm_layer.Neighbourhood(self.comm, neighbours, ranks, self.node)
 
     @property
     def active(self) -> bool:
@@ -126,16 +145,23 @@ class Node:
     config
         A :class:`~mcdpf.config.Config` (``[data]`` is not read).
     comm
-        Intracommunicator whose ranks are the network's nodes (rank ``k`` is node ``k``).
+        Intracommunicator whose ranks are the network's nodes (rank ``k`` is node ``k``,
+        unless ``membership`` says otherwise).
     input_dim
         ``p``, columns of every sequence.
+    drops
+        The effective drop schedule ``[[node, step], ...]`` (default ``faults.drop``).
+    membership
+        The :class:`~mcdpf.elastic.Membership` of a resumed job without some nodes.
     """
 
     def __init__(self, config, comm, input_dim: int, *, topology=None, measurements=None,
-                 start_step: int = 0, state: dict | None = None):
+                 start_step: int = 0, state: dict | None = None, drops=None,
+                 membership=None):
         self.config = config
         self.comm = comm
         self.rank = comm.Get_rank()
+        self.node = self.rank if membership is None else membership.node_of(self.rank)
         self.input_dim = input_dim
         self.algorithm = config.run.algorithm
         self.traits = traits(self.algorithm)
@@ -157,8 +183,9 @@ class Node:
         if measurements is None and self.traits["needs_all_streams"]:
             measurements = LiveMeasurements(comm, self.model)
         self.measurements = measurements
-        self.network = Network(comm, topology, self.rank, config.faults,
-                               self.traits["communicating"], start_step)
+        self.network = Network(comm, topology, self.node,
+                               config.faults.drop if drops is None else drops,
+                               self.traits["communicating"], start_step, membership)
         self.learner = self._build_learner()
         self.step = start_step
         self.state = self.learner.initial_state() if state is None \
@@ -168,7 +195,7 @@ class Node:
     def _build_learner(self):
         network = self.network
         context = LearnerContext(config=self.config, model=self.model,
-                                 topology=network.topology, node=self.rank,
+                                 topology=network.topology, node=self.node,
                                  neighbourhood=network.neighbourhood,
                                  measurements=self.measurements)
         return build_learner(self.algorithm, context)
@@ -195,11 +222,11 @@ class Node:
         if columns.ndim == 1 and self.input_dim == 1:
             columns = columns[:, None]
         if columns.ndim != 2 or columns.shape[1] != self.input_dim or columns.shape[0] < 1:
-            raise InputError(f"node {self.rank}, step {self.step}: X has shape "
+            raise InputError(f"node {self.node}, step {self.step}: X has shape "
                              f"{columns.shape}; this node's model takes (m, "
                              f"{self.input_dim}) sequences with m >= 1")
         if not np.all(np.isfinite(columns)):
-            raise InputError(f"node {self.rank}, step {self.step}: X has non-finite values "
+            raise InputError(f"node {self.node}, step {self.step}: X has non-finite values "
                              "(pass None for a step without data)")
         return np.ascontiguousarray(columns, dtype=self.model.dtype)
 
@@ -209,7 +236,7 @@ class Node:
         ``columns``: the sequence (m, p), or ``None`` for a step without data.
         """
         if self._pending is not None:
-            raise InputError(f"node {self.rank}, step {self.step}: predict called twice; "
+            raise InputError(f"node {self.node}, step {self.step}: predict called twice; "
                              "call learn(d) (or learn(None)) to finish the step first")
         columns = self._columns(columns)
         if self.network.advance(self.step) and self.active:
@@ -227,12 +254,12 @@ class Node:
     def learn(self, target) -> StepInfo:
         """Finish the step with its label (``None``: no label); returns its diagnostics."""
         if self._pending is None:
-            raise InputError(f"node {self.rank}, step {self.step}: learn called without "
+            raise InputError(f"node {self.node}, step {self.step}: learn called without "
                              "predict; every step is predict(X) then learn(d)")
         if target is not None:
             target = float(target)
             if not np.isfinite(target):
-                raise InputError(f"node {self.rank}, step {self.step}: label {target} is "
+                raise InputError(f"node {self.node}, step {self.step}: label {target} is "
                                  "not finite (pass None for a step without a label)")
         kind, pending = self._pending
         self._pending = None
@@ -251,16 +278,17 @@ class Node:
     def checkpoint_attributes(self) -> dict:
         """What a checkpoint records about the run besides the state."""
         return {"config": self.config.to_json(), "n_nodes": self.initial_topology.nodes,
-                "input_dim": self.input_dim, "mcdpf_version": __version__}
+                "input_dim": self.input_dim, "mcdpf_version": __version__,
+                "active": int(self.active)}
 
     def save(self, path) -> None:
         """Write this node's checkpoint (configuration, step, state) to ``path``."""
         if self._pending is not None:
-            raise InputError(f"node {self.rank}: save between learn and the next predict, "
+            raise InputError(f"node {self.node}: save between learn and the next predict, "
                              "not in the middle of a step")
         write_checkpoint(path, self.checkpoint_state(), None,
                          {**self.checkpoint_attributes(), "step": self.step,
-                          "node": self.rank})
+                          "node": self.node})
 
     @classmethod
     def load(cls, path, comm) -> Node:

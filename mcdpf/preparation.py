@@ -28,7 +28,12 @@ from .topology import build_topology
 
 @dataclass
 class NodeSetup:
-    """What one rank loaded and validated before the run."""
+    """What one rank loaded and validated before the run.
+
+    ``drops`` is the effective drop schedule (``faults.drop``, and the nodes resumes left
+    out: :mod:`mcdpf.elastic`); ``membership`` maps the job's ranks to nodes (``None``:
+    rank ``k`` is node ``k``).
+    """
 
     config: object
     topology: object
@@ -40,6 +45,8 @@ class NodeSetup:
     warnings: list[str] = field(default_factory=list)
     resume: bool = False
     given_stream: bool = False
+    drops: list = field(default_factory=list)
+    membership: object = None
 
 
 def default_out_dir(config) -> Path:
@@ -85,7 +92,8 @@ def prepare_node(config, nodes: int, node: int, run_dir: RunDirectory | None, fo
     warnings += entry["warnings"](config, topology)
     return NodeSetup(config=config, topology=topology, node=node,
                      stream=stream.astype(model.dtype), skipped=skipped, model=model,
-                     run_dir=run_dir, warnings=warnings, resume=resume, given_stream=given)
+                     run_dir=run_dir, warnings=warnings, resume=resume, given_stream=given,
+                     drops=[list(pair) for pair in config.faults.drop or []])
 
 
 def agree_setup(comm, setup: NodeSetup | None, error: str | None) -> tuple[str | None, int]:
@@ -138,9 +146,20 @@ class StreamTable:
 
 
 def all_streams(comm, setup: NodeSetup) -> StreamTable:
-    """Set-up collective for the oracle: every node's stream, on every rank."""
-    streams, masks = comm_layer.allgather_streams(comm, setup.stream, setup.skipped)
-    streams = [s.astype(setup.model.dtype) for s in streams]
-    for node, step in setup.config.faults.drop or []:
+    """Set-up collective for the oracle: every node's stream, on every rank.
+
+    The streams of nodes without a rank (left out by a resume) are read from ``[data]``
+    on every rank; every node's stream counts as without data from its departure on.
+    """
+    gathered, masks = comm_layer.allgather_streams(comm, setup.stream, setup.skipped)
+    nodes = setup.topology.nodes
+    table = dict(enumerate(zip(gathered, masks, strict=True)))
+    if setup.membership is not None:
+        table = {setup.membership.node_of(rank): item for rank, item in table.items()}
+        for node in setup.membership.absent:
+            table[node] = load_stream(setup.config, nodes, node)
+    streams = [table[node][0].astype(setup.model.dtype) for node in range(nodes)]
+    masks = [np.array(table[node][1], dtype=bool) for node in range(nodes)]
+    for node, step in setup.drops:
         masks[node][step:] = True
     return StreamTable(streams, masks)

@@ -8,6 +8,11 @@ Definitions (DESIGN §2, §6):
 - the running MSE at step ``t`` is the time average of the squared errors up to ``t``;
 - ``steps_per_second`` is ``steps`` divided by the slowest node's loop time (start-up and
   JIT compilation excluded).
+
+Departures are shown per node: the step a node left the network (``dropped_at``) and,
+for a node lost in a crash, the step its records are valid until (``valid_until``: the
+records of later steps, up to its departure, were lost with it). The run's resumes
+(``resumes.json``) and automatic restarts (``restarts.json``) are listed after the table.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import math
 
 import numpy as np
 
-from .rundir import read_run
+from .rundir import RunDirectory, read_run
 
 FINAL_FRACTION = 0.1
 
@@ -71,6 +76,7 @@ def summarize(run_dir) -> dict:
     nodes = [node_summary(record.node, record.datasets, record.attributes)
              for record in records]
     slowest = max(node["loop_seconds"] for node in nodes)
+    run = RunDirectory(run_dir)
     return {
         "run_dir": str(run_dir),
         "algorithm": first["algorithm"],
@@ -85,7 +91,20 @@ def summarize(run_dir) -> dict:
         "bytes_sent": int(sum(n["bytes_sent"] for n in nodes)),
         "bytes_per_step": float(sum(n["bytes_per_step"] for n in nodes)),
         "nodes": nodes,
+        "resumes": run.read_resumes(),
+        "restarts": run.read_json(run.restarts_file, []),
     }
+
+
+def departure(node: dict, steps: int) -> str:
+    """``left at step S`` (and which records were lost) for a node that left; else ``""``."""
+    if node["dropped_at"] < 0 and node["valid_until"] >= steps:
+        return ""
+    end = node["dropped_at"] if node["dropped_at"] >= 0 else steps
+    words = [f"left at step {node['dropped_at']}"] if node["dropped_at"] >= 0 else []
+    if node["valid_until"] < end:
+        words.append(f"steps {node['valid_until']}..{end - 1} lost")
+    return ", ".join(words)
 
 
 def format_report(summary: dict) -> str:
@@ -99,12 +118,22 @@ def format_report(summary: dict) -> str:
         f"{summary['bytes_per_step']:.0f} bytes/step (network)",
         "",
         f"{'node':>4}  {'MSE':>11}  {'final MSE':>11}  {'bytes/step':>10}  {'mean ESS':>9}  "
-        f"{'loop s':>8}",
+        f"{'loop s':>8}  departure",
     ]
     for node in summary["nodes"]:
-        lines.append(f"{node['node']:>4}  {node['mse']:>11.6g}  {node['final_mse']:>11.6g}  "
-                     f"{node['bytes_per_step']:>10.0f}  {node['mean_ess']:>9.1f}  "
-                     f"{node['loop_seconds']:>8.2f}")
+        lines.append((f"{node['node']:>4}  {node['mse']:>11.6g}  {node['final_mse']:>11.6g}  "
+                      f"{node['bytes_per_step']:>10.0f}  {node['mean_ess']:>9.1f}  "
+                      f"{node['loop_seconds']:>8.2f}  "
+                      f"{departure(node, summary['steps'])}").rstrip())
+    for resume in summary["resumes"]:
+        left = f" without node{'s' if len(resume['without']) > 1 else ''} " + \
+            ", ".join(map(str, resume["without"])) if resume["without"] else ""
+        lines.append(f"resumed at step {resume['step']}{left}"
+                     f"{' on ' + str(resume['ranks']) + ' ranks' if 'ranks' in resume else ''}"
+                     f" ({resume.get('cause', 'manual')}, {resume.get('time', '?')})")
+    if summary["restarts"]:
+        lines.append(f"{len(summary['restarts'])} automatic restart"
+                     f"{'s' if len(summary['restarts']) > 1 else ''} (restarts.json)")
     return "\n".join(lines)
 
 

@@ -4,10 +4,11 @@
 
     RUN_DIR/
       node-0000.h5 ...              one output file per node (written by its own rank)
-      processes.json                rank, host and PID of every process of the last job
-      resumes.json                  every resume: step, nodes left out, ranks, cause
+      processes.json                rank, node, host and PID of every process of the last job
+      resumes.json                  every resume: step, nodes left out, ranks, cause, time
       restarts.json                 every automatic restart (``mcdpf supervise``)
       checkpoints/node-0000-step-00000040.h5 ...
+      ranks/rank-0000.json, .lock   liveness markers of a supervised job's ranks
 
 The per-step records of a node (:data:`RECORDS`) and the attributes of its output file
 (:data:`ATTRIBUTES`) are declared here once; the recorder, the writer, the report and the
@@ -18,13 +19,21 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
-from .io import is_complete, read_checkpoint, read_node_files, write_checkpoint, write_node_file
+from .io import (
+    is_complete,
+    read_checkpoint,
+    read_checkpoint_attributes,
+    read_node_files,
+    write_checkpoint,
+    write_node_file,
+)
 
 CHECKPOINT_NAME = re.compile(r"node-(\d{4,})-step-(\d{8,})\.h5$")
 
@@ -136,6 +145,11 @@ class RunDirectory:
         """``restarts.json``."""
         return self.path / "restarts.json"
 
+    @property
+    def markers_directory(self) -> Path:
+        """``RUN_DIR/ranks``: the liveness markers of a supervised job (``mcdpf supervise``)."""
+        return self.path / "ranks"
+
     # ---------------------------------------------------------------- checks
     def check_writable(self, force: bool, resume: bool) -> None:
         """Refuse to overwrite an existing run unless ``force`` (or when resuming it)."""
@@ -151,10 +165,16 @@ class RunDirectory:
                              "or pass --force to overwrite it")
 
     def prepare(self, force: bool, resume: bool) -> None:
-        """Create the directory; with ``force`` (not resuming) remove a previous run's files."""
+        """Create the directory; with ``force`` (not resuming) remove a previous run's files.
+
+        A previous run's node files, checkpoints and resume history go (a later
+        ``--resume`` must never pick up another run's checkpoint or departures).
+        """
         if force and not resume:
             for stale in self.node_files():
                 stale.unlink()
+            shutil.rmtree(self.checkpoint_directory, ignore_errors=True)
+            self.resumes_file.unlink(missing_ok=True)
         self.path.mkdir(parents=True, exist_ok=True)
 
     # ---------------------------------------------------------------- outputs
@@ -192,30 +212,64 @@ class RunDirectory:
         self.write_json(path, [*self.read_json(path, []), entry])
 
     # ---------------------------------------------------------------- checkpoints
-    def checkpoint_steps(self, node: int) -> list[int]:
-        """Steps of ``node``'s complete checkpoints, ascending (torn or foreign skipped)."""
+    def _named_checkpoint_steps(self, node: int) -> list[int]:
+        """Steps of the files named as ``node``'s checkpoints, ascending (not opened)."""
         directory = self.checkpoint_directory
         if not directory.is_dir():
             return []
         steps = []
         for path in directory.iterdir():
             match = CHECKPOINT_NAME.match(path.name)
-            if match and int(match.group(1)) == node and is_complete(path):
+            if match and int(match.group(1)) == node:
                 steps.append(int(match.group(2)))
         return sorted(steps)
 
+    def checkpoint_steps(self, node: int) -> list[int]:
+        """Steps of ``node``'s complete checkpoints, ascending (torn or foreign skipped)."""
+        return [step for step in self._named_checkpoint_steps(node)
+                if is_complete(self.checkpoint_file(node, step))]
+
     def write_checkpoint(self, node: int, step: int, state: dict, records: dict,
                          attributes: dict, keep: int) -> Path:
-        """Write ``node``'s checkpoint of ``step``; keep only its newest ``keep``."""
+        """Write ``node``'s checkpoint of ``step``; keep only its newest ``keep``.
+
+        The files kept are the newest by name (a file under its final name was written
+        whole; reading them all to check would cost more than the checkpoint).
+        """
         path = write_checkpoint(self.checkpoint_file(node, step), state, records,
                                 {**attributes, "step": step, "node": node})
-        for old in self.checkpoint_steps(node)[:-keep]:
+        for old in self._named_checkpoint_steps(node)[:-keep]:
             self.checkpoint_file(node, old).unlink(missing_ok=True)
         return path
 
     def read_checkpoint(self, node: int, step: int) -> tuple[dict, dict, dict]:
         """``(learner state, records, attributes)`` of ``node``'s checkpoint of ``step``."""
         return read_checkpoint(self.checkpoint_file(node, step))
+
+    def checkpoint_attributes(self, node: int, step: int) -> dict:
+        """The attributes of ``node``'s checkpoint of ``step`` (its arrays are not read)."""
+        return read_checkpoint_attributes(self.checkpoint_file(node, step))
+
+    def network_size(self) -> int:
+        """Nodes of the run's network, as its checkpoints record it (``InputError``: none)."""
+        directory = self.checkpoint_directory
+        for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+            if CHECKPOINT_NAME.match(path.name) and is_complete(path):
+                return int(read_checkpoint_attributes(path)["n_nodes"])
+        raise InputError(f"{self.path}: no checkpoint to resume from (set "
+                         "run.checkpoint_every to write them)")
+
+    def read_resumes(self) -> list[dict]:
+        """The resume history (``resumes.json``), checked: a list of ``{step, without, ...}``."""
+        history = self.read_json(self.resumes_file, [])
+        valid = isinstance(history, list) and all(
+            isinstance(entry, dict) and isinstance(entry.get("step"), int)
+            and isinstance(entry.get("without"), list)
+            and all(isinstance(node, int) for node in entry["without"]) for entry in history)
+        if not valid:
+            raise InputError(f"{self.resumes_file}: not a list of resumes "
+                             "({\"step\": S, \"without\": [nodes], ...})")
+        return history
 
 
 def read_run(run_dir):

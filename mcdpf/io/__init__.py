@@ -6,9 +6,15 @@ Outputs are written to a temporary name, flushed and renamed, so a reader never 
 half-written file.
 """
 
-from .checkpoints import is_complete, read_checkpoint, write_checkpoint
+from .checkpoints import (
+    is_complete,
+    read_checkpoint,
+    read_checkpoint_attributes,
+    write_checkpoint,
+)
 from .run_files import NodeRecord, read_node_files, write_node_file
 from .stream_file import read_stream_file, write_stream_file
 
-__all__ = ["NodeRecord", "is_complete", "read_checkpoint", "read_node_files",
+__all__ = ["NodeRecord", "is_complete", "read_checkpoint",
+           "read_checkpoint_attributes", "read_node_files",
            "read_stream_file", "write_checkpoint", "write_node_file", "write_stream_file"]

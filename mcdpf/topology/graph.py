@@ -168,8 +168,8 @@ class Topology:
         """
         removed = frozenset(removed) | self.removed
         active = [k for k in range(self.nodes) if k not in removed]
-        label = f"{self.source} without node{'s' if len(removed) > 1 else ''} " + \
-            ", ".join(map(str, sorted(removed)))
+        label = f"{self.source.split(' without ')[0]} without " \
+            f"node{'s' if len(removed) > 1 else ''} " + ", ".join(map(str, sorted(removed)))
         if not active:
             raise InputError(f"{label}: no node is left")
         index = {node: i for i, node in enumerate(active)}

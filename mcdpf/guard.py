@@ -1,0 +1,76 @@
+"""``python -m mcdpf.guard MARKERS_DIR COMMAND...``: one rank's process under a guard.
+
+``mcdpf supervise`` launches ``mpiexec -n K python -m mcdpf.guard RUN_DIR/ranks python -m
+mcdpf train ...``: the launcher starts the guards, each guard starts its rank's process
+as its child (with the launcher's environment and PMI descriptor, so the child is the
+MPI process) and records how it ended (:mod:`mcdpf.markers`). SIGTERM, SIGINT and SIGHUP
+to the guard are passed on to the rank as SIGTERM (whose default action ends a process
+even inside an MPI call).
+
+A rank killed by another signal is recorded as ``died``; its guard then stays alive until
+it is stopped itself, so the launcher does not see a failed process and does not kill
+the other ranks: they wait in their exchanges, and the supervisor, having read the
+marker, stops the job. The guard imports nothing heavy (no numpy, no MPI).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from .markers import DIED, EXITED, STOP_SIGNALS, TERMINATED, Marker, guard_file, launcher_rank
+
+PMI_DESCRIPTORS = ("PMI_FD",)  # inherited sockets of the PMI wire protocol (Hydra, Slurm)
+WAIT_SECONDS = 0.5
+
+
+class Guard:
+    """Runs ``command`` as the child and records its end in ``directory``."""
+
+    def __init__(self, directory, command: list[str]):
+        descriptors = tuple(int(os.environ[name]) for name in PMI_DESCRIPTORS
+                            if os.environ.get(name, "").isdigit())
+        self.stop_signal = None
+        self.child = None
+        for number in STOP_SIGNALS:
+            signal.signal(number, self._on_signal)
+        self.child = subprocess.Popen(command, pass_fds=descriptors)
+        self.marker = Marker(guard_file(directory, launcher_rank()), rank=launcher_rank(),
+                             pid=os.getpid(), child=self.child.pid)
+
+    def _on_signal(self, number, frame) -> None:
+        self.stop_signal = number
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signal.SIGTERM)
+
+    def run(self) -> int:
+        """Wait for the child; its exit code (a signal ``s`` as ``128 + s``)."""
+        code = self.child.wait()
+        if code >= 0:
+            self.marker.set(EXITED, exit_code=code)
+            return code
+        number = -code
+        name = signal.Signals(number).name
+        if self.stop_signal is not None or number in STOP_SIGNALS:
+            self.marker.set(TERMINATED, signal=name)
+            return 128 + number
+        self.marker.set(DIED, signal=name)
+        while self.stop_signal is None:  # keep the launcher from ending the others
+            time.sleep(WAIT_SECONDS)
+        return 128 + number
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``MARKERS_DIR COMMAND...``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 2:
+        print("usage: python -m mcdpf.guard MARKERS_DIR COMMAND...", file=sys.stderr)
+        return 2
+    return Guard(argv[0], argv[1:]).run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,302 @@
+"""``mcdpf supervise``: run a training job, and resume it by itself when it fails.
+
+``mcdpf supervise CONFIG -n K [--out DIR] [--set ...] [--retries R]`` is not run under
+``mpiexec``: it launches ``mpiexec -n K python -m mcdpf.guard RUN_DIR/ranks python -m
+mcdpf train CONFIG ... --markers RUN_DIR/ranks`` as a child process and watches it. When
+the job fails it finds the ranks whose nodes are lost, and launches the next job:
+
+- nodes were lost (a rank was killed, or failed with an error): ``--resume RUN_DIR
+  --without NODES`` on the survivors (:mod:`mcdpf.elastic`);
+- nothing was lost (the ranks were stopped by a signal: preemption, a time limit, a stop
+  of the whole job; or every rank vanished at once): ``--resume RUN_DIR`` on the same
+  nodes;
+- no checkpoint exists yet: the run starts again from step 0 on every node.
+
+Every restart is appended to ``RUN_DIR/restarts.json`` (attempt, exit code, nodes lost,
+action, resumed step, ranks, time). After ``R`` restarts the next failure ends the
+supervisor with one line and exit code 1; a job that refuses its input (exit 2) is not
+retried. SIGTERM, SIGINT or SIGHUP to the supervisor stop the job and the supervisor
+(exit ``128 + signal``), without a restart: the run directory can be resumed later.
+
+**Who died** (:mod:`mcdpf.markers`, :mod:`mcdpf.guard`): every rank runs under a guard
+process that records how the rank ended. A rank killed by a signal (``kill -9``, the
+out-of-memory killer) is recorded as ``died`` by its guard, which stays alive, so the
+launcher keeps the job up and the other ranks wait in their exchanges; the supervisor
+reads the marker within a poll interval and stops the job (SIGTERM to the launcher,
+which passes it on). A rank that fails with an exception records ``error`` before it
+aborts the job. Nothing depends on timing. When a guard dies too (a lost machine), no
+marker tells; the supervisor then takes the host that MPICH's launcher names
+(``PID ... RUNNING AT host``) and the ranks ``processes.json`` places there.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import markers
+from .errors import InputError
+
+POLL_SECONDS = 0.2
+STOP_SECONDS = 30.0  # a stopped job gets this long to end before it is killed
+EXIT_INPUT_ERROR = 2
+EXIT_GAVE_UP = 1
+OUTPUT_LINES_KEPT = 200
+HYDRA_FAILED_HOST = re.compile(r"PID \d+ RUNNING AT (\S+)")
+
+
+def default_launcher() -> str:
+    """The ``mpiexec`` beside this Python (the mpich wheel's), else the one on PATH."""
+    beside = Path(sys.executable).with_name("mpiexec")
+    return str(beside) if beside.exists() else (shutil.which("mpiexec") or "mpiexec")
+
+
+class Job:
+    """One launched job: its process, its output (passed through and kept), its markers."""
+
+    def __init__(self, command: list[str], markers_directory: Path, ranks: int):
+        self.markers_directory = markers_directory
+        self.ranks = ranks
+        markers.clear(markers_directory)
+        self.tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES_KEPT)
+        try:
+            self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True, bufsize=1,
+                                            start_new_session=True)
+        except OSError as error:
+            raise InputError(f"supervise: cannot start {command[0]} ({error})") from None
+        self.readers = [threading.Thread(target=self._pass_on, args=(pipe, sink), daemon=True)
+                        for pipe, sink in ((self.process.stdout, sys.stdout),
+                                           (self.process.stderr, sys.stderr))]
+        for reader in self.readers:
+            reader.start()
+
+    def _pass_on(self, pipe, sink) -> None:
+        for line in pipe:
+            sink.write(line)
+            sink.flush()
+            self.tail.append(line)
+
+    def watch(self, stopping) -> bool:
+        """Wait until the job ends, a rank dies or ``stopping()``; whether a rank died."""
+        while self.process.poll() is None and not stopping():
+            if markers.DEAD in self.states():
+                return True
+            time.sleep(POLL_SECONDS)
+        return False
+
+    def stop(self) -> None:
+        """End the job: SIGTERM to the launcher (it passes it on), SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    def finish(self) -> int:
+        """Wait for the launcher and its output; its exit code."""
+        code = self.process.wait()
+        for reader in self.readers:
+            reader.join()
+        return code
+
+    def states(self) -> list[str]:
+        """Every rank's :func:`~mcdpf.markers.rank_state`."""
+        return markers.rank_states(self.markers_directory, self.ranks)
+
+    def failed_hosts(self) -> set[str]:
+        """Hosts the launcher's output names as running a failed process."""
+        return set(HYDRA_FAILED_HOST.findall("".join(self.tail)))
+
+
+def lost_ranks(states: list[str], failed_hosts: set[str], processes: list[dict]) -> list[int]:
+    """The ranks whose nodes are lost, from their markers after the job ended.
+
+    Ranks that failed with an error or died; when every rank vanished at once, none
+    (nothing is left to continue without them: a stop of the whole job); when no marker
+    tells (the guards were killed too), the ranks on the hosts the launcher names as
+    failed, unless that is every rank. Ranks stopped by a signal are not lost.
+    """
+    failed = [rank for rank, state in enumerate(states) if state == markers.ERROR]
+    dead = [rank for rank, state in enumerate(states) if state == markers.DEAD]
+    if failed or (dead and len(dead) < len(states)):
+        return sorted(failed + dead)
+    if dead or markers.TERMINATED in states:
+        return []
+    on_failed_hosts = [entry["rank"] for entry in processes
+                       if entry.get("host") in failed_hosts and entry["rank"] < len(states)]
+    return sorted(on_failed_hosts) if len(on_failed_hosts) < len(states) else []
+
+
+class Supervisor:
+    """The restart loop of ``mcdpf supervise`` (``args``: the parsed command line)."""
+
+    def __init__(self, args):
+        from .algorithms import traits
+        from .config import load_config
+        from .preparation import default_out_dir
+        from .rundir import RunDirectory
+
+        if args.nodes < 1:
+            raise InputError(f"supervise -n {args.nodes}: need at least one node")
+        if args.retries < 0:
+            raise InputError(f"supervise --retries {args.retries}: must be >= 0")
+        if args.resume and args.out and Path(args.out) != Path(args.resume):
+            raise InputError("supervise: --resume RUN_DIR continues in RUN_DIR; drop --out")
+        self.args = args
+        config = load_config(args.config, args.set)
+        self.communicating = traits(config.run.algorithm)["communicating"]
+        self.run_dir = RunDirectory(args.resume or args.out or default_out_dir(config))
+        self.launcher = args.mpiexec or default_launcher()
+        self.members = self._initial_members()
+        self.restarts = self.run_dir.read_json(self.run_dir.restarts_file, []) \
+            if args.resume else []
+        self.signal_received = None
+
+    def _initial_members(self) -> tuple[int, ...]:
+        if not self.args.resume:
+            return tuple(range(self.args.nodes))
+        departed = {node for entry in self.run_dir.read_resumes() for node in entry["without"]}
+        if departed and self.run_dir.network_size() != self.args.nodes:
+            raise InputError(f"supervise -n {self.args.nodes}: the run in {self.run_dir.path} "
+                             f"has {self.run_dir.network_size()} nodes")
+        return tuple(node for node in range(self.args.nodes) if node not in departed)
+
+    # ---------------------------------------------------------------- commands
+    def command(self, *, resume: bool, force: bool = False, without=(), cause="") -> list[str]:
+        """The ``mpiexec ... mcdpf train`` command of the next job."""
+        args = self.args
+        directory = str(self.run_dir.markers_directory)
+        command = [self.launcher, "-n", str(len(self.members)), sys.executable, "-m",
+                   "mcdpf.guard", directory, sys.executable, "-m", "mcdpf", "train",
+                   args.config]
+        for override in args.set:
+            command += ["--set", override]
+        if args.quiet:
+            command.append("--quiet")
+        command += ["--markers", directory]
+        if not resume:
+            return command + ["--out", str(self.run_dir.path)] + (["--force"] if force else [])
+        command += ["--resume", str(self.run_dir.path), "--cause", cause]
+        if without:
+            command += ["--without", ",".join(map(str, without))]
+        return command
+
+    def resume_step(self, nodes) -> int:
+        """The step a resume on ``nodes`` will continue from (-1: no checkpoint)."""
+        from .resume import NO_LIMIT, offered_step
+
+        offers = [offered_step(self.run_dir, node, self.communicating) for node in nodes]
+        step = min(offers) if self.communicating else max(offers)
+        return -1 if step == NO_LIMIT else step
+
+    # ---------------------------------------------------------------- the loop
+    def run(self) -> int:
+        """Run jobs until one succeeds, one refuses its input, or retries run out."""
+        handlers = {number: signal.signal(number, self._on_signal)
+                    for number in markers.STOP_SIGNALS}
+        try:
+            return self._loop()
+        finally:
+            for number, handler in handlers.items():
+                signal.signal(number, handler)
+
+    def _on_signal(self, number, frame) -> None:
+        self.signal_received = number
+
+    def _loop(self) -> int:
+        args = self.args
+        command = self.command(resume=bool(args.resume), force=args.force,
+                               cause="supervise: resume requested")
+        attempt = 1
+        while True:
+            job = Job(command, self.run_dir.markers_directory, len(self.members))
+            died = job.watch(lambda: self.signal_received is not None)
+            job.stop()
+            code = job.finish()
+            if self.signal_received is not None:
+                name = signal.Signals(self.signal_received).name
+                self._log(attempt, code, [], "stopped", -1)
+                _say(f"stopped by {name}; the run can continue with mcdpf supervise "
+                     f"{args.config} -n {args.nodes} --resume {self.run_dir.path}")
+                return 128 + self.signal_received
+            if code == 0 and not died:
+                self._save()
+                return 0
+            if code == EXIT_INPUT_ERROR and not died:
+                _print_error(f"supervise: attempt {attempt} was refused (exit code 2); "
+                             "not retrying")
+                self._save()
+                return EXIT_INPUT_ERROR
+            processes = self.run_dir.read_json(self.run_dir.processes_file, [])
+            lost = [self.members[rank] for rank in
+                    lost_ranks(job.states(), job.failed_hosts(), processes)]
+            if len(lost) == len(self.members):
+                lost = []  # nothing would be left to continue on: try every node again
+            what = f"node{'s' if len(lost) > 1 else ''} {_listed(lost)} lost" if lost \
+                else "no node lost"
+            if attempt > args.retries:
+                self._log(attempt, code, lost, "gave up", -1)
+                _print_error(f"supervise: gave up after {attempt} failed attempt"
+                             f"{'s' if attempt > 1 else ''} "
+                             f"(--retries {args.retries}); the last exited with code {code}, "
+                             f"{what}; {self.run_dir.path} can be resumed by hand "
+                             "(mcdpf train --resume)")
+                return EXIT_GAVE_UP
+            failure = f"attempt {attempt} failed (exit code {code}, {what})"
+            survivors = tuple(node for node in self.members if node not in lost)
+            step = self.resume_step(survivors)
+            if step < 0:
+                self.members = tuple(range(args.nodes))
+                action, command = "restart", self.command(resume=False, force=True)
+                _say(f"{failure}; no checkpoint yet: starting again from step 0 on "
+                     f"{len(self.members)} ranks")
+            else:
+                self.members = survivors
+                action = "resume without" if lost else "resume"
+                command = self.command(resume=True, without=lost,
+                                       cause=f"supervise: {failure}")
+                _say(f"{failure}; resuming at step {step}"
+                     f"{' without ' + what.removesuffix(' lost') if lost else ''} on "
+                     f"{len(survivors)} ranks")
+            self._log(attempt, code, lost, action, step)
+            attempt += 1
+
+    def _log(self, attempt, code, lost, action, step) -> None:
+        self.restarts.append({"attempt": attempt, "exit_code": code, "lost": lost,
+                              "action": action, "resume_step": step,
+                              "ranks": len(self.members),
+                              "time": datetime.now(UTC).isoformat(timespec="seconds")})
+        self._save()
+
+    def _save(self) -> None:
+        if self.restarts or self.run_dir.restarts_file.exists():
+            self.run_dir.write_json(self.run_dir.restarts_file, self.restarts)
+
+
+def _listed(nodes) -> str:
+    return ", ".join(map(str, nodes))
+
+
+def _say(message: str) -> None:
+    print(f"mcdpf: supervise: {message}", file=sys.stderr, flush=True)
+
+
+def _print_error(message: str) -> None:
+    print(f"mcdpf: error: {message}", file=sys.stderr, flush=True)
+
+
+def supervise(args) -> int:
+    """``mcdpf supervise``: the exit code of the supervised run (see the module)."""
+    return Supervisor(args).run()
+
