@@ -31,7 +31,8 @@ NO_LIMIT = 2 ** 62
 # ``faults.drop`` may not change; the nodes a resume leaves out are not configuration but
 # history (``resumes.json``).
 RESUMABLE_CHANGES = {("run", "out"), ("run", "progress_seconds"), ("run", "checkpoint_every"),
-                     ("run", "checkpoint_async"), ("faults", "crash"), ("faults", "kill")}
+                     ("run", "checkpoint_async"), ("run", "threads"), ("faults", "crash"),
+                     ("faults", "kill")}
 
 
 def different_keys(saved: dict, current: dict) -> list[str]:
