@@ -32,6 +32,7 @@ from .gaussian import (
     gaussian_update_parallel_kernel,
 )
 from .gradient import (
+    GRADIENT_BATCH_MAX_WORK,
     lstm_population_gradient_kernel,
     lstm_population_gradient_parallel_kernel,
     lstm_prediction_gradient_kernel,
@@ -233,7 +234,8 @@ def lstm_population_gradient(theta: np.ndarray, columns: np.ndarray, start: np.n
     gradient = np.empty_like(theta)
     mean_state = np.empty((count, 2 * hidden), dtype=dtype)
     predictions = np.empty(count)
-    kernel = (lstm_population_gradient_parallel_kernel if parallel
+    small = hidden * (hidden + inputs) <= GRADIENT_BATCH_MAX_WORK
+    kernel = (lstm_population_gradient_parallel_kernel if parallel and not small
               else lstm_population_gradient_kernel)
     kernel(theta, columns, start, hidden, gradient, mean_state, predictions)
     return predictions, gradient, mean_state

@@ -330,22 +330,20 @@ def lstm_population_gradient_kernel(theta, columns, start, hidden, gradient, mea
                             0, n_particles)
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath=FAST, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy", parallel=True)
 def lstm_population_gradient_parallel_kernel(theta, columns, start, hidden, gradient,
                                              mean_state, predictions):
-    """:func:`lstm_population_gradient_kernel` on numba's threads (bit-identical to it)."""
+    """:func:`lstm_population_gradient_kernel` on numba's threads, for large models.
+
+    Groups of particles, each differentiated on its own by the single-vector algorithm,
+    so the bits do not depend on the thread count. Small models (``n (n + p) <=
+    GRADIENT_BATCH_MAX_WORK``) stay serial (:func:`mcdpf.kernels.lstm_population_gradient`
+    decides): their tiled, vectorised-across-particles code was found to round some
+    lanes differently once inlined into a threaded caller.
+    """
     n_particles = theta.shape[0]
-    length, inputs = columns.shape
-    if hidden * (hidden + inputs) <= GRADIENT_BATCH_MAX_WORK:
-        tile = gradient_tile(n_particles, hidden, inputs, length, theta.itemsize)
-        tiles = (n_particles + tile - 1) // tile
-        groups = work_groups(tiles)
-        for group in prange(groups):
-            _gradient_tiles(theta, columns, start, hidden, gradient, mean_state, predictions,
-                            tile, group * tiles // groups, (group + 1) * tiles // groups)
-    else:
-        groups = work_groups(n_particles)
-        for group in prange(groups):
-            _gradient_particles(theta, columns, start, hidden, gradient, mean_state,
-                                predictions, group * n_particles // groups,
-                                (group + 1) * n_particles // groups)
+    groups = work_groups(n_particles)
+    for group in prange(groups):
+        _gradient_particles(theta, columns, start, hidden, gradient, mean_state,
+                            predictions, group * n_particles // groups,
+                            (group + 1) * n_particles // groups)
