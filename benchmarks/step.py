@@ -59,7 +59,7 @@ def learner_for(algorithm, n, p, particles, dtype, comm=None, threads=1, nodes=1
                         "walk_steps": 3, **extra},
              "run": {"algorithm": algorithm, "threads": threads}}
     config = load_config(table)
-    keep_freed_memory()  # as a Node does
+    keep_freed_memory(algorithm != "dpf")  # as a Node does (the steady_arrays trait)
     model = build_model(config.model, p)
     topology = named_topology("ring", nodes, walk="lazy")
     rank = 0 if comm is None else comm.rank

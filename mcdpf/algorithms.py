@@ -13,7 +13,11 @@ Each entry of :data:`mcdpf.registry.ALGORITHMS` is a builder
 ``check(config, model)``
     set-up checks that raise :class:`~mcdpf.errors.InputError`;
 ``warnings(config, topology)``
-    warnings printed once at set-up.
+    warnings printed once at set-up;
+``steady_arrays``
+    its arrays keep their size from step to step, so freed memory of every size is kept
+    for reuse (:mod:`mcdpf.allocator`) without fragmenting the heap (dpf's populations
+    change size at every walk step: only buffers below 32 MB are kept).
 """
 
 from __future__ import annotations
@@ -98,11 +102,12 @@ def _dpf_warnings(config, topology) -> list[str]:
 
 
 def register(name: str, summary: str, *, communicating: bool = False,
-             needs_all_streams: bool = False, check=_no_check, warnings=_no_warnings):
+             needs_all_streams: bool = False, check=_no_check, warnings=_no_warnings,
+             steady_arrays: bool = True):
     """Register an algorithm builder under ``name`` with its traits."""
     return ALGORITHMS.register(name, summary=summary, communicating=communicating,
                                needs_all_streams=needs_all_streams, check=check,
-                               warnings=warnings)
+                               warnings=warnings, steady_arrays=steady_arrays)
 
 
 @register("pf", "particle filter at each node, no communication", check=_particle_check)
@@ -115,7 +120,7 @@ def build_pf(context: LearnerContext):
 
 
 @register("dpf", "Markov chain distributed particle filter (MCDPF)", communicating=True,
-          warnings=_dpf_warnings)
+          warnings=_dpf_warnings, steady_arrays=False)
 def build_dpf(context: LearnerContext):
     """Markov chain distributed particle filter."""
     return DistributedParticleFilter(context.model, context.config.filter, context.seed,

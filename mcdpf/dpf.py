@@ -247,9 +247,11 @@ class DistributedParticleFilter(ParticleFilter):
         departure = self.depart(start, step, 0) if self.settings.overlap else None
         predictions, next_carry = self.evaluate_stream(theta, particles.carry, noise, 0,
                                                        columns)
-        pending = Evaluation(step=step, columns=columns, theta=theta, predictions=predictions,
+        # theta_t travels in ``extra``, which learn empties: once the walk has moved on, no
+        # reference keeps the starting population alive (peak memory).
+        pending = Evaluation(step=step, columns=columns, theta=None, predictions=predictions,
                              next_carry=next_carry,
-                             extra={"start": start, "departure": departure})
+                             extra={"theta": theta, "departure": departure})
         if predictions is None:
             return float("nan"), pending
         return predictive_mean(particles.log_weights, predictions), pending
@@ -266,7 +268,7 @@ class DistributedParticleFilter(ParticleFilter):
                                                            pending.columns)
             log_weight = log_weight + correction
         else:
-            theta, predictions, next_carry = pending.theta, pending.predictions, \
+            theta, predictions, next_carry = pending.extra.pop("theta"), pending.predictions, \
                 pending.next_carry
         if target is None or predictions is None:
             own = np.zeros(particles.size)
@@ -278,9 +280,14 @@ class DistributedParticleFilter(ParticleFilter):
     def learn(self, state: FilterState, pending: Evaluation, target):
         """Walk ``s`` steps collecting tempered likelihoods, then resample back to N."""
         step, columns = pending.step, pending.columns
-        start = self.walk_start(state, pending, target)
-        departure = pending.extra.get("departure") or self.depart(start, step, 0)
-        walkers = start
+        walkers = self.walk_start(state, pending, target)
+        departure = pending.extra.pop("departure", None) or self.depart(walkers, step, 0)
+        # What an empty walk falls back on; theta_t itself is recomputed then (the same
+        # bits), not kept through the walk, unless the proposal made it.
+        fallback = Walkers(ids=walkers.ids, log_weight=walkers.log_weight + walkers.log_likelihood,
+                           theta=walkers.theta if self.linearized else None,
+                           carry=walkers.carry, log_likelihood=walkers.log_likelihood,
+                           next_carry=walkers.next_carry)
         received = sent = bytes_sent = 0
         for walk_step in range(self.walk_steps):
             if walk_step:
@@ -297,8 +304,10 @@ class DistributedParticleFilter(ParticleFilter):
             # Nothing arrived or stayed: fall back on this node's own particles, weighted
             # by its own likelihood (a local PF step), and count the event.
             empty_walks += 1
-            walkers = start
-            walkers.log_weight = start.log_weight + start.log_likelihood
+            walkers = fallback
+            if walkers.theta is None:
+                walkers.theta = propagate(state.particles, step, self.keys, self.noise_std,
+                                          self.parallel)
         threshold = self.settings.ess_threshold
         update = reweight_estimate_resample(
             walkers.theta, walkers.next_carry, walkers.log_weight, walkers.ids,

@@ -178,7 +178,7 @@ class Node:
         error = comm_layer.agree_on_error(comm, error)
         if error:
             raise InputError(error)
-        keep_freed_memory()
+        keep_freed_memory(self.traits["steady_arrays"])
         self.initial_topology = topology
         if measurements is None and self.traits["needs_all_streams"]:
             measurements = LiveMeasurements(comm, self.model)
