@@ -94,12 +94,16 @@ class Walkers:
         return self.ids.shape[0]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Departure:
-    """A walk step in flight: who stays, the pending exchange."""
+    """A walk step in flight: who stays, the pending exchange (holds the send buffer).
+
+    :meth:`DistributedParticleFilter.arrive` takes the exchange out, so the sent records
+    are freed as soon as it completes (peak memory).
+    """
 
     stay: np.ndarray
-    exchange: tuple
+    exchange: tuple | None
 
 
 class DistributedParticleFilter(ParticleFilter):
@@ -204,7 +208,9 @@ class DistributedParticleFilter(ParticleFilter):
         kernels: the stayers compacted into its head, the arrivals unpacked into its tail
         (where they are scored). Returns ``(walkers, received, sent, bytes sent)``.
         """
-        received, sent_bytes, sent = self.neighbourhood.finish_exchange(departure.exchange)
+        exchange, departure.exchange = departure.exchange, None
+        received, sent_bytes, sent = self.neighbourhood.finish_exchange(exchange)
+        del exchange  # the sent records: free before the new walkers are allocated
         stayers = np.flatnonzero(departure.stay)
         kept = stayers.shape[0]
         total = kept + received.shape[0]
@@ -215,6 +221,8 @@ class DistributedParticleFilter(ParticleFilter):
         theta, carry = compacted(walkers.theta), compacted(walkers.carry)
         ids, log_weight = compacted(walkers.ids), compacted(walkers.log_weight)
         unpack_records(received, ids[kept:], log_weight[kept:], theta[kept:], carry[kept:])
+        arrived = received.shape[0]
+        del received
         log_likelihood = compacted(walkers.log_likelihood)
         next_carry = compacted(walkers.next_carry)
         log_likelihood[kept:], next_carry[kept:] = self.score(
@@ -225,7 +233,7 @@ class DistributedParticleFilter(ParticleFilter):
         if self.settings.visit_centering and result.size:
             visit = visit - visit.mean()
         result.log_weight += self.visit_exponent * visit
-        return result, received.shape[0], sent, sent_bytes
+        return result, arrived, sent, sent_bytes
 
     # ------------------------------------------------------------------ protocol
     def predict(self, state: FilterState, step: int, columns) -> tuple[float, Evaluation]:
