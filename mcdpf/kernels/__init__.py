@@ -10,6 +10,8 @@ a timed loop starts.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import get_num_threads as get_num_threads  # re-exported: numba stays in here
 from numba import set_num_threads as set_num_threads
@@ -156,27 +158,29 @@ def take_rows(source: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarr
     return out
 
 
+@functools.lru_cache(maxsize=16)
 def _record_layout(record_dtype: np.dtype):
+    """``(empty array of the wire dtype, theta offset, carry offset)`` of a record dtype."""
     theta = record_dtype.fields["theta"]
     carry = record_dtype.fields["carry"]
-    return theta[0].base.type, theta[1], carry[1]
+    return np.empty(0, dtype=theta[0].base), theta[1], carry[1]
 
 
 def pack_records(records: np.ndarray, rows: np.ndarray, ids, log_weight, theta, carry) -> None:
     """Fill structured wire records from the particles ``rows`` (dtype of the records)."""
-    wire_type, theta_at, carry_at = _record_layout(records.dtype)
+    wire_like, theta_at, carry_at = _record_layout(records.dtype)
     if records.shape[0]:
         pack_records_kernel(records.view(np.uint8).reshape(records.shape[0], -1),
                             np.ascontiguousarray(rows, dtype=np.int64), ids, log_weight,
-                            theta, carry, wire_type, theta_at, carry_at)
+                            theta, carry, wire_like, theta_at, carry_at)
 
 
 def unpack_records(records: np.ndarray, ids, log_weight, theta, carry) -> None:
     """Read structured wire records into the given (tail) arrays, converting the dtype."""
-    wire_type, theta_at, carry_at = _record_layout(records.dtype)
+    wire_like, theta_at, carry_at = _record_layout(records.dtype)
     if records.shape[0]:
         unpack_records_kernel(records.view(np.uint8).reshape(records.shape[0], -1), ids,
-                              log_weight, theta, carry, wire_type, theta_at, carry_at)
+                              log_weight, theta, carry, wire_like, theta_at, carry_at)
 
 
 def lstm_prediction_gradient(theta: np.ndarray, columns: np.ndarray, start: np.ndarray,

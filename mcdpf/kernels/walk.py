@@ -67,13 +67,14 @@ def take_kernel(source, rows, out):
 
 
 @njit(cache=True, nogil=True)
-def pack_records_kernel(buffer, rows, ids, log_weight, theta, carry, wire_type, theta_at,
+def pack_records_kernel(buffer, rows, ids, log_weight, theta, carry, wire_like, theta_at,
                         carry_at):
     """Write particles ``rows`` as wire records into ``buffer`` (M, record bytes) uint8.
 
     A record is ``id`` (int64, bytes 0-8), ``log_weight`` (float64, 8-16), ``theta`` and
-    ``carry`` in ``wire_type`` from byte ``theta_at`` and ``carry_at`` (converted from
-    the model dtype), the layout of :func:`mcdpf.dpf.wire_record_dtype`.
+    ``carry`` in the dtype of ``wire_like`` (an empty array: a dtype object would cost
+    microseconds of dispatch per call) from byte ``theta_at`` and ``carry_at``
+    (converted from the model dtype), the layout of :func:`mcdpf.dpf.wire_record_dtype`.
     """
     width, state = theta.shape[1], carry.shape[1]
     for i in range(rows.shape[0]):
@@ -81,17 +82,17 @@ def pack_records_kernel(buffer, rows, ids, log_weight, theta, carry, wire_type, 
         record = buffer[i]
         record[0:8].view(np.int64)[0] = ids[r]
         record[8:16].view(np.float64)[0] = log_weight[r]
-        values = record[theta_at:carry_at].view(wire_type)
+        values = record[theta_at:carry_at].view(wire_like.dtype)
         for j in range(width):
             values[j] = theta[r, j]
         if state:
-            values = record[carry_at:carry_at + state * values.itemsize].view(wire_type)
+            values = record[carry_at:carry_at + state * values.itemsize].view(wire_like.dtype)
             for j in range(state):
                 values[j] = carry[r, j]
 
 
 @njit(cache=True, nogil=True)
-def unpack_records_kernel(buffer, ids, log_weight, theta, carry, wire_type, theta_at,
+def unpack_records_kernel(buffer, ids, log_weight, theta, carry, wire_like, theta_at,
                           carry_at):
     """Read wire records (M, record bytes) into rows ``0..M-1`` of the given arrays."""
     width, state = theta.shape[1], carry.shape[1]
@@ -99,10 +100,10 @@ def unpack_records_kernel(buffer, ids, log_weight, theta, carry, wire_type, thet
         record = buffer[i]
         ids[i] = record[0:8].view(np.int64)[0]
         log_weight[i] = record[8:16].view(np.float64)[0]
-        values = record[theta_at:carry_at].view(wire_type)
+        values = record[theta_at:carry_at].view(wire_like.dtype)
         for j in range(width):
             theta[i, j] = values[j]
         if state:
-            values = record[carry_at:carry_at + state * values.itemsize].view(wire_type)
+            values = record[carry_at:carry_at + state * values.itemsize].view(wire_like.dtype)
             for j in range(state):
                 carry[i, j] = values[j]
