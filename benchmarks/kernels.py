@@ -122,7 +122,7 @@ def time_gradients(n, p, count, length):
             "single-vector x N": best_time(single, repeats=5, clock=CPU)}
 
 
-THREAD_CASES = [("particle-major", 16, 2, 8192, 10), ("batch-major", 2, 2, 8192, 10),
+THREAD_CASES = [("particle-major", 16, 4, 8192, 10), ("batch-major", 2, 2, 8192, 10),
                 ("batch-major", 2, 2, 80, 2), ("particle-major", 64, 16, 512, 10),
                 ("gradient", 2, 2, 8192, 2), ("gradient", 16, 2, 2048, 10)]
 

@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from .fastmath import sigmoid, tanh
-from .lstm import FAST, TILE_BYTES, TILE_LANES, work_groups
+from .lstm import FAST, TILE_BYTES, TILE_LANES, private_matrix, private_vector, work_groups
 
 # Models with n (n + p) up to this use the batch-major population gradient (SIMD across
 # particles), larger ones one particle at a time: batch-major measured faster up to
@@ -131,18 +131,18 @@ def _gradient_particles(theta, columns, start, hidden, gradient, mean_state, pre
     """Particles ``first .. stop - 1``, one at a time, scratch allocated once."""
     length = columns.shape[0]
     n = hidden
-    dtype = theta.dtype
-    i_g = np.empty((length, n), dtype=dtype)
-    f_g = np.empty((length, n), dtype=dtype)
-    z_g = np.empty((length, n), dtype=dtype)
-    o_g = np.empty((length, n), dtype=dtype)
-    c_all = np.empty((length + 1, n), dtype=dtype)
-    y_all = np.empty((length + 1, n), dtype=dtype)
-    h_all = np.empty((length, n), dtype=dtype)
-    a = np.empty(4 * n, dtype=dtype)
-    dy = np.empty(n, dtype=dtype)
-    dc = np.empty(n, dtype=dtype)
-    da = np.empty(4 * n, dtype=dtype)
+    # scratch on cache lines of its own (threads run this side by side)
+    i_g = private_matrix(length, n, theta)
+    f_g = private_matrix(length, n, theta)
+    z_g = private_matrix(length, n, theta)
+    o_g = private_matrix(length, n, theta)
+    c_all = private_matrix(length + 1, n, theta)
+    y_all = private_matrix(length + 1, n, theta)
+    h_all = private_matrix(length, n, theta)
+    a = private_vector(4 * n, theta)
+    dy = private_vector(n, theta)
+    dc = private_vector(n, theta)
+    da = private_vector(4 * n, theta)
     for i in range(first, stop):
         predictions[i] = _gradient_one(theta[i], columns, start[i], hidden, gradient[i],
                                        mean_state[i], i_g, f_g, z_g, o_g, c_all, y_all, h_all,

@@ -48,6 +48,31 @@ FAST = {"reassoc", "contract", "nsz", "arcp"}
 TILE_BYTES = 32 * 1024  # batch-major tile: transposed parameters and states, within L1
 TILE_LANES = 16
 PARALLEL_GROUPS = 64  # work items of a parallel kernel, shared out among the threads
+CACHE_LINE_BYTES = 64
+
+
+@njit(cache=True, nogil=True)
+def private_vector(size, like):
+    """A 1-D scratch array of ``size`` (or more) elements of ``like``'s dtype, alone on its lines.
+
+    The middle row of a (3, max(size, line)) array: small arrays allocated by two threads
+    can share a cache line, and writing them then serialises the threads (measured: the
+    parallel particle-major kernel with 2 threads 1.8x slower than with one at n = 16,
+    p = 4); a row of a C-contiguous array stays C-contiguous, so the loops still vectorise.
+    """
+    line = CACHE_LINE_BYTES // like.itemsize
+    return np.empty((3, max(size, line)), dtype=like.dtype)[1]
+
+
+@njit(cache=True, nogil=True)
+def private_matrix(rows, columns, like):
+    """A C-contiguous (rows, columns) scratch array alone on its cache lines.
+
+    The middle rows of a taller array (see :func:`private_vector`).
+    """
+    row_bytes = max(columns * like.itemsize, 1)
+    guard = (CACHE_LINE_BYTES + row_bytes - 1) // row_bytes
+    return np.empty((rows + 2 * guard, columns), dtype=like.dtype)[guard:guard + rows]
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
@@ -67,11 +92,11 @@ def _particle_major_range(theta, columns, start, hidden, mean_state, first, stop
     inverse_length = dtype.type(1.0) / length
     lanes = lanes_of(theta.itemsize)
     blocks = gates // lanes
-    z = np.empty(width, dtype=dtype)  # [x(l), y(l-1)]
-    a = np.empty(gates, dtype=dtype)
-    c = np.empty(n, dtype=dtype)
-    c_sum = np.empty(n, dtype=dtype)
-    y_sum = np.empty(n, dtype=dtype)
+    z = private_vector(width, theta)  # [x(l), y(l-1)]
+    a = private_vector(gates, theta)
+    c = private_vector(n, theta)
+    c_sum = private_vector(n, theta)
+    y_sum = private_vector(n, theta)
     for i in range(first, stop):
         row = theta[i]
         weights = row[:bias].reshape((gates, width))
