@@ -178,13 +178,28 @@ def test_values_depend_only_on_key_step_id_and_index(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_add_and_fused_gather_are_exact(dtype):
+def test_short_rows_share_passes_with_the_same_values(dtype):
+    """Rows of a few blocks take the many-rows-per-pass path: still a prefix of the stream.
+
+    1000 rows span several row tiles of that path; widths around one block and the path's
+    limit (4 blocks: 16 float32 or 8 float64 values).
+    """
+    ids = np.random.default_rng(5).integers(-2**62, 2**62, 1000)
+    wide = kernels.normal_rows(np.empty((1000, 40), dtype=dtype), ids, 9, KEY, 0.3)
+    for columns in (1, 2, 4, 5, 8, 9, 16, 17):
+        narrow = kernels.normal_rows(np.empty((1000, columns), dtype=dtype), ids, 9, KEY, 0.3)
+        np.testing.assert_array_equal(narrow, wide[:, :columns], err_msg=str(columns))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("columns", [517, 4])  # the row-at-a-time and the short-row path
+def test_add_and_fused_gather_are_exact(dtype, columns):
     rng = np.random.default_rng(1)
-    source = rng.standard_normal((13, 517)).astype(dtype)
+    source = rng.standard_normal((13, columns)).astype(dtype)
     ancestors = np.array([0, 0, 12, 5, 5, 5, 1, 2, 3, 9, 9, 12], dtype=np.int64)
     ids = np.arange(100, 112, dtype=np.int64)
     scale = 0.37
-    noise = kernels.normal_rows(np.empty((12, 517), dtype=dtype), ids, 8, KEY, scale)
+    noise = kernels.normal_rows(np.empty((12, columns), dtype=dtype), ids, 8, KEY, scale)
     fused = kernels.gather_add_normal(source, ancestors, ids, 8, KEY, scale)
     np.testing.assert_array_equal(fused, source[ancestors] + noise)
     added = kernels.normal_rows(source[ancestors].copy(), ids, 8, KEY, scale, add=True)
@@ -192,9 +207,10 @@ def test_add_and_fused_gather_are_exact(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_parallel_kernels_are_bit_identical_to_serial(dtype):
+# not multiples of the row blocks or of a Philox block; 4 columns: the short-row path
+@pytest.mark.parametrize("rows, columns", [(9, 1031), (601, 4)])
+def test_parallel_kernels_are_bit_identical_to_serial(dtype, rows, columns):
     rng = np.random.default_rng(2)
-    rows, columns = 9, 1031  # not a multiple of the row block or of a Philox block
     ids = rng.integers(-2**62, 2**62, rows)
     source = rng.standard_normal((5, columns)).astype(dtype)
     ancestors = rng.integers(0, 5, rows)

@@ -91,7 +91,10 @@ from .fastmath import log_positive, sincospi_reduced32, sincospi_reduced64
 FAST = {"reassoc", "contract", "nsz", "arcp"}
 TILE_BLOCKS = 256  # Philox blocks per tile: 4 KiB of L1 scratch
 PAD_BLOCKS = 8  # passes run over multiples of this many blocks (no scalar remainders)
-ROW_BLOCK = 4  # rows per task of the parallel kernels
+ROW_BLOCK = 4  # rows per task of the parallel kernels, at least
+TASK_VALUES = 16384  # values per task of the parallel kernels, about (few tasks of short rows)
+SHORT_ROW_BLOCKS = 4  # rows of at most this many blocks share vectorised passes
+SHORT_ROW_TASK = 256  # rows per task of the parallel kernels, for short rows
 
 _MASK = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
@@ -232,6 +235,39 @@ def _words64(scratch, start, blocks, c1, c2, c3, k0, k1):
         w1[b] = np.uint32(r1)
         w2[b] = np.uint32(r2)
         w3[b] = np.uint32(r3)
+
+
+@register_jitable(forceinline=True)
+def _lane_words32(scratch, blocks, c0s, c1, c2s, c3s, k0, k1):
+    """Pass 1 of short rows, float32: lane ``b`` is block ``c0s[b]`` of stream ``(c2s, c3s)[b]``."""
+    u0, u1, u2, u3 = scratch[0], scratch[1], scratch[2], scratch[3]
+    for b in range(blocks):
+        r0, r1, r2, r3 = _philox(c0s[b], c1, c2s[b], c3s[b], k0, k1)
+        u0[b] = _uniform32(r0)
+        u1[b] = _uniform32(r1)
+        u2[b] = _uniform32(r2)
+        u3[b] = _uniform32(r3)
+
+
+@register_jitable(forceinline=True)
+def _lane_words64(scratch, blocks, c0s, c1, c2s, c3s, k0, k1):
+    """Pass 1 of short rows, float64 (raw words, as :func:`_words64`)."""
+    w0, w1, w2, w3 = scratch[0], scratch[1], scratch[2], scratch[3]
+    for b in range(blocks):
+        r0, r1, r2, r3 = _philox(c0s[b], c1, c2s[b], c3s[b], k0, k1)
+        w0[b] = np.uint32(r0)
+        w1[b] = np.uint32(r1)
+        w2[b] = np.uint32(r2)
+        w3[b] = np.uint32(r3)
+
+
+def _lane_words(scratch, blocks, c0s, c1, c2s, c3s, k0, k1):
+    """:func:`_lane_words32` or :func:`_lane_words64`, by the dtype of ``scratch``."""
+
+
+@overload(_lane_words, jit_options={"forceinline": True})
+def _lane_words_dispatch(scratch, blocks, c0s, c1, c2s, c3s, k0, k1):
+    return _lane_words32 if scratch.dtype == types.float32 else _lane_words64
 
 
 def _words(scratch, start, blocks, c1, c2, c3, k0, k1):
@@ -376,6 +412,69 @@ _row_add = _make_row_noise(_add, "self")
 _row_gather_add = _make_row_noise(_add, "other")
 
 
+def _make_short_rows(combine, gather):
+    """Rows of at most :data:`SHORT_ROW_BLOCKS` blocks, many rows per vectorised pass.
+
+    A row-at-a-time pass computes at least :data:`PAD_BLOCKS` blocks per row and pays the
+    set-up of two loops per row: for the carried state (2n values) that made a normal cost
+    15 ns. Here the blocks of consecutive rows are laid out as lanes (counter words in
+    scratch), one Philox pass and one Box-Muller pass run over all of them, and each row
+    takes its values from the result: the same counters and arithmetic, so the same bits
+    as :func:`_make_row_noise`. ``dst[i] = combine(src[rows[i]], z)`` for ``i`` in
+    ``first .. stop - 1`` with ``gather`` (``rows``: the ancestors), else
+    ``combine(dst[i], z)`` (``src`` and ``rows`` unused).
+    """
+
+    @register_jitable(forceinline=True)
+    def short_rows(dst, src, rows, ids, first, stop, step, k0, k1, scale, scratch):
+        words, z, values = scratch
+        c0s = np.empty(TILE_BLOCKS, dtype=np.uint64)
+        c2s = np.empty(TILE_BLOCKS, dtype=np.uint64)
+        c3s = np.empty(TILE_BLOCKS, dtype=np.uint64)
+        per_block = z.shape[0] // PAD_BLOCKS
+        width = dst.shape[1]
+        blocks = (width + per_block - 1) // per_block
+        row_tile = TILE_BLOCKS // blocks
+        for tile_first in range(first, stop, row_tile):
+            tile_stop = min(stop, tile_first + row_tile)
+            lanes = (tile_stop - tile_first) * blocks
+            padded = (lanes + PAD_BLOCKS - 1) // PAD_BLOCKS * PAD_BLOCKS
+            lane = 0
+            for i in range(tile_first, tile_stop):
+                ident = np.uint64(ids[i])
+                for b in range(blocks):
+                    c0s[lane] = np.uint64(b)
+                    c2s[lane] = ident & _MASK
+                    c3s[lane] = ident >> _SHIFT
+                    lane += 1
+            for b in range(lanes, padded):
+                c0s[b] = np.uint64(0)
+                c2s[b] = np.uint64(0)
+                c3s[b] = np.uint64(0)
+            _lane_words(words, padded, c0s, step, c2s, c3s, k0, k1)
+            _normals_set(values, values, words, 0, padded, scale)
+            for i in range(tile_first, tile_stop):
+                row = dst[i]
+                source = src[rows[i]] if gather else row
+                base = (i - tile_first) * blocks * per_block
+                for j in range(width):
+                    row[j] = combine(source[j], values[base + j])
+
+    return short_rows
+
+
+_short_set = _make_short_rows(_set, False)
+_short_add = _make_short_rows(_add, False)
+_short_gather_add = _make_short_rows(_add, True)
+
+
+@register_jitable(forceinline=True)
+def _is_short(row, scratch):
+    """Whether rows like ``row`` take the many-rows-per-pass path."""
+    per_block = scratch[1].shape[0] // PAD_BLOCKS
+    return row.shape[0] <= SHORT_ROW_BLOCKS * per_block
+
+
 @register_jitable(forceinline=True)
 def _masked(step, k0, k1):
     return np.uint64(step) & _MASK, np.uint64(k0) & _MASK, np.uint64(k1) & _MASK
@@ -399,6 +498,9 @@ def normal_rows_kernel(out, ids, step, k0, k1, scale):
     """
     step, k0, k1 = _masked(step, k0, k1)
     scratch = _make_scratch(out)
+    if out.shape[0] and _is_short(out[0], scratch):
+        _short_set(out, out, ids, ids, 0, out.shape[0], step, k0, k1, scale, scratch)
+        return
     for i in range(out.shape[0]):
         row = out[i]
         _row_set(row, row, np.uint64(ids[i]), step, k0, k1, scale, scratch)
@@ -409,6 +511,9 @@ def add_normal_rows_kernel(out, ids, step, k0, k1, scale):
     """``out[i, j] += scale * z(key, step, ids[i], j)``; arguments as :func:`normal_rows_kernel`."""
     step, k0, k1 = _masked(step, k0, k1)
     scratch = _make_scratch(out)
+    if out.shape[0] and _is_short(out[0], scratch):
+        _short_add(out, out, ids, ids, 0, out.shape[0], step, k0, k1, scale, scratch)
+        return
     for i in range(out.shape[0]):
         row = out[i]
         _row_add(row, row, np.uint64(ids[i]), step, k0, k1, scale, scratch)
@@ -424,6 +529,10 @@ def gather_add_normal_kernel(out, source, ancestors, ids, step, k0, k1, scale):
     """
     step, k0, k1 = _masked(step, k0, k1)
     scratch = _make_scratch(out)
+    if out.shape[0] and _is_short(out[0], scratch):
+        _short_gather_add(out, source, ancestors, ids, 0, out.shape[0], step, k0, k1, scale,
+                          scratch)
+        return
     for i in range(out.shape[0]):
         _row_gather_add(out[i], source[ancestors[i]], np.uint64(ids[i]), step, k0, k1, scale,
                         scratch)
@@ -434,9 +543,16 @@ def normal_rows_parallel_kernel(out, ids, step, k0, k1, scale):
     """:func:`normal_rows_kernel` over numba's threads (bit-identical output)."""
     step, k0, k1 = _masked(step, k0, k1)
     rows = out.shape[0]
-    for task in numba.prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+    if rows and _is_short(out[0], _make_scratch(out)):
+        for task in numba.prange((rows + SHORT_ROW_TASK - 1) // SHORT_ROW_TASK):
+            _short_set(out, out, ids, ids, task * SHORT_ROW_TASK,
+                       min(rows, (task + 1) * SHORT_ROW_TASK), step, k0, k1, scale,
+                       _make_scratch(out))
+        return
+    task_rows = max(ROW_BLOCK, TASK_VALUES // max(out.shape[1], 1))
+    for task in numba.prange((rows + task_rows - 1) // task_rows):
         scratch = _make_scratch(out)
-        for i in range(task * ROW_BLOCK, min(rows, (task + 1) * ROW_BLOCK)):
+        for i in range(task * task_rows, min(rows, (task + 1) * task_rows)):
             row = out[i]
             _row_set(row, row, np.uint64(ids[i]), step, k0, k1, scale, scratch)
 
@@ -446,9 +562,16 @@ def add_normal_rows_parallel_kernel(out, ids, step, k0, k1, scale):
     """:func:`add_normal_rows_kernel` over numba's threads (bit-identical output)."""
     step, k0, k1 = _masked(step, k0, k1)
     rows = out.shape[0]
-    for task in numba.prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+    if rows and _is_short(out[0], _make_scratch(out)):
+        for task in numba.prange((rows + SHORT_ROW_TASK - 1) // SHORT_ROW_TASK):
+            _short_add(out, out, ids, ids, task * SHORT_ROW_TASK,
+                       min(rows, (task + 1) * SHORT_ROW_TASK), step, k0, k1, scale,
+                       _make_scratch(out))
+        return
+    task_rows = max(ROW_BLOCK, TASK_VALUES // max(out.shape[1], 1))
+    for task in numba.prange((rows + task_rows - 1) // task_rows):
         scratch = _make_scratch(out)
-        for i in range(task * ROW_BLOCK, min(rows, (task + 1) * ROW_BLOCK)):
+        for i in range(task * task_rows, min(rows, (task + 1) * task_rows)):
             row = out[i]
             _row_add(row, row, np.uint64(ids[i]), step, k0, k1, scale, scratch)
 
@@ -458,9 +581,16 @@ def gather_add_normal_parallel_kernel(out, source, ancestors, ids, step, k0, k1,
     """:func:`gather_add_normal_kernel` over numba's threads (bit-identical output)."""
     step, k0, k1 = _masked(step, k0, k1)
     rows = out.shape[0]
-    for task in numba.prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+    if rows and _is_short(out[0], _make_scratch(out)):
+        for task in numba.prange((rows + SHORT_ROW_TASK - 1) // SHORT_ROW_TASK):
+            _short_gather_add(out, source, ancestors, ids, task * SHORT_ROW_TASK,
+                              min(rows, (task + 1) * SHORT_ROW_TASK), step, k0, k1, scale,
+                              _make_scratch(out))
+        return
+    task_rows = max(ROW_BLOCK, TASK_VALUES // max(out.shape[1], 1))
+    for task in numba.prange((rows + task_rows - 1) // task_rows):
         scratch = _make_scratch(out)
-        for i in range(task * ROW_BLOCK, min(rows, (task + 1) * ROW_BLOCK)):
+        for i in range(task * task_rows, min(rows, (task + 1) * task_rows)):
             _row_gather_add(out[i], source[ancestors[i]], np.uint64(ids[i]), step, k0, k1,
                             scale, scratch)
 
