@@ -94,7 +94,6 @@ PAD_BLOCKS = 8  # passes run over multiples of this many blocks (no scalar remai
 ROW_BLOCK = 4  # rows per task of the parallel kernels, at least
 TASK_VALUES = 16384  # values per task of the parallel kernels, about (few tasks of short rows)
 SHORT_ROW_BLOCKS = 4  # rows of at most this many blocks share vectorised passes
-SHORT_ROW_TASK = 256  # rows per task of the parallel kernels, for short rows
 
 _MASK = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
@@ -480,6 +479,40 @@ def _masked(step, k0, k1):
     return np.uint64(step) & _MASK, np.uint64(k0) & _MASK, np.uint64(k1) & _MASK
 
 
+def _make_rows_range(row_noise, short_rows, gather):
+    """Rows ``first .. stop - 1`` of a kernel: the short-row or the row-at-a-time path.
+
+    ``dst[i] = combine(src[rows[i]], z)`` with ``gather``, else ``combine(dst[i], z)``.
+    """
+
+    @register_jitable(forceinline=True)
+    def rows_range(dst, src, rows, ids, first, stop, step, k0, k1, scale):
+        scratch = _make_scratch(dst)
+        if first < stop and _is_short(dst[first], scratch):
+            short_rows(dst, src, rows, ids, first, stop, step, k0, k1, scale, scratch)
+            return
+        for i in range(first, stop):
+            row = dst[i]
+            source = src[rows[i]] if gather else row
+            row_noise(row, source, np.uint64(ids[i]), step, k0, k1, scale, scratch)
+
+    return rows_range
+
+
+_set_range = _make_rows_range(_row_set, _short_set, False)
+_add_range = _make_rows_range(_row_add, _short_add, False)
+_gather_add_range = _make_rows_range(_row_gather_add, _short_gather_add, True)
+
+
+@register_jitable(forceinline=True)
+def _task_rows(out):
+    """Rows per task of the parallel kernels: ~:data:`TASK_VALUES` values, >= :data:`ROW_BLOCK`.
+
+    Which thread computes a row never changes its values.
+    """
+    return max(ROW_BLOCK, TASK_VALUES // max(out.shape[1], 1))
+
+
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def normal_rows_kernel(out, ids, step, k0, k1, scale):
     """``out[i, j] = scale * z(key, step, ids[i], j)`` (format in the module docstring).
@@ -497,26 +530,14 @@ def normal_rows_kernel(out, ids, step, k0, k1, scale):
         Standard deviation.
     """
     step, k0, k1 = _masked(step, k0, k1)
-    scratch = _make_scratch(out)
-    if out.shape[0] and _is_short(out[0], scratch):
-        _short_set(out, out, ids, ids, 0, out.shape[0], step, k0, k1, scale, scratch)
-        return
-    for i in range(out.shape[0]):
-        row = out[i]
-        _row_set(row, row, np.uint64(ids[i]), step, k0, k1, scale, scratch)
+    _set_range(out, out, ids, ids, 0, out.shape[0], step, k0, k1, scale)
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def add_normal_rows_kernel(out, ids, step, k0, k1, scale):
     """``out[i, j] += scale * z(key, step, ids[i], j)``; arguments as :func:`normal_rows_kernel`."""
     step, k0, k1 = _masked(step, k0, k1)
-    scratch = _make_scratch(out)
-    if out.shape[0] and _is_short(out[0], scratch):
-        _short_add(out, out, ids, ids, 0, out.shape[0], step, k0, k1, scale, scratch)
-        return
-    for i in range(out.shape[0]):
-        row = out[i]
-        _row_add(row, row, np.uint64(ids[i]), step, k0, k1, scale, scratch)
+    _add_range(out, out, ids, ids, 0, out.shape[0], step, k0, k1, scale)
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
@@ -528,71 +549,37 @@ def gather_add_normal_kernel(out, source, ancestors, ids, step, k0, k1, scale):
     ``ancestors`` (N,) int64 in ``[0, M)``, other arguments as :func:`normal_rows_kernel`.
     """
     step, k0, k1 = _masked(step, k0, k1)
-    scratch = _make_scratch(out)
-    if out.shape[0] and _is_short(out[0], scratch):
-        _short_gather_add(out, source, ancestors, ids, 0, out.shape[0], step, k0, k1, scale,
-                          scratch)
-        return
-    for i in range(out.shape[0]):
-        _row_gather_add(out[i], source[ancestors[i]], np.uint64(ids[i]), step, k0, k1, scale,
-                        scratch)
+    _gather_add_range(out, source, ancestors, ids, 0, out.shape[0], step, k0, k1, scale)
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy", parallel=True)
 def normal_rows_parallel_kernel(out, ids, step, k0, k1, scale):
     """:func:`normal_rows_kernel` over numba's threads (bit-identical output)."""
     step, k0, k1 = _masked(step, k0, k1)
-    rows = out.shape[0]
-    if rows and _is_short(out[0], _make_scratch(out)):
-        for task in numba.prange((rows + SHORT_ROW_TASK - 1) // SHORT_ROW_TASK):
-            _short_set(out, out, ids, ids, task * SHORT_ROW_TASK,
-                       min(rows, (task + 1) * SHORT_ROW_TASK), step, k0, k1, scale,
-                       _make_scratch(out))
-        return
-    task_rows = max(ROW_BLOCK, TASK_VALUES // max(out.shape[1], 1))
+    rows, task_rows = out.shape[0], _task_rows(out)
     for task in numba.prange((rows + task_rows - 1) // task_rows):
-        scratch = _make_scratch(out)
-        for i in range(task * task_rows, min(rows, (task + 1) * task_rows)):
-            row = out[i]
-            _row_set(row, row, np.uint64(ids[i]), step, k0, k1, scale, scratch)
+        _set_range(out, out, ids, ids, task * task_rows, min(rows, (task + 1) * task_rows),
+                   step, k0, k1, scale)
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy", parallel=True)
 def add_normal_rows_parallel_kernel(out, ids, step, k0, k1, scale):
     """:func:`add_normal_rows_kernel` over numba's threads (bit-identical output)."""
     step, k0, k1 = _masked(step, k0, k1)
-    rows = out.shape[0]
-    if rows and _is_short(out[0], _make_scratch(out)):
-        for task in numba.prange((rows + SHORT_ROW_TASK - 1) // SHORT_ROW_TASK):
-            _short_add(out, out, ids, ids, task * SHORT_ROW_TASK,
-                       min(rows, (task + 1) * SHORT_ROW_TASK), step, k0, k1, scale,
-                       _make_scratch(out))
-        return
-    task_rows = max(ROW_BLOCK, TASK_VALUES // max(out.shape[1], 1))
+    rows, task_rows = out.shape[0], _task_rows(out)
     for task in numba.prange((rows + task_rows - 1) // task_rows):
-        scratch = _make_scratch(out)
-        for i in range(task * task_rows, min(rows, (task + 1) * task_rows)):
-            row = out[i]
-            _row_add(row, row, np.uint64(ids[i]), step, k0, k1, scale, scratch)
+        _add_range(out, out, ids, ids, task * task_rows, min(rows, (task + 1) * task_rows),
+                   step, k0, k1, scale)
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy", parallel=True)
 def gather_add_normal_parallel_kernel(out, source, ancestors, ids, step, k0, k1, scale):
     """:func:`gather_add_normal_kernel` over numba's threads (bit-identical output)."""
     step, k0, k1 = _masked(step, k0, k1)
-    rows = out.shape[0]
-    if rows and _is_short(out[0], _make_scratch(out)):
-        for task in numba.prange((rows + SHORT_ROW_TASK - 1) // SHORT_ROW_TASK):
-            _short_gather_add(out, source, ancestors, ids, task * SHORT_ROW_TASK,
-                              min(rows, (task + 1) * SHORT_ROW_TASK), step, k0, k1, scale,
-                              _make_scratch(out))
-        return
-    task_rows = max(ROW_BLOCK, TASK_VALUES // max(out.shape[1], 1))
+    rows, task_rows = out.shape[0], _task_rows(out)
     for task in numba.prange((rows + task_rows - 1) // task_rows):
-        scratch = _make_scratch(out)
-        for i in range(task * task_rows, min(rows, (task + 1) * task_rows)):
-            _row_gather_add(out[i], source[ancestors[i]], np.uint64(ids[i]), step, k0, k1,
-                            scale, scratch)
+        _gather_add_range(out, source, ancestors, ids, task * task_rows,
+                          min(rows, (task + 1) * task_rows), step, k0, k1, scale)
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
