@@ -117,8 +117,15 @@ def agree_resume(comm, setup, steps: int, plan) -> tuple[str | None, Resumption 
         offer = offered_step(run_dir, setup.node, not independent)
     except InputError as error:
         problem = str(error)
-    common = comm_layer.agree_max(comm, offer) if independent \
-        else comm_layer.agree_min(comm, offer)
+    if independent:
+        # Nodes that do not communicate keep what any of them saved, the nodes left out
+        # too: a lost node that saved later than every survivor leaves at its own newest
+        # checkpoint (its records up to there are kept; a survivor that saved nothing
+        # yet starts from step 0).
+        lost = [saved[-1] for saved in map(run_dir.checkpoint_steps, plan.without) if saved]
+        common = max([comm_layer.agree_max(comm, offer), *lost])
+    else:
+        common = comm_layer.agree_min(comm, offer)
     if problem is not None:
         return comm_layer.agree_on_error(comm, problem), None
     start = own if independent else common
@@ -126,7 +133,8 @@ def agree_resume(comm, setup, steps: int, plan) -> tuple[str | None, Resumption 
     newest = own if independent or (offer == NO_LIMIT and own <= common) else common
     resumption = None
     if common < 0 or common == NO_LIMIT:
-        problem = (f"{run_dir.path}: no checkpoint that every rank has (set "
+        holders = "any node" if independent else "every rank"
+        problem = (f"{run_dir.path}: no checkpoint that {holders} has (set "
                    "run.checkpoint_every to write them)")
     elif independent and newest < 0:
         resumption = Resumption(start_step=0, drop_step=common)

@@ -263,3 +263,31 @@ def test_supervise_gives_up_after_its_retries(tmp_path):
     assert "node 1 lost" in line
     (restart,) = history(tmp_path / "run", "restarts.json")
     assert restart["action"] == "gave up" and restart["lost"] == [1]
+
+
+def test_an_independent_run_keeps_a_lost_nodes_later_checkpoint(tmp_path):
+    """Nodes that do not communicate drift apart: when the lost node saved later than every
+    survivor (here no survivor has saved anything: their checkpoints are removed), it
+    leaves at its own newest checkpoint, the survivors start from step 0, and they still
+    equal the uninterrupted run with that drop."""
+    for algorithm in ("cpf", "pf"):
+        config = write_config(tmp_path, algorithm, steps=30)
+        run_dir = tmp_path / f"run-{algorithm}"
+        finished = run_mpi(3, "train", config, "--out", run_dir, "--quiet", "--set",
+                           "run.checkpoint_every=15")
+        assert finished.returncode == 0, finished.stderr
+        for checkpoint in (run_dir / "checkpoints").glob("node-*.h5"):
+            node, step = (int(part) for part in checkpoint.stem.split("-")[1::2])
+            if node != 0 or step > 15:
+                checkpoint.unlink()
+        resumed = run_mpi(2, "train", config, "--resume", run_dir, "--quiet",
+                          "--without", "0", "--cause", "node 0 crashed")
+        assert resumed.returncode == 0, resumed.stderr
+        (resume,) = history(run_dir, "resumes.json")
+        assert resume["step"] == 15, algorithm
+        reference = tmp_path / f"ref-{algorithm}"
+        dropped = run_mpi(3, "train", config, "--out", reference, "--quiet", "--set",
+                          "faults.drop=[[0, 15]]")
+        assert dropped.returncode == 0, dropped.stderr
+        assert_survivors_equal(run_dir, reference, 3, [0])
+        assert_lost_node_file(run_dir, 0, 15)
