@@ -20,9 +20,10 @@ is not changed: a resume still compares it with the checkpoint's
 ``--without`` lists are not configuration).
 
 **The step** ``S``: for an algorithm that communicates, the newest checkpoint every
-survivor has; for the independent ones (each rank continues from its own newest), the
-newest any survivor has -- no survivor's records before it depend on the lost node, and
-the ``cpf`` oracle reads the lost node's data, not its computation, up to ``S``.
+survivor has; for the independent ones (each rank continues from its own newest, or from
+step 0 if it saved none), the newest any node has, the nodes left out included -- no
+survivor's records depend on the lost node's computation (the ``cpf`` oracle reads its
+data up to ``S``), and the lost node's records up to its newest checkpoint are kept.
 """
 
 from __future__ import annotations

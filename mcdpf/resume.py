@@ -80,6 +80,12 @@ def offered_step(run_dir, node: int, communicating: bool) -> int:
     return steps[-1]
 
 
+def newest_saved(run_dir, nodes, before: int | None = None) -> int:
+    """The newest checkpoint step any of ``nodes`` has (before ``before``; -1: none)."""
+    return max((step for node in nodes for step in run_dir.checkpoint_steps(node)
+                if before is None or step < before), default=-1)
+
+
 @dataclass
 class Resumption:
     """Where one rank continues a run.
@@ -115,17 +121,15 @@ def agree_resume(comm, setup, steps: int, plan) -> tuple[str | None, Resumption 
     problem, offer = None, own
     try:
         offer = offered_step(run_dir, setup.node, not independent)
+        if independent:
+            # Nodes that do not communicate keep what any of them saved, the nodes left
+            # out too: a lost node that saved later than every survivor leaves at its own
+            # newest checkpoint (a survivor that saved nothing yet starts from step 0).
+            offer = max(offer, newest_saved(run_dir, plan.without, before=steps))
     except InputError as error:
         problem = str(error)
-    if independent:
-        # Nodes that do not communicate keep what any of them saved, the nodes left out
-        # too: a lost node that saved later than every survivor leaves at its own newest
-        # checkpoint (its records up to there are kept; a survivor that saved nothing
-        # yet starts from step 0).
-        lost = [saved[-1] for saved in map(run_dir.checkpoint_steps, plan.without) if saved]
-        common = max([comm_layer.agree_max(comm, offer), *lost])
-    else:
-        common = comm_layer.agree_min(comm, offer)
+    common = comm_layer.agree_max(comm, offer) if independent \
+        else comm_layer.agree_min(comm, offer)
     if problem is not None:
         return comm_layer.agree_on_error(comm, problem), None
     start = own if independent else common

@@ -192,12 +192,19 @@ class Supervisor:
             command += ["--without", ",".join(map(str, without))]
         return command
 
-    def resume_step(self, nodes) -> int:
-        """The step a resume on ``nodes`` will continue from (-1: no checkpoint)."""
-        from .resume import NO_LIMIT, offered_step
+    def resume_step(self, nodes, lost=()) -> int:
+        """The step a resume on ``nodes`` without ``lost`` will agree on (-1: none).
+
+        As :func:`mcdpf.resume.agree_resume`: the newest checkpoint every node has, or for
+        an algorithm without communication the newest any node has, ``lost`` included.
+        """
+        from .resume import NO_LIMIT, newest_saved, offered_step
 
         offers = [offered_step(self.run_dir, node, self.communicating) for node in nodes]
-        step = min(offers) if self.communicating else max(offers)
+        if self.communicating:
+            step = min(offers)
+        else:
+            step = max([*offers, newest_saved(self.run_dir, lost)])
         return -1 if step == NO_LIMIT else step
 
     # ---------------------------------------------------------------- the loop
@@ -255,7 +262,7 @@ class Supervisor:
                 return EXIT_GAVE_UP
             failure = f"attempt {attempt} failed (exit code {code}, {what})"
             survivors = tuple(node for node in self.members if node not in lost)
-            step = self.resume_step(survivors)
+            step = self.resume_step(survivors, lost)
             if step < 0:
                 self.members = tuple(range(args.nodes))
                 action, command = "restart", self.command(resume=False, force=True)

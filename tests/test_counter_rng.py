@@ -207,8 +207,9 @@ def test_add_and_fused_gather_are_exact(dtype, columns):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-# not multiples of the row blocks or of a Philox block; 4 columns: the short-row path
-@pytest.mark.parametrize("rows, columns", [(9, 1031), (601, 4)])
+# not multiples of the tasks' rows or of a Philox block, several tasks each (~16k values
+# per task); 4 columns: the short-row path
+@pytest.mark.parametrize("rows, columns", [(41, 1031), (10001, 4)])
 def test_parallel_kernels_are_bit_identical_to_serial(dtype, rows, columns):
     rng = np.random.default_rng(2)
     ids = rng.integers(-2**62, 2**62, rows)
@@ -235,6 +236,20 @@ def test_parallel_kernels_are_bit_identical_to_serial(dtype, rows, columns):
                 np.testing.assert_array_equal(parallel[name], values, err_msg=name)
     finally:
         kernels.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (0, 5), (3, 0)])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_empty_arrays_are_no_work(shape, parallel):
+    ids = np.arange(shape[0], dtype=np.int64)
+    out = kernels.normal_rows(np.zeros(shape), ids, 1, KEY, parallel=parallel)
+    assert out.shape == shape
+    added = kernels.normal_rows(np.ones(shape), ids, 1, KEY, add=True, parallel=parallel)
+    assert np.all(added == 1)
+    source = np.ones((2, shape[1]))
+    fused = kernels.gather_add_normal(source, np.zeros(shape[0], dtype=np.int64), ids, 1,
+                                      KEY, 0.1, parallel=parallel)
+    assert fused.shape == shape and np.all(fused == 1)
 
 
 def test_wrappers_reject_bad_arguments():

@@ -17,6 +17,8 @@ import pytest
 from support import HANG_TIMEOUT, mcdpf_command, run, run_mpi
 
 from mcdpf.markers import DEAD, ERROR, FINISHED, RUNNING, TERMINATED
+from mcdpf.resume import newest_saved
+from mcdpf.rundir import RunDirectory
 from mcdpf.supervise import lost_ranks
 
 COMPARED = ("prediction", "squared_error", "theta_mean", "ess", "particles_held",
@@ -280,6 +282,9 @@ def test_an_independent_run_keeps_a_lost_nodes_later_checkpoint(tmp_path):
             node, step = (int(part) for part in checkpoint.stem.split("-")[1::2])
             if node != 0 or step > 15:
                 checkpoint.unlink()
+        # the rule mcdpf supervise predicts the resume step by
+        assert newest_saved(RunDirectory(run_dir), [1, 2]) == -1
+        assert newest_saved(RunDirectory(run_dir), [0]) == 15
         resumed = run_mpi(2, "train", config, "--resume", run_dir, "--quiet",
                           "--without", "0", "--cause", "node 0 crashed")
         assert resumed.returncode == 0, resumed.stderr

@@ -488,7 +488,7 @@ def _make_rows_range(row_noise, short_rows, gather):
     @register_jitable(forceinline=True)
     def rows_range(dst, src, rows, ids, first, stop, step, k0, k1, scale):
         scratch = _make_scratch(dst)
-        if first < stop and _is_short(dst[first], scratch):
+        if first < stop and dst.shape[1] and _is_short(dst[first], scratch):
             short_rows(dst, src, rows, ids, first, stop, step, k0, k1, scale, scratch)
             return
         for i in range(first, stop):
