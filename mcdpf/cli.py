@@ -22,11 +22,9 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .errors import InputError
+from .errors import EXIT_INPUT_ERROR, InputError, print_error
 from .markers import launcher_rank
 from .registry import ALGORITHMS, TOPOLOGIES, WALKS
-
-EXIT_INPUT_ERROR = 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,9 +33,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise InputError(f"{self.prog}: {message}")
 
-
-def _print_error(message: str) -> None:
-    print(f"mcdpf: error: {message}", file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except InputError as error:
         if launcher_rank() == 0:
-            _print_error(str(error))
+            print_error(str(error))
         return EXIT_INPUT_ERROR
     if args.command in ("train", "compare"):
         marker = None
@@ -152,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             return report_command(args)
         return topology_command(args)
     except InputError as error:
-        _print_error(str(error))
+        print_error(str(error))
         return EXIT_INPUT_ERROR
 
 
@@ -202,7 +197,7 @@ def _agreed_config(comm, args, extra_check=None):
     error = agree_on_error(comm, error)
     if error:
         if comm.Get_rank() == 0:
-            _print_error(error)
+            print_error(error)
         return None
     return config
 
@@ -240,7 +235,7 @@ def _compare(comm, args) -> int:
         run_comparison(comm, config, algorithms, seeds, Path(args.out), args.force, report)
     except InputError as problem:
         if rank == 0:
-            _print_error(str(problem))
+            print_error(str(problem))
         return EXIT_INPUT_ERROR
     if rank == 0:
         from .compare import comparison_table
@@ -270,7 +265,7 @@ def _train(comm, args, started: float) -> int:
         return EXIT_INPUT_ERROR
     if args.resume and args.out and Path(args.out) != Path(args.resume):
         if rank == 0:
-            _print_error("--resume RUN_DIR continues in RUN_DIR; drop --out")
+            print_error("--resume RUN_DIR continues in RUN_DIR; drop --out")
         return EXIT_INPUT_ERROR
     out_dir = args.resume or args.out
     try:
@@ -279,7 +274,7 @@ def _train(comm, args, started: float) -> int:
                        progress=not args.quiet, started=started)
     except InputError as problem:
         if rank == 0:
-            _print_error(str(problem))
+            print_error(str(problem))
         return EXIT_INPUT_ERROR
     _print_final_summary(comm, config, result)
     return 0

@@ -137,11 +137,6 @@ class DistributedParticleFilter(ParticleFilter):
         self.move_cumulative = np.cumsum(self.move_probabilities)
         self.wire_dtype = wire_record_dtype(model, settings.wire_dtype)
 
-    @property
-    def bytes_per_move(self) -> int:
-        """Bytes of one migrating particle's record."""
-        return self.wire_dtype.itemsize
-
     def initial_state(self) -> FilterState:
         """As the local filter, with an empty record of walked ids."""
         state = super().initial_state()

@@ -2,9 +2,14 @@
 
 Every problem with what the user supplied (configuration, topology, data file, rank
 count) is an :class:`InputError`. Its message names the file or key and the problem in
-one line; :mod:`mcdpf.cli` prints it once and exits 2 on every rank. Anything else that
-escapes is a bug and aborts the whole MPI job.
+one line; :mod:`mcdpf.cli` prints it once (:func:`print_error`) and exits
+:data:`EXIT_INPUT_ERROR` on every rank. Anything else that escapes is a bug and aborts the
+whole MPI job.
 """
+
+import sys
+
+EXIT_INPUT_ERROR = 2
 
 
 class InputError(Exception):
@@ -17,3 +22,8 @@ class InputError(Exception):
 
 class LockstepError(InputError):
     """Neighbouring ranks are at different steps of the online protocol."""
+
+
+def print_error(message: str) -> None:
+    """The one line a command prints for a problem: ``mcdpf: error: MESSAGE``."""
+    print(f"mcdpf: error: {message}", file=sys.stderr, flush=True)

@@ -17,7 +17,6 @@ import numpy as np
 
 from . import comm as comm_layer
 from .algorithms import traits
-from .errors import InputError
 from .models import build_model
 from .node import check_drops
 from .rundir import RunDirectory
@@ -43,8 +42,6 @@ class NodeSetup:
     model: object
     run_dir: RunDirectory | None
     warnings: list[str] = field(default_factory=list)
-    resume: bool = False
-    given_stream: bool = False
     drops: list = field(default_factory=list)
     membership: object = None
 
@@ -65,17 +62,16 @@ def load_stream(config, nodes: int, node: int) -> tuple[Stream, np.ndarray]:
 
 def prepare_node(config, nodes: int, node: int, run_dir: RunDirectory | None, force: bool,
                  resume: bool = False, stream: Stream | None = None) -> NodeSetup:
-    """Validate and load everything rank ``node`` needs; raise :class:`InputError`.
+    """Validate and load everything rank ``node`` needs; raise :class:`~mcdpf.errors.InputError`.
 
     ``stream`` (this rank's, in memory) replaces ``[data]`` when given; ``run_dir`` is
-    ``None`` for a run that writes nothing.
+    ``None`` for a run that writes nothing; with ``resume`` its directory has been checked
+    by the resume plan (:mod:`mcdpf.elastic`).
     """
     topology = build_topology(config.topology, nodes)
     check_drops(config.faults, topology)
-    if run_dir is not None:
-        run_dir.check_writable(force, resume)
-    elif resume:
-        raise InputError("resume needs a run directory")
+    if run_dir is not None and not resume:  # a resume's directory was checked by its plan
+        run_dir.check_writable(force, False)
     given = stream is not None
     if not given:
         stream, skipped = load_stream(config, nodes, node)
@@ -92,7 +88,7 @@ def prepare_node(config, nodes: int, node: int, run_dir: RunDirectory | None, fo
     warnings += entry["warnings"](config, topology)
     return NodeSetup(config=config, topology=topology, node=node,
                      stream=stream.astype(model.dtype), skipped=skipped, model=model,
-                     run_dir=run_dir, warnings=warnings, resume=resume, given_stream=given,
+                     run_dir=run_dir, warnings=warnings,
                      drops=[list(pair) for pair in config.faults.drop or []])
 
 

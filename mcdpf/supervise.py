@@ -44,11 +44,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import markers
-from .errors import InputError
+from .errors import EXIT_INPUT_ERROR, InputError, print_error
 
 POLL_SECONDS = 0.2
 STOP_SECONDS = 30.0  # a stopped job gets this long to end before it is killed
-EXIT_INPUT_ERROR = 2
 EXIT_GAVE_UP = 1
 OUTPUT_LINES_KEPT = 200
 HYDRA_FAILED_HOST = re.compile(r"PID \d+ RUNNING AT (\S+)")
@@ -241,7 +240,7 @@ class Supervisor:
                 self._save()
                 return 0
             if code == EXIT_INPUT_ERROR and not died:
-                _print_error(f"supervise: attempt {attempt} was refused (exit code 2); "
+                print_error(f"supervise: attempt {attempt} was refused (exit code 2); "
                              "not retrying")
                 self._save()
                 return EXIT_INPUT_ERROR
@@ -254,7 +253,7 @@ class Supervisor:
                 else "no node lost"
             if attempt > args.retries:
                 self._log(attempt, code, lost, "gave up", -1)
-                _print_error(f"supervise: gave up after {attempt} failed attempt"
+                print_error(f"supervise: gave up after {attempt} failed attempt"
                              f"{'s' if attempt > 1 else ''} "
                              f"(--retries {args.retries}); the last exited with code {code}, "
                              f"{what}; {self.run_dir.path} can be resumed by hand "
@@ -298,9 +297,6 @@ def _listed(nodes) -> str:
 def _say(message: str) -> None:
     print(f"mcdpf: supervise: {message}", file=sys.stderr, flush=True)
 
-
-def _print_error(message: str) -> None:
-    print(f"mcdpf: error: {message}", file=sys.stderr, flush=True)
 
 
 def supervise(args) -> int:
