@@ -10,7 +10,7 @@ Each entry of :data:`mcdpf.registry.ALGORITHMS` is a builder
     reads every node's data (the ``cpf`` oracle);
 ``summary``
     one line for tables and the command line's help;
-``check(config, model)``
+``check(config, model, topology)``
     set-up checks that raise :class:`~mcdpf.errors.InputError`;
 ``warnings(config, topology)``
     warnings printed once at set-up;
@@ -73,7 +73,7 @@ class LearnerContext:
         return value if value is not None else self.config.model.init_std ** 2
 
 
-def _no_check(config, model) -> None:
+def _no_check(config, model, topology) -> None:
     return None
 
 
@@ -81,16 +81,24 @@ def _no_warnings(config, topology) -> list[str]:
     return []
 
 
-def _ekf_check(config, model) -> None:
+def _ekf_check(config, model, topology) -> None:
     check_covariance_memory(model, config.ekf)
 
 
-def _particle_check(config, model) -> None:
+def _particle_check(config, model, topology) -> None:
     if config.filter.kernel == "gaussian":
-        particles = config.filter.particles
-        if config.run.algorithm == "cpf":
-            particles = config.filter.central_particles or particles  # per-node count known later
-        check_covariance_memory(model, config.ekf, copies=particles)
+        check_covariance_memory(model, config.ekf, copies=config.filter.particles)
+
+
+def _cpf_check(config, model, topology) -> None:
+    if config.filter.kernel == "gaussian":
+        check_covariance_memory(model, config.ekf, copies=central_particles(config.filter,
+                                                                             topology.nodes))
+
+
+def central_particles(settings, nodes: int) -> int:
+    """The oracle's particle count: ``filter.central_particles``, else ``N K``."""
+    return settings.central_particles or settings.particles * nodes
 
 
 def _dpf_warnings(config, topology) -> list[str]:
@@ -129,12 +137,12 @@ def build_dpf(context: LearnerContext):
 
 
 @register("cpf", "centralized particle filter over every node's data (oracle)",
-          needs_all_streams=True, check=_particle_check)
+          needs_all_streams=True, check=_cpf_check)
 def build_cpf(context: LearnerContext):
     """Centralized particle filter (oracle): the same random streams on every rank."""
     settings = context.config.filter
     nodes = context.topology.nodes
-    count = settings.central_particles or settings.particles * nodes
+    count = central_particles(settings, nodes)
     plan = StreamPlan(tuple(range(nodes)), own=context.node,
                       measurements=context.measurements)
     return ParticleFilter(context.model, settings, context.seed, CENTRAL_KEY, count, plan,

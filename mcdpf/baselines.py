@@ -198,8 +198,8 @@ class ExtendedKalmanFilter(GradientLearner):
     def measurement_update(self, estimate, covariance, target, prediction, jacobian):
         """One scalar EKF update (the Gaussian-particle kernel with one particle).
 
-        Returns the new estimate; updates ``covariance`` in place (it stays exactly
-        symmetric).
+        Returns the new estimate; updates ``covariance`` in place (symmetric to rounding:
+        :mod:`mcdpf.kernels.gaussian`).
         """
         updated = np.array(estimate, dtype=np.float64)[None, :]
         gaussian_update(updated, covariance[None], np.asarray(jacobian)[None, :],

@@ -171,7 +171,7 @@ class Node:
                 topology = build_topology(config.topology, comm.Get_size())
                 check_drops(config.faults, topology)
             self.model = build_model(config.model, input_dim)
-            self.traits["check"](config, self.model)
+            self.traits["check"](config, self.model, topology)
             check_threads(config.run.threads)
         except InputError as problem:
             error = str(problem)

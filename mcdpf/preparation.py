@@ -80,7 +80,7 @@ def prepare_node(config, nodes: int, node: int, run_dir: RunDirectory | None, fo
                                            f"the stream of node {node}")
     model = build_model(config.model, stream.input_dim)
     entry = traits(config.run.algorithm)
-    entry["check"](config, model)
+    entry["check"](config, model, topology)
     warnings = list(topology.warnings())
     if not given and config.data.source == "file" and config.data.partition is not None:
         warnings.append(f"data.partition = \"{config.data.partition}\" is ignored: a stream "

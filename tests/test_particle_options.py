@@ -52,6 +52,27 @@ def test_too_many_threads_and_gaussian_memory_exit_2(tmp_path):
     assert memory.returncode == 2 and "Gaussian particles" in memory.stderr
 
 
+def test_the_oracles_gaussian_memory_counts_its_n_k_particles():
+    """cpf holds N K Gaussian particles unless filter.central_particles says otherwise:
+    20 covariances of n = 2 (42 parameters: 28 kB each with its working copy, 0.53 MB)
+    fit 0.001 GB on one node, 60 on 3 nodes do not (the check once counted only N)."""
+    from mcdpf.algorithms import traits
+    from mcdpf.models import build_model
+    from mcdpf.topology import named_topology
+
+    overrides = {"run.algorithm": "cpf", "filter.kernel": "gaussian",
+                 "filter.particles": 20, "ekf.max_memory_gb": 0.001}
+    config = load_config({"topology": {"name": "ring"}}, overrides)
+    model = build_model(config.model, 2)
+    check = traits("cpf")["check"]
+    check(config, model, named_topology("ring", 1))
+    with pytest.raises(InputError, match="covariances of 60 Gaussian particles"):
+        check(config, model, named_topology("ring", 3))
+    central = load_config({"topology": {"name": "ring"}},
+                          {**overrides, "filter.central_particles": 20})
+    check(central, model, named_topology("ring", 3))
+
+
 def test_the_registries_are_the_configuration_choices_and_the_help():
     from mcdpf.cli import build_parser
     from mcdpf.config import SECTIONS

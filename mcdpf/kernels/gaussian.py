@@ -7,7 +7,8 @@ updates every particle in place::
     u = P_i g_i,  s = g_i^T u + rho,  m_i += u (d - h_i) / s,  P_i -= u u^T / s
 
 and returns the log predictive density ``log N(d; h_i, s)`` (the particle's weight
-factor). ``P_i`` stays exactly symmetric (``u[a] u[b]`` is the same product both ways).
+factor). ``P_i`` stays symmetric to rounding: ``(u[a] / s) u[b]`` and ``(u[b] / s) u[a]``
+can differ in the last bit, so the two triangles may drift apart at that level.
 Means and covariances are float64. The parallel twin spreads the particles over numba's
 threads; every particle is independent, so the bits are the same.
 """
