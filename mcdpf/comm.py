@@ -311,20 +311,21 @@ def process_table(comm) -> list[dict]:
              "pid": int(row[:8].view(np.int64)[0])} for rank, row in enumerate(everyone)]
 
 
-def agree_min(comm, value: int) -> int:
-    """Set-up collective: the minimum of an integer over all ranks."""
+def _agree(comm, value: int, op) -> int:
     mine = np.array([value], dtype=np.int64)
     result = np.empty(1, dtype=np.int64)
-    comm.Allreduce(mine, result, op=MPI.MIN)
+    comm.Allreduce(mine, result, op=op)
     return int(result[0])
+
+
+def agree_min(comm, value: int) -> int:
+    """Set-up collective: the minimum of an integer over all ranks."""
+    return _agree(comm, value, MPI.MIN)
 
 
 def agree_max(comm, value: int) -> int:
     """Set-up collective: the maximum of an integer over all ranks."""
-    mine = np.array([value], dtype=np.int64)
-    result = np.empty(1, dtype=np.int64)
-    comm.Allreduce(mine, result, op=MPI.MAX)
-    return int(result[0])
+    return _agree(comm, value, MPI.MAX)
 
 
 def gather_to_first(comm, values: np.ndarray) -> np.ndarray | None:

@@ -144,7 +144,6 @@ class ParticleFilter:
                  parallel: bool = False, initial_variance: float | None = None):
         self.model = model
         self.settings = settings
-        self.seed = seed
         self.keys = Keys.of(seed)
         self.key = key
         self.count = count

@@ -65,13 +65,14 @@ def checkpoints_to_keep(config, topology) -> int:
     return 2 + in_flight + -(-(topology.diameter + 1) // max(every, 1))
 
 
-def offered_step(run_dir, node: int, communicating: bool) -> int:
+def offered_step(run_dir, node: int, communicating: bool, steps=None) -> int:
     """The step ``node`` can continue from: its newest checkpoint's (-1: none).
 
     For a communicating algorithm a node whose newest checkpoint was written after it
     left the network offers :data:`NO_LIMIT`: it can join any step at or after it.
+    ``steps``: the node's checkpoint steps, if already listed.
     """
-    steps = run_dir.checkpoint_steps(node)
+    steps = run_dir.checkpoint_steps(node) if steps is None else steps
     if not steps:
         return -1
     if communicating and not int(run_dir.checkpoint_attributes(node, steps[-1])
@@ -120,7 +121,7 @@ def agree_resume(comm, setup, steps: int, plan) -> tuple[str | None, Resumption 
     independent = not traits(setup.config.run.algorithm)["communicating"]
     problem, offer = None, own
     try:
-        offer = offered_step(run_dir, setup.node, not independent)
+        offer = offered_step(run_dir, setup.node, not independent, mine)
         if independent:
             # Nodes that do not communicate keep what any of them saved, the nodes left
             # out too: a lost node that saved later than every survivor leaves at its own

@@ -77,12 +77,16 @@ def is_complete(path: Path) -> bool:
         return False
 
 
+def _attributes(handle) -> dict:
+    return {name: (value.decode() if isinstance(value, bytes) else value)
+            for name, value in handle.attrs.items()}
+
+
 def read_checkpoint_attributes(path) -> dict:
     """The attributes of one checkpoint (without reading its arrays)."""
     try:
         with h5py.File(path, "r") as handle:
-            return {name: (value.decode() if isinstance(value, bytes) else value)
-                    for name, value in handle.attrs.items()}
+            return _attributes(handle)
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: unreadable checkpoint ({error})") from None
 
@@ -100,8 +104,7 @@ def read_checkpoint(path) -> tuple[dict, dict, dict]:
                 table = handle[RECORDS_TABLE][()]
                 records.update({name: np.ascontiguousarray(table[name])
                                 for name in table.dtype.names})
-            attributes = {name: (value.decode() if isinstance(value, bytes) else value)
-                          for name, value in handle.attrs.items()}
+            attributes = _attributes(handle)
     except (OSError, KeyError, ValueError) as error:
         raise InputError(f"{path}: unreadable checkpoint ({error})") from None
     return state, records, attributes

@@ -183,9 +183,7 @@ class Topology:
             raise InputError(f"{label}: the remaining walk is not irreducible")
         transition = np.eye(self.nodes)
         transition[np.ix_(active, active)] = sub
-        transition.setflags(write=False)
-        return Topology(nodes=self.nodes, edges=edges, transition=transition, walk=self.walk,
-                        source=label, removed=removed)
+        return finish(self.nodes, edges, transition, self.walk, label, removed)
 
     def warnings(self) -> list[str]:
         """Human-readable warnings about this topology's walk."""
