@@ -207,13 +207,18 @@ class ExtendedKalmanFilter(GradientLearner):
                         np.array([self.obs_noise]))
         return updated[0]
 
-    def learn(self, state, pending, target):
-        """Time update, then the measurement update with this node's label."""
+    def local_update(self, state, pending, target):
+        """``(estimate, covariance)``: time update, then this node's label (if any)."""
         covariance = self.time_update(state.covariance)
         estimate = state.estimate
         if pending.observed(target):
             estimate = self.measurement_update(estimate, covariance, target,
                                                pending.prediction, pending.gradient)
+        return estimate, covariance
+
+    def learn(self, state, pending, target):
+        """Time update, then the measurement update with this node's label."""
+        estimate, covariance = self.local_update(state, pending, target)
         return EstimateState(estimate=estimate, carry=pending.carry_after(target),
                              covariance=covariance), StepInfo()
 
@@ -274,11 +279,7 @@ class DiffusionEKF(Diffusion, ExtendedKalmanFilter):
         """Share measurements, update incrementally, share and combine estimates."""
         records, measurement_bytes = self.neighbourhood.allgatherv(
             self.pack_measurement(pending, target), pending.step)
-        covariance = self.time_update(state.covariance)
-        intermediate = state.estimate
-        if pending.observed(target):
-            intermediate = self.measurement_update(intermediate, covariance, target,
-                                                   pending.prediction, pending.gradient)
+        intermediate, covariance = self.local_update(state, pending, target)
         for record in records:
             measurement = self.unpack_measurement(record)
             if measurement is None:

@@ -90,28 +90,40 @@ def lstm_mean_states(theta: np.ndarray, columns: np.ndarray, start: np.ndarray, 
     holds ``[c(0), y(0)]``; all C-contiguous and of one float dtype. ``parallel`` runs
     the particles on numba's threads (``NUMBA_NUM_THREADS``), bit-identical to serial.
     """
-    n_particles = theta.shape[0]
-    length, inputs = columns.shape
+    n_particles, inputs = theta.shape[0], columns.shape[1]
+    states = (n_particles, 2 * hidden)
+    if out is None:
+        out = np.empty(states, dtype=theta.dtype)
+    _check_lstm_arrays(hidden, theta, columns, population=True, start=(start, states),
+                       out=(out, states))
+    lstm_kernel_for(hidden, inputs, parallel)(theta, columns, start, hidden, out)
+    return out
+
+
+def _check_lstm_arrays(hidden: int, theta, columns, population: bool, **others) -> None:
+    """Raise ``TypeError``/``ValueError`` unless the arrays fit one LSTM kernel call.
+
+    ``theta`` (N, P) with ``population`` else (P,), ``columns`` (m, p) with m >= 1, and
+    ``others`` ``name=(array, expected shape)``; all C-contiguous of one float dtype.
+    """
     dtype = theta.dtype
     if dtype not in FLOAT_TYPES:
         raise TypeError(f"theta dtype {dtype} is not float64 or float32")
-    if theta.shape[1] != lstm_parameter_count(hidden, inputs):
-        raise ValueError(f"theta has {theta.shape[1]} columns, expected "
-                         f"{lstm_parameter_count(hidden, inputs)} for n={hidden}, p={inputs}")
-    if length < 1:
+    size = lstm_parameter_count(hidden, columns.shape[1])
+    fits = theta.ndim == 2 and theta.shape[1] == size if population else theta.shape == (size,)
+    if not fits:
+        expected = f"(N, {size})" if population else f"({size},)"
+        raise ValueError(f"theta has shape {theta.shape}, expected {expected} for n={hidden}, "
+                         f"p={columns.shape[1]}")
+    if columns.shape[0] < 1:
         raise ValueError("a sequence needs at least one column")
-    if out is None:
-        out = np.empty((n_particles, 2 * hidden), dtype=dtype)
-    for name, array in (("theta", theta), ("columns", columns), ("start", start),
-                        ("out", out)):
+    for name, (array, shape) in others.items():
+        if array.shape != shape:
+            raise ValueError(f"{name} has shape {array.shape}, expected {shape}")
+    for name, array in (("theta", theta), ("columns", columns),
+                        *((name, array) for name, (array, _) in others.items())):
         if array.dtype != dtype or not array.flags.c_contiguous:
             raise TypeError(f"{name} must be C-contiguous {dtype}")
-    for name, array in (("start", start), ("out", out)):
-        if array.shape != (n_particles, 2 * hidden):
-            raise ValueError(f"{name} has shape {array.shape}, expected "
-                             f"{(n_particles, 2 * hidden)}")
-    lstm_kernel_for(hidden, inputs, parallel)(theta, columns, start, hidden, out)
-    return out
 
 
 def lstm_predict(theta: np.ndarray, columns: np.ndarray, start: np.ndarray,
@@ -189,22 +201,9 @@ def lstm_prediction_gradient(theta: np.ndarray, columns: np.ndarray, start: np.n
 
     ``theta`` (P,), ``columns`` (m, p) with m >= 1, ``start`` (2n,); one float dtype.
     """
-    dtype = theta.dtype
-    inputs = columns.shape[1]
-    if dtype not in FLOAT_TYPES:
-        raise TypeError(f"theta dtype {dtype} is not float64 or float32")
-    if theta.shape != (lstm_parameter_count(hidden, inputs),):
-        raise ValueError(f"theta has shape {theta.shape}, expected "
-                         f"({lstm_parameter_count(hidden, inputs)},)")
-    if columns.shape[0] < 1:
-        raise ValueError("a sequence needs at least one column")
-    if start.shape != (2 * hidden,):
-        raise ValueError(f"start has shape {start.shape}, expected ({2 * hidden},)")
-    for name, array in (("theta", theta), ("columns", columns), ("start", start)):
-        if array.dtype != dtype or not array.flags.c_contiguous:
-            raise TypeError(f"{name} must be C-contiguous {dtype}")
+    _check_lstm_arrays(hidden, theta, columns, population=False, start=(start, (2 * hidden,)))
     gradient = np.empty_like(theta)
-    mean_state = np.empty(2 * hidden, dtype=dtype)
+    mean_state = np.empty(2 * hidden, dtype=theta.dtype)
     prediction = lstm_prediction_gradient_kernel(theta, columns, start, hidden, gradient,
                                                  mean_state)
     return float(prediction), gradient, mean_state
@@ -220,21 +219,10 @@ def lstm_population_gradient(theta: np.ndarray, columns: np.ndarray, start: np.n
     dtype; row ``i`` is :func:`lstm_prediction_gradient` of particle ``i``. ``parallel``
     runs on numba's threads (bit-identical results).
     """
-    dtype = theta.dtype
-    inputs = columns.shape[1]
-    if dtype not in FLOAT_TYPES:
-        raise TypeError(f"theta dtype {dtype} is not float64 or float32")
-    if theta.ndim != 2 or theta.shape[1] != lstm_parameter_count(hidden, inputs):
-        raise ValueError(f"theta has shape {theta.shape}, expected (N, "
-                         f"{lstm_parameter_count(hidden, inputs)})")
-    if columns.shape[0] < 1:
-        raise ValueError("a sequence needs at least one column")
     count = theta.shape[0]
-    if start.shape != (count, 2 * hidden):
-        raise ValueError(f"start has shape {start.shape}, expected {(count, 2 * hidden)}")
-    for name, array in (("theta", theta), ("columns", columns), ("start", start)):
-        if array.dtype != dtype or not array.flags.c_contiguous:
-            raise TypeError(f"{name} must be C-contiguous {dtype}")
+    _check_lstm_arrays(hidden, theta, columns, population=True,
+                       start=(start, (count, 2 * hidden)))
+    dtype, inputs = theta.dtype, columns.shape[1]
     gradient = np.empty_like(theta)
     mean_state = np.empty((count, 2 * hidden), dtype=dtype)
     predictions = np.empty(count)
