@@ -94,21 +94,22 @@ def pack(origin: int, columns, target) -> np.ndarray:
     return np.concatenate([[origin, 1.0, columns.shape[0], target], columns.ravel()])
 
 
-def unpack(buffer: np.ndarray, inputs: int, dtype) -> dict:
-    """``{origin: (columns, target) or None}`` of a buffer of packed measurements."""
-    found, position = {}, 0
+def split(buffer: np.ndarray, inputs: int):
+    """``(origin, record)`` of every packed measurement in ``buffer``, in order."""
+    position = 0
     while position < buffer.size:
-        origin, observed, length, target = buffer[position:position + HEADER]
-        position += HEADER
-        width = int(length) * inputs
-        if observed:
-            columns = np.ascontiguousarray(buffer[position:position + width].reshape(
-                int(length), inputs), dtype=dtype)
-            found[int(origin)] = (columns, float(target))
-        else:
-            found[int(origin)] = None
-        position += width
-    return found
+        end = position + HEADER + int(buffer[position + 2]) * inputs
+        yield int(buffer[position]), buffer[position:end]
+        position = end
+
+
+def decode(record: np.ndarray, inputs: int, dtype):
+    """``(columns, target)`` of one packed measurement, or ``None`` if it had no data."""
+    _, observed, length, target = record[:HEADER]
+    if not observed:
+        return None
+    columns = record[HEADER:].reshape(int(length), inputs)
+    return np.ascontiguousarray(columns, dtype=dtype), float(target)
 
 
 class Relay:
@@ -134,15 +135,9 @@ class Relay:
             received, sent = self.neighbourhood.exchange_vectors(step, outgoing)
             bytes_sent += sent
             for buffer in received:
-                position = 0
-                while position < buffer.size:
-                    length = int(buffer[position + 2]) * self.model.inputs
-                    held[int(buffer[position])] = buffer[position:position + HEADER + length]
-                    position += HEADER + length
-        measured = []
-        for origin in plan.ball:
-            found = unpack(held[origin], self.model.inputs, self.model.dtype)
-            measured.append(found[origin])
+                held.update(split(buffer, self.model.inputs))
+        measured = [decode(held[origin], self.model.inputs, self.model.dtype)
+                    for origin in plan.ball]
         return measured, bytes_sent
 
 
