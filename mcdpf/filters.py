@@ -288,10 +288,13 @@ class ParticleFilter:
                                                     self.settings.obs_noise)
                 exponent = self.plan.exponent(index)
                 total += increment if exponent == 1.0 else exponent * increment
+        return total, self.joined_carry(carries, carry)
+
+    def joined_carry(self, carries: list, carry: np.ndarray) -> np.ndarray:
+        """The plan's streams' next states side by side (``carry`` if there are none)."""
         if len(carries) == 1:
-            return total, carries[0]
-        next_carry = np.concatenate(carries, axis=1) if self.model.n_carry else carry
-        return total, next_carry
+            return carries[0]
+        return np.concatenate(carries, axis=1) if self.model.n_carry else carry
 
     def in_model_dtype(self, theta: np.ndarray) -> np.ndarray:
         """Parameters in the model dtype (Gaussian particles' means are float64)."""
@@ -325,9 +328,7 @@ class ParticleFilter:
             noise = np.full(particles.size, self.settings.obs_noise / self.plan.exponent(index))
             total += gaussian_update(means, covariance, gradient, predictions, label, noise,
                                      self.parallel)
-        next_carry = carries[0] if len(carries) == 1 else (
-            np.concatenate(carries, axis=1) if self.model.n_carry else particles.carry)
-        return means, covariance, total, next_carry
+        return means, covariance, total, self.joined_carry(carries, particles.carry)
 
     def learn(self, state: FilterState, pending: Evaluation, target):
         """Weight by the plan's likelihoods, estimate, resample if the ESS is low."""
@@ -345,12 +346,9 @@ class ParticleFilter:
             log_likelihood += correction
         else:
             theta = pending.theta
-            own = None if pending.predictions is None else (pending.predictions,
-                                                            pending.next_carry)
-            if len(self.plan.nodes) == 1 and own is None:
-                own = (None, pending.next_carry)
             log_likelihood, next_carry = self.log_likelihood(
-                theta, particles.carry, pending.extra["noise"], measured, own)
+                theta, particles.carry, pending.extra["noise"], measured,
+                own=(pending.predictions, pending.next_carry))
         update = reweight_estimate_resample(
             theta, next_carry, particles.log_weights + log_likelihood, particles.ids,
             count=self.count, threshold=self.settings.ess_threshold,
