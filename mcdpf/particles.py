@@ -34,10 +34,10 @@ from .kernels import (
     normal_rows,
     normalize_log_weights,
     random_uniforms,
+    resample_by,
     stream_key,
     weighted_mean,
 )
-from .registry import RESAMPLING
 
 ID_SERIAL_BITS = 40
 
@@ -149,11 +149,8 @@ def resample_ancestors(scheme: str, weights: np.ndarray, count: int, step: int,
 
     ``stream`` is the node whose draw this is (the oracle's key for ``cpf``).
     """
-    entry = RESAMPLING.entry(scheme)
-    uniforms = random_uniforms(entry.traits["uniforms"](count), step, stream, keys.resample)
-    out = np.empty(count, dtype=np.int64)
-    entry.target(np.ascontiguousarray(weights, dtype=np.float64), uniforms, out)
-    return out
+    return resample_by(scheme, weights, count,
+                       lambda draws: random_uniforms(draws, step, stream, keys.resample))
 
 
 @dataclass(frozen=True)

@@ -254,11 +254,15 @@ def effective_sample_size(weights: np.ndarray) -> float:
 def resample(scheme: str, weights: np.ndarray, n_out: int,
              rng: np.random.Generator) -> np.ndarray:
     """Ancestor indices (int64, ascending, length ``n_out``) drawn by ``scheme``."""
-    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    return resample_by(scheme, weights, n_out, rng.random)
+
+
+def resample_by(scheme: str, weights: np.ndarray, n_out: int, uniforms) -> np.ndarray:
+    """As :func:`resample`, with ``uniforms(count)`` the U(0, 1) draws the scheme needs."""
     entry = RESAMPLING.entry(scheme)
-    uniforms = rng.random(entry.traits["uniforms"](n_out))
+    draws = uniforms(entry.traits["uniforms"](n_out))
     out = np.empty(n_out, dtype=np.int64)
-    entry.target(weights, uniforms, out)
+    entry.target(np.ascontiguousarray(weights, dtype=np.float64), draws, out)
     return out
 
 
