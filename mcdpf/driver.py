@@ -229,6 +229,7 @@ class Checkpointer:
         self.node = node
         self.keep = keep
         self.asynchronous = asynchronous
+        self._named: list[int] | None = None  # this node's checkpoint files, once listed
         self._work: queue.Queue = queue.Queue(maxsize=1)
         self._failure: BaseException | None = None
         self._writer = None
@@ -246,7 +247,10 @@ class Checkpointer:
         self._work.put((step, _copied(state), _copied(records), dict(attributes)))
 
     def _write(self, step, state, records, attributes) -> None:
-        self.run_dir.write_checkpoint(self.node, step, state, records, attributes, self.keep)
+        # The directory is listed once (files of an earlier job included), then tracked:
+        # listing it at every save would read every node's files each time.
+        self._named = self.run_dir.write_checkpoint(self.node, step, state, records,
+                                                    attributes, self.keep, self._named)
 
     def _write_queued(self) -> None:
         while (item := self._work.get()) is not None:

@@ -230,17 +230,22 @@ class RunDirectory:
                 if is_complete(self.checkpoint_file(node, step))]
 
     def write_checkpoint(self, node: int, step: int, state: dict, records: dict,
-                         attributes: dict, keep: int) -> Path:
+                         attributes: dict, keep: int, named: list[int] | None = None
+                         ) -> list[int]:
         """Write ``node``'s checkpoint of ``step``; keep only its newest ``keep``.
 
         The files kept are the newest by name (a file under its final name was written
-        whole; reading them all to check would cost more than the checkpoint).
+        whole; reading them all to check would cost more than the checkpoint). ``named``:
+        the steps of ``node``'s files before this one, if the caller keeps track of them
+        (else the directory is listed). Returns the steps kept.
         """
-        path = write_checkpoint(self.checkpoint_file(node, step), state, records,
-                                {**attributes, "step": step, "node": node})
-        for old in self._named_checkpoint_steps(node)[:-keep]:
+        write_checkpoint(self.checkpoint_file(node, step), state, records,
+                         {**attributes, "step": step, "node": node})
+        steps = sorted({*(self._named_checkpoint_steps(node) if named is None else named),
+                        step})
+        for old in steps[:-keep]:
             self.checkpoint_file(node, old).unlink(missing_ok=True)
-        return path
+        return steps[-keep:]
 
     def read_checkpoint(self, node: int, step: int) -> tuple[dict, dict, dict]:
         """``(learner state, records, attributes)`` of ``node``'s checkpoint of ``step``."""
