@@ -184,22 +184,21 @@ def mpi_command(args, marker=None) -> int:
 
 def _agreed_config(comm, args, extra_check=None):
     """Load the configuration on every rank; ``None`` (error printed once) if any failed."""
-    from .comm import agree_on_error
+    from .comm import agreed
     from .config import load_config
 
-    try:
+    def load():
         config = load_config(args.config, args.set)
         if extra_check is not None:
             extra_check()
-        error = None
+        return config
+
+    try:
+        return agreed(comm, load)
     except InputError as problem:
-        config, error = None, str(problem)
-    error = agree_on_error(comm, error)
-    if error:
         if comm.Get_rank() == 0:
-            print_error(error)
+            print_error(str(problem))
         return None
-    return config
 
 
 def _compare(comm, args) -> int:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from .errors import LockstepError
+from .errors import InputError, LockstepError
 
 ERROR_MESSAGE_BYTES = 1024
 COUNT_BYTES = np.dtype(np.int32).itemsize
@@ -240,6 +240,23 @@ def agree_on_error(comm, message: str | None) -> str | None:
         if row[0]:
             return bytes(row[1:]).rstrip(b"\0").decode("utf-8", "replace")
     return None
+
+
+def agreed(comm, work):
+    """Set-up collective: the result of ``work()`` on this rank, or an ``InputError``.
+
+    If ``work`` raised :class:`~mcdpf.errors.InputError` on any rank, every rank raises
+    the lowest failing rank's message.
+    """
+    result, error = None, None
+    try:
+        result = work()
+    except InputError as problem:
+        error = str(problem)
+    error = agree_on_error(comm, error)
+    if error:
+        raise InputError(error)
+    return result
 
 
 def allgather_streams(comm, stream, skipped: np.ndarray) -> tuple[list, list]:

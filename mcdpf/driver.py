@@ -62,7 +62,7 @@ def train(comm, config, out_dir: Path | None = None, *, force: bool = False,
         run_dir = RunDirectory(out_dir if out_dir is not None else default_out_dir(config))
     plan = ResumePlan(Membership.whole(size))
     if resume:
-        plan = _agreed(comm, lambda: _plan(run_dir, size, without, force))
+        plan = comm_layer.agreed(comm, lambda: _plan(run_dir, size, without, force))
     setup, error = None, None
     try:
         setup = prepare_node(config, plan.membership.network_size,
@@ -82,8 +82,8 @@ def train(comm, config, out_dir: Path | None = None, *, force: bool = False,
     if rank == 0 and run_dir is not None:
         run_dir.prepare(force, resume)
     if resume:
-        _agreed(comm, lambda: record_resume(setup, plan, resumption.drop_step, steps, cause)
-                if rank == 0 else None)
+        comm_layer.agreed(comm, lambda: record_resume(setup, plan, resumption.drop_step, steps,
+                                                      cause) if rank == 0 else None)
     processes = [{**process, "node": plan.membership.node_of(process["rank"])}
                  for process in comm_layer.process_table(comm)]
     if rank == 0:
@@ -93,19 +93,6 @@ def train(comm, config, out_dir: Path | None = None, *, force: bool = False,
         if run_dir is not None:
             run_dir.write_json(run_dir.processes_file, processes)
     return run_node(comm, setup, steps, started, progress and rank == 0, resumption)
-
-
-def _agreed(comm, work):
-    """Run ``work()`` on this rank; every rank raises the first rank's :class:`InputError`."""
-    result, error = None, None
-    try:
-        result = work()
-    except InputError as problem:
-        error = str(problem)
-    error = comm_layer.agree_on_error(comm, error)
-    if error:
-        raise InputError(error)
-    return result
 
 
 def _plan(run_dir, ranks: int, without, force: bool) -> ResumePlan:

@@ -165,19 +165,16 @@ class Node:
         self.input_dim = input_dim
         self.algorithm = config.run.algorithm
         self.traits = traits(self.algorithm)
-        error = None
-        try:
+        def set_up(topology):
             if topology is None:
                 topology = build_topology(config.topology, comm.Get_size())
                 check_drops(config.faults, topology)
-            self.model = build_model(config.model, input_dim)
-            self.traits["check"](config, self.model, topology)
+            model = build_model(config.model, input_dim)
+            self.traits["check"](config, model, topology)
             check_threads(config.run.threads)
-        except InputError as problem:
-            error = str(problem)
-        error = comm_layer.agree_on_error(comm, error)
-        if error:
-            raise InputError(error)
+            return topology, model
+
+        topology, self.model = comm_layer.agreed(comm, lambda: set_up(topology))
         keep_freed_memory(self.traits["steady_arrays"])
         self.initial_topology = topology
         if measurements is None and self.traits["needs_all_streams"]:
@@ -295,19 +292,14 @@ class Node:
         """Continue from a checkpoint written by :meth:`save` (collective over ``comm``)."""
         from .config import config_from_json
 
-        error, loaded = None, None
-        try:
+        def read():
             loaded = read_checkpoint(path)
-            attributes = loaded[2]
-            if int(attributes["node"]) != comm.Get_rank():
-                raise InputError(f"{path}: checkpoint of node {attributes['node']}, loaded "
+            if int(loaded[2]["node"]) != comm.Get_rank():
+                raise InputError(f"{path}: checkpoint of node {loaded[2]['node']}, loaded "
                                  f"on rank {comm.Get_rank()}")
-        except InputError as problem:
-            error = str(problem)
-        error = comm_layer.agree_on_error(comm, error)
-        if error:
-            raise InputError(error)
-        state, _, attributes = loaded
+            return loaded
+
+        state, _, attributes = comm_layer.agreed(comm, read)
         config = config_from_json(json.loads(attributes["config"]), str(path))
         return cls(config, comm, int(attributes["input_dim"]), start_step=int(attributes["step"]),
                    state=state)
