@@ -243,11 +243,12 @@ class DistributedParticleFilter(ParticleFilter):
         particles = state.particles
         theta = propagate(particles, step, self.keys, self.noise_std, self.parallel)
         noise = self.transition_noise(particles, step)
-        start = Walkers(ids=particles.ids,
-                        log_weight=particles.log_weights + np.log(particles.size),
-                        theta=theta, carry=particles.carry, log_likelihood=None,
-                        next_carry=None)
-        departure = self.depart(start, step, 0) if self.settings.overlap else None
+        departure = None
+        if self.settings.overlap:
+            departure = self.depart(Walkers(
+                ids=particles.ids, log_weight=particles.log_weights + np.log(particles.size),
+                theta=theta, carry=particles.carry, log_likelihood=None, next_carry=None),
+                step, 0)
         predictions, next_carry = self.evaluate_stream(theta, particles.carry, noise, 0,
                                                        columns)
         # theta_t travels in ``extra``, which learn empties: once the walk has moved on, no

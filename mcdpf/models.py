@@ -34,8 +34,17 @@ from .kernels import (
 )
 
 
+class NormalInitialisation:
+    """Models whose parameters start ``N(0, init_std^2 I)`` (``n_params``, ``dtype``)."""
+
+    def initial_theta(self, ids: np.ndarray, key, parallel: bool = False) -> np.ndarray:
+        """``theta ~ N(0, init_std^2 I)`` of particles ``ids`` (counter-based, step 0)."""
+        theta = np.empty((ids.shape[0], self.n_params), dtype=self.dtype)
+        return normal_rows(theta, ids, 0, key, self.init_std, parallel=parallel)
+
+
 @dataclass(frozen=True)
-class LSTMModel:
+class LSTMModel(NormalInitialisation):
     """LSTM regressor with mean pooling; ``n`` outputs, ``p`` inputs."""
 
     hidden: int
@@ -55,11 +64,6 @@ class LSTMModel:
     def n_carry(self) -> int:
         """Length of the carried state (``2n`` or 0)."""
         return 2 * self.hidden if self.carry_state else 0
-
-    def initial_theta(self, ids: np.ndarray, key, parallel: bool = False) -> np.ndarray:
-        """``theta ~ N(0, init_std^2 I)`` of particles ``ids`` (counter-based, step 0)."""
-        theta = np.empty((ids.shape[0], self.n_params), dtype=self.dtype)
-        return normal_rows(theta, ids, 0, key, self.init_std, parallel=parallel)
 
     def output_weights(self, theta: np.ndarray) -> np.ndarray:
         """``w`` of every particle (N, n), a view."""
@@ -128,7 +132,7 @@ class LSTMModel:
 
 
 @dataclass(frozen=True)
-class LinearModel:
+class LinearModel(NormalInitialisation):
     """Linear regressor on the mean column: ``d = theta^T x_bar``."""
 
     inputs: int
@@ -144,11 +148,6 @@ class LinearModel:
         return self.inputs
 
     n_carry = 0
-
-    def initial_theta(self, ids: np.ndarray, key, parallel: bool = False) -> np.ndarray:
-        """``theta ~ N(0, init_std^2 I)`` of particles ``ids`` (counter-based, step 0)."""
-        theta = np.empty((ids.shape[0], self.n_params), dtype=self.dtype)
-        return normal_rows(theta, ids, 0, key, self.init_std, parallel=parallel)
 
     def output_weights(self, theta: np.ndarray) -> np.ndarray:
         """The linear model has no output weights (no state noise reaches ``d_hat``)."""
