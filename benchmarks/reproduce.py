@@ -1,5 +1,5 @@
 """Reproduce the papers' experiments and go beyond them: every figure and table of the
-README's Results section.
+docs/results.md.
 
     python benchmarks/reproduce.py [--seeds 1,2,3,4,5] [--out benchmarks/results/reproduction]
 

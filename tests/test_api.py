@@ -1,4 +1,4 @@
-"""The Python API from the outside: README examples, launch examples, CLI = API bit for bit."""
+"""The Python API from the outside: documented examples, launch examples, CLI = API bit for bit."""
 
 import re
 import sys
@@ -18,16 +18,17 @@ def python_mpi(ranks, *args, timeout=300):
                timeout=timeout)
 
 
-def readme_python_blocks() -> str:
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
-    return "\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.S))
+def python_blocks(document: str) -> str:
+    """The Python code blocks of a README or docs page, as one script."""
+    text = (REPO / document).read_text()
+    return "\n".join(re.findall(r"```python\n(.*?)```", text, flags=re.S))
 
 
+@pytest.mark.parametrize("document", ["README.md", "docs/api.md"])
 @pytest.mark.parametrize("ranks", [2, 4])
-def test_readme_python_api_runs(tmp_path, ranks):
-    script = tmp_path / "readme_api.py"
-    script.write_text(readme_python_blocks())
+def test_documented_python_runs(tmp_path, document, ranks):
+    script = tmp_path / "documented.py"
+    script.write_text(python_blocks(document))
     result = python_mpi(ranks, script)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for node in range(ranks):

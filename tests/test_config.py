@@ -98,8 +98,8 @@ def test_reference_table_lists_every_key():
         assert f"`{key}`" in table
 
 
-def test_readme_configuration_table_is_current(repo):
-    from sync_readme import readme_table
+def test_documented_configuration_table_is_current(repo):
+    from sync_docs import reference_in
 
-    assert readme_table((repo / "README.md").read_text()) == reference_table().strip(), \
-        "run: python tests/sync_readme.py"
+    assert reference_in((repo / "docs" / "user-guide.md").read_text()) == \
+        reference_table().strip(), "run: python tests/sync_docs.py"

@@ -1,4 +1,4 @@
-"""Regenerate the README's configuration table: ``python tests/sync_readme.py``."""
+"""Regenerate the configuration reference in docs/user-guide.md: ``python tests/sync_docs.py``."""
 
 from pathlib import Path
 
@@ -7,7 +7,7 @@ from mcdpf.config import reference_table
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 
 
-def readme_table(text: str) -> str:
+def reference_in(text: str) -> str:
     return text[text.index(START) + len(START):text.index(END)].strip()
 
 
@@ -18,4 +18,4 @@ def sync(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    sync(Path(__file__).resolve().parents[1] / "README.md")
+    sync(Path(__file__).resolve().parents[1] / "docs" / "user-guide.md")
