@@ -80,7 +80,7 @@ def test_the_oracles_gaussian_memory_counts_its_n_k_particles():
                  "filter.particles": 20, "ekf.max_memory_gb": 0.001}
     config = load_config({"topology": {"name": "ring"}}, overrides)
     model = build_model(config.model, 2)
-    check = traits("cpf")["check"]
+    check = traits("cpf").check
     check(config, model, named_topology("ring", 1))
     with pytest.raises(InputError, match="covariances of 60 Gaussian particles"):
         check(config, model, named_topology("ring", 3))
@@ -107,7 +107,7 @@ def test_the_registries_are_the_configuration_choices_and_the_help():
         .choices.values())
     help_text = " ".join(help_text.split())
     for name in ALGORITHMS:
-        assert f"{name}: {ALGORITHMS.entry(name).traits['summary']}" in help_text
+        assert f"{name}: {ALGORITHMS.entry(name).traits.summary}" in help_text
 
 
 def write_config(tmp_path, name, text=""):
