@@ -26,7 +26,7 @@ node leaves); a learner that carries state over to its successor is :class:`Adop
 **Ownership.** ``predict`` and ``learn`` leave the ``state`` and ``pending`` they are given
 valid: no array they hold is written, no field removed, so a state or a pending half-step
 can be replayed, checkpointed or compared after the step (the conformance suite learns
-twice from the same values and checks both; ``tests/test_learners.py``). A learner that
+twice from the same values and checks both; ``tests/test_protocol.py``). A learner that
 updates a large array (the EKF's ``n_theta^2`` covariance) copies it first: the copy costs
 ``O(n_theta^2)``, the order of the update itself. Learners with communication replay only
 in lockstep (every rank repeats the step): the exchange is part of ``learn``.
