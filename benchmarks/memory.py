@@ -50,7 +50,9 @@ def worker(algorithm, particles, n, output):
 
 
 def measure(algorithm, particles, n):
-    ranks = 2 if algorithm == "dpf" else 1
+    from mcdpf.registry import ALGORITHMS
+
+    ranks = 2 if ALGORITHMS.entry(algorithm).traits.communicating else 1
     with tempfile.TemporaryDirectory() as directory:
         output = Path(directory) / "peak.json"
         subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, __file__, "--worker",

@@ -142,8 +142,10 @@ def main():
                          ("n", "vs n", ".2f"), ("m", "vs m", ".2f"),
                          ("paper", "papers' complexity", "")]))
 
+    from mcdpf.algorithms import traits
+
     bytes_rows = [{"algorithm": r["algorithm"], "n": r["n"], "bytes": r["bytes"]}
-                  for r in rows if r["algorithm"] in ("dpf", "dekf", "dsgd")
+                  for r in rows if traits(r["algorithm"]).communicating
                   and r["particles"] == BASE["particles"] and r["m"] == BASE["m"]]
     print("\nbytes sent per step per node against n (N=100, m=4, s=3)")
     print(table(bytes_rows, [("algorithm", "algorithm", ""), ("n", "n", "d"),

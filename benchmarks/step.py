@@ -48,7 +48,7 @@ SHAPES = {"papers' scale": dict(n=2, p=2, particles=80, length=2, dtype="float64
 
 def learner_for(algorithm, n, p, particles, dtype, comm=None, threads=1, nodes=1, **extra):
     """A learner on a ring of ``nodes`` (this process is node 0 unless ``comm``)."""
-    from mcdpf.algorithms import LearnerContext, build_learner
+    from mcdpf.algorithms import LearnerContext, build_learner, traits
     from mcdpf.allocator import keep_freed_memory
     from mcdpf.config import load_config
     from mcdpf.models import build_model
@@ -60,7 +60,7 @@ def learner_for(algorithm, n, p, particles, dtype, comm=None, threads=1, nodes=1
                         "walk_steps": 3, **extra},
              "run": {"algorithm": algorithm, "threads": threads}}
     config = load_config(table)
-    keep_freed_memory(algorithm != "dpf")  # as a Node does (the steady_arrays trait)
+    keep_freed_memory(traits(algorithm).steady_arrays)  # as a Node does
     model = build_model(config.model, p)
     topology = named_topology("ring", nodes, walk="lazy")
     rank = 0 if comm is None else comm.rank
@@ -70,7 +70,7 @@ def learner_for(algorithm, n, p, particles, dtype, comm=None, threads=1, nodes=1
 
         neighbourhood = Neighbourhood(comm, topology.neighbours(rank))
     measurements = None
-    if algorithm == "cpf":
+    if traits(algorithm).needs_all_streams:
         from mcdpf.preparation import StreamTable
 
         measurements = StreamTable([], [])

@@ -1,23 +1,12 @@
 """The learning algorithms, registered by name (``run.algorithm``) with their traits.
 
 Each entry of :data:`mcdpf.registry.ALGORITHMS` is a builder
-``build(context) -> learner`` (the protocol of :mod:`mcdpf.learner`) with traits:
-
-``communicating``
-    exchanges with graph neighbours every step (the ranks move in lockstep; resume
-    continues every rank from one common checkpoint step);
-``needs_all_streams``
-    reads every node's data (the ``cpf`` oracle);
-``summary``
-    one line for tables and the command line's help;
-``check(config, model, topology)``
-    set-up checks that raise :class:`~mcdpf.errors.InputError`;
-``warnings(config, topology)``
-    warnings printed once at set-up;
-``steady_arrays``
-    its arrays keep their size from step to step, so freed memory of every size is kept
-    for reuse (:mod:`mcdpf.allocator`) without fragmenting the heap (dpf's populations
-    change size at every walk step: only buffers below 32 MB are kept).
+``build(context) -> learner`` (the :class:`~mcdpf.learner.Learner` protocol) with its
+:class:`~mcdpf.learner.AlgorithmTraits` (communicating, set-up check and warnings, what
+it shares, its label and line in figures, ...). A builder reads what it needs from the
+:class:`LearnerContext` and calls the learner's constructor by keyword. A plugin
+registers the same way, through :func:`register` or ``ALGORITHMS.register`` directly
+(traits it leaves out take their defaults).
 """
 
 from __future__ import annotations
@@ -34,8 +23,10 @@ from .baselines import (
     check_covariance_memory,
 )
 from .dpf import DistributedParticleFilter
+from .errors import InputError
 from .filters import ParticleFilter, StreamPlan
-from .registry import ALGORITHMS
+from .learner import AlgorithmTraits
+from .registry import ALGORITHMS, KERNELS
 
 CENTRAL_KEY = 0
 LARGE_RELAY = 16  # nodes beyond which rpf's default (hops = diameter) gets a warning
@@ -73,27 +64,33 @@ class LearnerContext:
         return value if value is not None else self.config.model.init_std ** 2
 
 
-def _no_check(config, model, topology) -> None:
-    return None
-
-
-def _no_warnings(config, topology) -> list[str]:
-    return []
-
-
 def _ekf_check(config, model, topology) -> None:
     check_covariance_memory(model, config.ekf)
 
 
+def _kernel_check(config) -> None:
+    KERNELS[config.filter.kernel]().check(config)
+
+
 def _particle_check(config, model, topology) -> None:
+    _kernel_check(config)
     if config.filter.kernel == "gaussian":
         check_covariance_memory(model, config.ekf, copies=config.filter.particles)
 
 
 def _cpf_check(config, model, topology) -> None:
+    _kernel_check(config)
     if config.filter.kernel == "gaussian":
         check_covariance_memory(model, config.ekf, copies=central_particles(config.filter,
                                                                              topology.nodes))
+
+
+def _dpf_check(config, model, topology) -> None:
+    if config.filter.kernel == "gaussian":
+        raise InputError(f"{config.source}: [filter] kernel = \"gaussian\" is for particles "
+                         "that stay (pf, cpf, rpf): dpf would send every particle's n_theta^2 "
+                         "covariance")
+    _kernel_check(config)
 
 
 def central_particles(settings, nodes: int) -> int:
@@ -109,44 +106,52 @@ def _dpf_warnings(config, topology) -> list[str]:
     return []
 
 
-def register(name: str, summary: str, *, communicating: bool = False,
-             needs_all_streams: bool = False, check=_no_check, warnings=_no_warnings,
-             steady_arrays: bool = True):
-    """Register an algorithm builder under ``name`` with its traits."""
-    return ALGORITHMS.register(name, summary=summary, communicating=communicating,
-                               needs_all_streams=needs_all_streams, check=check,
-                               warnings=warnings, steady_arrays=steady_arrays)
+def register(name: str, summary: str, **traits):
+    """Register an algorithm builder under ``name`` with its traits.
+
+    ``summary`` and any other field of :class:`~mcdpf.learner.AlgorithmTraits`, by keyword.
+    """
+    return ALGORITHMS.register(name, summary=summary, **traits)
 
 
-@register("pf", "particle filter at each node, no communication", check=_particle_check)
+@register("pf", "particle filter at each node, no communication", check=_particle_check,
+          label="PF, no communication", color="tab:orange")
 def build_pf(context: LearnerContext):
     """Local particle filter."""
     settings = context.config.filter
-    return ParticleFilter(context.model, settings, context.seed, context.node,
-                          settings.particles, StreamPlan((context.node,)), context.parallel,
-                          context.initial_variance())
+    return ParticleFilter(model=context.model, settings=settings, seed=context.seed,
+                          key=context.node, count=settings.particles,
+                          plan=StreamPlan((context.node,)), parallel=context.parallel,
+                          initial_variance=context.initial_variance())
 
 
 @register("dpf", "Markov chain distributed particle filter (MCDPF)", communicating=True,
-          warnings=_dpf_warnings, steady_arrays=False)
+          check=_dpf_check, warnings=_dpf_warnings, steady_arrays=False,
+          shares="particles (parameters, carried state, walk weight)",
+          label="DPF (MCDPF)", color="tab:red")
 def build_dpf(context: LearnerContext):
     """Markov chain distributed particle filter."""
-    return DistributedParticleFilter(context.model, context.config.filter, context.seed,
-                                     context.node, context.topology, context.neighbourhood,
-                                     context.parallel)
+    return DistributedParticleFilter(model=context.model, settings=context.config.filter,
+                                     seed=context.seed, node=context.node,
+                                     topology=context.topology,
+                                     neighbourhood=context.neighbourhood,
+                                     parallel=context.parallel)
 
 
 @register("cpf", "centralized particle filter over every node's data (oracle)",
-          needs_all_streams=True, check=_cpf_check)
+          needs_all_streams=True, check=_cpf_check,
+          shares="every node's data with a central node (the oracle)",
+          label="centralized PF (oracle)", color="black", linestyle="--")
 def build_cpf(context: LearnerContext):
     """Centralized particle filter (oracle): the same random streams on every rank."""
     settings = context.config.filter
     nodes = context.topology.nodes
-    count = central_particles(settings, nodes)
     plan = StreamPlan(tuple(range(nodes)), own=context.node,
                       measurements=context.measurements)
-    return ParticleFilter(context.model, settings, context.seed, CENTRAL_KEY, count, plan,
-                          context.parallel, context.initial_variance())
+    return ParticleFilter(model=context.model, settings=settings, seed=context.seed,
+                          key=CENTRAL_KEY, count=central_particles(settings, nodes),
+                          plan=plan, parallel=context.parallel,
+                          initial_variance=context.initial_variance())
 
 
 def _rpf_warnings(config, topology) -> list[str]:
@@ -168,51 +173,62 @@ def _rpf_warnings(config, topology) -> list[str]:
 
 
 @register("rpf", "relay particle filter: neighbourhoods' measurements, particles stay",
-          communicating=True, warnings=_rpf_warnings, check=_particle_check)
+          communicating=True, warnings=_rpf_warnings, check=_particle_check,
+          shares="measurements (sequence and label), relayed over relay.hops",
+          label="relay PF", color="tab:brown")
 def build_rpf(context: LearnerContext):
     """Relay particle filter."""
     from .rpf import RelayParticleFilter
 
-    return RelayParticleFilter(context.model, context.config.filter, context.seed,
-                               context.node, context.topology, context.neighbourhood,
-                               context.config.relay, parallel=context.parallel,
+    return RelayParticleFilter(model=context.model, settings=context.config.filter,
+                               seed=context.seed, node=context.node,
+                               topology=context.topology, neighbourhood=context.neighbourhood,
+                               relay_settings=context.config.relay, parallel=context.parallel,
                                initial_variance=context.initial_variance())
 
 
-@register("sgd", "online gradient descent (BPTT within the sequence)")
+@register("sgd", "online gradient descent (BPTT within the sequence)", label="SGD",
+          color="tab:blue")
 def build_sgd(context: LearnerContext):
     """Online SGD."""
-    return OnlineSGD(context.model, context.seed, context.node, context.config.sgd.learning_rate)
+    return OnlineSGD(model=context.model, seed=context.seed, node=context.node,
+                     learning_rate=context.config.sgd.learning_rate)
 
 
-@register("ekf", "extended Kalman filter on the parameters", check=_ekf_check)
+@register("ekf", "extended Kalman filter on the parameters", check=_ekf_check, label="EKF",
+          color="tab:green")
 def build_ekf(context: LearnerContext):
     """Extended Kalman filter on the parameters."""
     settings = context.config.filter
-    return ExtendedKalmanFilter(context.model, context.seed, context.node, settings.state_noise,
-                                settings.obs_noise, context.initial_variance())
+    return ExtendedKalmanFilter(model=context.model, seed=context.seed, node=context.node,
+                                state_noise=settings.state_noise,
+                                obs_noise=settings.obs_noise,
+                                initial_variance=context.initial_variance())
 
 
 @register("dekf", "diffusion EKF: neighbours' measurements and estimates",
-          communicating=True, check=_ekf_check)
+          communicating=True, check=_ekf_check,
+          shares="measurements (sequence, label, starting state) and estimates",
+          label="diffusion EKF", color="tab:olive")
 def build_dekf(context: LearnerContext):
     """Diffusion EKF."""
     settings = context.config.filter
-    return DiffusionEKF(context.model, context.seed, context.node, settings.state_noise,
-                        settings.obs_noise, context.initial_variance(), context.topology,
-                        context.neighbourhood)
+    return DiffusionEKF(model=context.model, seed=context.seed, node=context.node,
+                        state_noise=settings.state_noise, obs_noise=settings.obs_noise,
+                        initial_variance=context.initial_variance(),
+                        topology=context.topology, neighbourhood=context.neighbourhood)
 
 
 @register("dsgd", "diffusion (adapt-then-combine) SGD: neighbours' estimates",
-          communicating=True)
+          communicating=True, shares="estimates", label="diffusion SGD", color="tab:purple")
 def build_dsgd(context: LearnerContext):
     """Diffusion (adapt-then-combine) SGD."""
-    return DiffusionSGD(context.model, context.seed, context.node,
-                        context.config.sgd.learning_rate, context.topology,
-                        context.neighbourhood)
+    return DiffusionSGD(model=context.model, seed=context.seed, node=context.node,
+                        learning_rate=context.config.sgd.learning_rate,
+                        topology=context.topology, neighbourhood=context.neighbourhood)
 
 
-def traits(name: str) -> dict:
+def traits(name: str) -> AlgorithmTraits:
     """The traits of algorithm ``name``."""
     return ALGORITHMS.entry(name).traits
 

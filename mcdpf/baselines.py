@@ -24,8 +24,9 @@ its prediction. Initial estimate: for the linear model the prior mean 0 (so ``ek
 exact Kalman filter); for the LSTM a draw from ``N(0, init_std^2 I)``, because
 ``theta = 0`` is a stationary point of the LSTM (every gradient vanishes there).
 Estimates and covariances are float64; the LSTM kernels run in ``model.dtype``. The
-state (:class:`EstimateState`) is passed in and returned; :meth:`learn` updates the EKF
-covariance in place (a copy of an ``n_theta^2`` matrix per step would double the memory).
+state (:class:`EstimateState`) is passed in and returned, and left valid (the ownership
+rule of :mod:`mcdpf.learner`): the EKF's time update works on a copy of the covariance
+(``O(n_theta^2)``, the order of the update itself), so a state can be replayed.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ class OnlineSGD(GradientLearner):
     """``sgd``: one gradient step per label."""
 
     def __init__(self, model, seed: int, node: int, learning_rate: float):
-        super().__init__(model, seed, node)
+        super().__init__(model=model, seed=seed, node=node)
         self.learning_rate = learning_rate
 
     def adapt(self, state: EstimateState, pending: Linearisation, target) -> np.ndarray:
@@ -180,7 +181,7 @@ class ExtendedKalmanFilter(GradientLearner):
 
     def __init__(self, model, seed: int, node: int, state_noise: float, obs_noise: float,
                  initial_variance: float):
-        super().__init__(model, seed, node)
+        super().__init__(model=model, seed=seed, node=node)
         self.state_noise = state_noise
         self.obs_noise = obs_noise
         self.initial_variance = initial_variance
@@ -191,9 +192,10 @@ class ExtendedKalmanFilter(GradientLearner):
         return replace(state, covariance=self.initial_variance * np.eye(self.model.n_params))
 
     def time_update(self, covariance: np.ndarray) -> np.ndarray:
-        """``P += q I`` in place."""
-        add_diagonal(covariance[None], self.state_noise)
-        return covariance
+        """``P + q I`` (a new matrix; ``covariance`` is not written)."""
+        predicted = covariance.copy()
+        add_diagonal(predicted[None], self.state_noise)
+        return predicted
 
     def measurement_update(self, estimate, covariance, target, prediction, jacobian):
         """One scalar EKF update (the Gaussian-particle kernel with one particle).
@@ -241,7 +243,7 @@ class DiffusionSGD(Diffusion, OnlineSGD):
     """``dsgd``: adapt (local SGD step), then combine neighbours' adapted estimates."""
 
     def __init__(self, model, seed, node, learning_rate, topology, neighbourhood):
-        super().__init__(model, seed, node, learning_rate)
+        super().__init__(model=model, seed=seed, node=node, learning_rate=learning_rate)
         self.connect(topology, neighbourhood, node)
 
     def learn(self, state, pending, target):
@@ -256,7 +258,8 @@ class DiffusionEKF(Diffusion, ExtendedKalmanFilter):
 
     def __init__(self, model, seed, node, state_noise, obs_noise, initial_variance, topology,
                  neighbourhood):
-        super().__init__(model, seed, node, state_noise, obs_noise, initial_variance)
+        super().__init__(model=model, seed=seed, node=node, state_noise=state_noise,
+                         obs_noise=obs_noise, initial_variance=initial_variance)
         self.connect(topology, neighbourhood, node)
 
     def pack_measurement(self, pending: Linearisation, target) -> np.ndarray:

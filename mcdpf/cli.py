@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train under mpiexec: one rank per node "
                                 "(algorithms: " + "; ".join(
-                                    f"{name}: {ALGORITHMS.entry(name).traits['summary']}"
+                                    f"{name}: {ALGORITHMS.entry(name).traits.summary}"
                                     for name in ALGORITHMS) + ")")
     train.add_argument("config", help="configuration file (TOML)")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",

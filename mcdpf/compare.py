@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .learner import AlgorithmTraits
+from .registry import ALGORITHMS
 from .report import finite_mean, running_mse, summarize, to_json
 
-STYLE = {"dpf": ("tab:red", "-"), "cpf": ("black", "--"), "pf": ("tab:orange", "-"),
-         "sgd": ("tab:blue", "-"), "ekf": ("tab:green", "-"), "dekf": ("tab:olive", "-"),
-         "dsgd": ("tab:purple", "-"), "rpf": ("tab:brown", "-")}
-LABELS = {"dpf": "DPF (MCDPF)", "cpf": "centralized PF (oracle)", "pf": "PF, no communication",
-          "sgd": "SGD", "ekf": "EKF", "dekf": "diffusion EKF", "dsgd": "diffusion SGD",
-          "rpf": "relay PF"}
+
+def algorithm_traits(name: str) -> AlgorithmTraits:
+    """The registered traits of ``name`` (label, line style); defaults if not registered."""
+    return ALGORITHMS.entry(name).traits if name in ALGORITHMS else AlgorithmTraits()
 
 
 def run_directory(out_dir: Path, algorithm: str, seed: int) -> Path:
@@ -113,9 +113,10 @@ def plot_comparison(comparison: dict, path, title: str = "") -> None:
     for algorithm, row in comparison["algorithms"].items():
         curves = np.array(row["running_mse"])
         steps = np.arange(1, curves.shape[1] + 1)
-        color, style = STYLE.get(algorithm, (None, "-"))
-        axis.plot(steps, curves.mean(axis=0), color=color, ls=style, lw=1.6,
-                  label=LABELS.get(algorithm, algorithm))
+        traits = algorithm_traits(algorithm)
+        color = traits.color
+        axis.plot(steps, curves.mean(axis=0), color=color, ls=traits.linestyle, lw=1.6,
+                  label=traits.label or algorithm)
         if curves.shape[0] > 1:
             axis.fill_between(steps, curves.min(axis=0), curves.max(axis=0), color=color,
                               alpha=0.15, lw=0)

@@ -27,11 +27,9 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .registry import ALGORITHMS, RESAMPLING, SOURCES, TOPOLOGIES, WALKS
+from .registry import ALGORITHMS, KERNELS, PROPOSALS, RESAMPLING, SOURCES, TOPOLOGIES, WALKS
 
 PARTITIONS = ("replicate", "interleave", "shard")
-PROPOSALS = ("prior", "linearized")
-KERNELS = ("point", "gaussian")
 MIGRATIONS = ("free", "balanced")
 DTYPES = ("float64", "float32")
 NONFINITE_POLICIES = ("error", "skip")
@@ -479,14 +477,6 @@ def _check_consistency(config: Config) -> None:
                          "only")
     if data.columns is not None and data.source != "csv":
         raise InputError(f"{src}: [data] 'columns' goes with source = \"csv\" only")
-    if config.filter.kernel == "gaussian":
-        if config.run.algorithm == "dpf":
-            raise InputError(f"{src}: [filter] kernel = \"gaussian\" is for particles that "
-                             "stay (pf, cpf, rpf): dpf would send every particle's n_theta^2 "
-                             "covariance")
-        if config.filter.proposal != "prior":
-            raise InputError(f"{src}: [filter] proposal = \"{config.filter.proposal}\" is for "
-                             "point particles; gaussian particles are updated by the EKF")
     wire = config.filter.wire_dtype
     if wire is not None and np.dtype(wire).itemsize > np.dtype(config.model.dtype).itemsize:
         raise InputError(f"{src}: [filter] wire_dtype = \"{wire}\" is wider than "

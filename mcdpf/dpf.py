@@ -42,9 +42,8 @@ from .kernels import pack_records, route, take_rows, unpack_records
 from .learner import StepInfo
 from .models import gaussian_log_likelihood
 from .particles import (
+    Particles,
     particle_uniforms,
-    predictive_mean,
-    propagate,
     reweight_estimate_resample,
     state_noise,
 )
@@ -99,11 +98,17 @@ class Departure:
     """A walk step in flight: who stays, the pending exchange (holds the send buffer).
 
     :meth:`DistributedParticleFilter.arrive` takes the exchange out, so the sent records
-    are freed as soon as it completes (peak memory).
+    are freed as soon as it completes (peak memory); a departure without its exchange is
+    :attr:`finished`.
     """
 
     stay: np.ndarray
     exchange: tuple | None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the exchange has been taken out (completed)."""
+        return self.exchange is None
 
 
 class DistributedParticleFilter(ParticleFilter):
@@ -125,8 +130,8 @@ class DistributedParticleFilter(ParticleFilter):
 
     def __init__(self, model, settings, seed: int, node: int, topology, neighbourhood,
                  parallel: bool = False):
-        super().__init__(model, settings, seed, node, settings.particles, StreamPlan((node,)),
-                         parallel)
+        super().__init__(model=model, settings=settings, seed=seed, key=node,
+                         count=settings.particles, plan=StreamPlan((node,)), parallel=parallel)
         self.node = node
         self.walk_steps = settings.walk_steps
         self.neighbourhood = neighbourhood
@@ -231,67 +236,50 @@ class DistributedParticleFilter(ParticleFilter):
         return result, arrived, sent, sent_bytes
 
     # ------------------------------------------------------------------ protocol
-    def predict(self, state: FilterState, step: int, columns) -> tuple[float, Evaluation]:
-        """Propagate; send the first walk step's movers; predict while they travel.
+    def started(self, particles: Particles, theta: np.ndarray, step: int) -> Departure | None:
+        """With ``filter.overlap``: send the first walk step's movers while this node predicts.
 
         The first move of a particle does not depend on any likelihood (its starting node
-        is not a visit), so with ``filter.overlap`` (and the prior proposal) the first
-        exchange is in flight while this node evaluates its own particles.
+        is not a visit), so the first exchange is in flight while this node evaluates its
+        own particles (the prior proposal's ``predict``).
         """
-        if self.linearized:
-            return super().predict(state, step, columns)
-        particles = state.particles
-        theta = propagate(particles, step, self.keys, self.noise_std, self.parallel)
-        noise = self.transition_noise(particles, step)
-        departure = None
-        if self.settings.overlap:
-            departure = self.depart(Walkers(
-                ids=particles.ids, log_weight=particles.log_weights + np.log(particles.size),
-                theta=theta, carry=particles.carry, log_likelihood=None, next_carry=None),
-                step, 0)
-        predictions, next_carry = self.evaluate_stream(theta, particles.carry, noise, 0,
-                                                       columns)
-        # theta_t travels in ``extra``, which learn empties: once the walk has moved on, no
-        # reference keeps the starting population alive (peak memory).
-        pending = Evaluation(step=step, columns=columns, theta=None, predictions=predictions,
-                             next_carry=next_carry,
-                             extra={"theta": theta, "departure": departure})
-        if predictions is None:
-            return float("nan"), pending
-        return predictive_mean(particles.log_weights, predictions), pending
+        if not self.settings.overlap:
+            return None
+        return self.depart(Walkers(
+            ids=particles.ids, log_weight=particles.log_weights + np.log(particles.size),
+            theta=theta, carry=particles.carry, log_likelihood=None, next_carry=None), step, 0)
 
     def walk_start(self, state: FilterState, pending: Evaluation, target) -> Walkers:
         """The walkers at this node before the first move, scored on its own data."""
         particles = state.particles
         log_weight = particles.log_weights + np.log(particles.size)
-        if self.linearized:
-            measured, _ = self.gather(pending, target)
-            theta, correction = self.propose(state, pending, measured)
-            noise = self.transition_noise(particles, pending.step)
-            predictions, next_carry = self.evaluate_stream(theta, particles.carry, noise, 0,
-                                                           pending.columns)
-            log_weight = log_weight + correction
+        measured, _ = self.gather(pending, target)
+        draw = self.proposal.draw(self, state, pending, measured)
+        if draw.own is None:
+            predictions, next_carry = self.evaluate_stream(draw.theta, particles.carry,
+                                                           draw.noise, 0, pending.columns)
         else:
-            theta, predictions, next_carry = pending.extra.pop("theta"), pending.predictions, \
-                pending.next_carry
+            predictions, next_carry = draw.own
+        if draw.correction is not None:
+            log_weight = log_weight + draw.correction
         if target is None or predictions is None:
             own = np.zeros(particles.size)
         else:
             own = gaussian_log_likelihood(target, predictions, self.settings.obs_noise)
-        return Walkers(ids=particles.ids, log_weight=log_weight, theta=theta,
+        return Walkers(ids=particles.ids, log_weight=log_weight, theta=draw.theta,
                        carry=particles.carry, log_likelihood=own, next_carry=next_carry)
 
     def learn(self, state: FilterState, pending: Evaluation, target):
         """Walk ``s`` steps collecting tempered likelihoods, then resample back to N."""
         step, columns = pending.step, pending.columns
         walkers = self.walk_start(state, pending, target)
-        departure = pending.extra.pop("departure", None) or self.depart(walkers, step, 0)
-        # What an empty walk falls back on; theta_t itself is recomputed then (the same
-        # bits), not kept through the walk, unless the proposal made it.
+        departure = pending.in_flight
+        if departure is None or departure.finished:
+            departure = self.depart(walkers, step, 0)
+        # What an empty walk falls back on: this node's own particles at theta_t.
         fallback = Walkers(ids=walkers.ids, log_weight=walkers.log_weight + walkers.log_likelihood,
-                           theta=walkers.theta if self.linearized else None,
-                           carry=walkers.carry, log_likelihood=walkers.log_likelihood,
-                           next_carry=walkers.next_carry)
+                           theta=walkers.theta, carry=walkers.carry,
+                           log_likelihood=walkers.log_likelihood, next_carry=walkers.next_carry)
         received = sent = bytes_sent = 0
         for walk_step in range(self.walk_steps):
             if walk_step:
@@ -309,9 +297,6 @@ class DistributedParticleFilter(ParticleFilter):
             # by its own likelihood (a local PF step), and count the event.
             empty_walks += 1
             walkers = fallback
-            if walkers.theta is None:
-                walkers.theta = propagate(state.particles, step, self.keys, self.noise_std,
-                                          self.parallel)
         threshold = self.settings.ess_threshold
         update = reweight_estimate_resample(
             walkers.theta, walkers.next_carry, walkers.log_weight, walkers.ids,

@@ -13,7 +13,9 @@ per stream:
 ``rpf``
     the streams of the node's neighbourhood, relayed (:mod:`mcdpf.rpf`).
 
-Particles are point particles (a parameter vector each, the papers'), or with
+The variants are registered strategies the filter calls (:mod:`mcdpf.variants`): the
+proposal (``filter.proposal``) and the particle kernel (``filter.kernel``). Particles are
+point particles (a parameter vector each, the papers'), or with
 ``filter.kernel = "gaussian"`` Gaussian particles ``N(m_i, P_i)`` each updated by the
 extended Kalman filter with every measured stream (:mod:`mcdpf.kernels.gaussian`) and
 weighted by its predictive density: a Gaussian-sum particle filter (Alspach & Sorenson
@@ -31,18 +33,18 @@ At every step (the online protocol):
    ``theta_{t-1}`` where the linearisation is taken;
 2. :meth:`~ParticleFilter.learn` receives the label, evaluates the other streams of the
    plan (their sequences and labels come from the plan's ``measurements``), multiplies
-   the weights by ``prod_j p(d_j | a)^(e_j)`` (and the proposal's correction) and calls
-   the shared :func:`~mcdpf.particles.reweight_estimate_resample` (resampling when
+   the weights by ``prod_j p(d_j | a)^(e_j)`` (and the proposal's correction: the
+   kernel's ``update``) and calls the shared
+   :func:`~mcdpf.particles.reweight_estimate_resample` (resampling when
    ``ESS < ess_threshold * N``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .kernels import add_diagonal, gaussian_update
 from .learner import StepInfo
 from .models import gaussian_log_likelihood
 from .particles import (
@@ -50,13 +52,11 @@ from .particles import (
     Particles,
     fresh_ids,
     predictive_mean,
-    propagate,
     reweight_estimate_resample,
-    standard_normals,
     state_noise,
     weighted_mean,
 )
-from .proposals import linearized_step
+from .registry import KERNELS, PROPOSALS
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,12 @@ class StreamPlan:
 class Evaluation:
     """The pending half-step of a particle filter.
 
-    ``theta`` is ``theta_t`` (prior proposal) or ``theta_{t-1}`` (linearized, with the own
+    ``theta`` is ``theta_t`` (prior proposal, with the carried states' transition
+    ``noise``) or ``theta_{t-1}`` (linearized proposal and Gaussian particles, with the own
     stream's ``gradient`` there); ``predictions`` and ``next_carry`` are the own stream's.
+    ``in_flight`` is what the filter started with ``theta_t`` before evaluating (dpf: the
+    first walk step's exchange, :meth:`ParticleFilter.started`): the first ``learn``
+    finishes it; a ``learn`` that finds it finished starts it again.
     """
 
     step: int
@@ -113,7 +117,8 @@ class Evaluation:
     predictions: np.ndarray | None
     next_carry: np.ndarray | None
     gradient: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
+    noise: np.ndarray | None = None
+    in_flight: object = None
 
 
 class ParticleFilter:
@@ -150,8 +155,8 @@ class ParticleFilter:
         self.plan = plan
         self.parallel = parallel
         self.noise_std = float(np.sqrt(settings.state_noise))
-        self.linearized = settings.proposal == "linearized"
-        self.gaussian = settings.kernel == "gaussian"
+        self.proposal = PROPOSALS[settings.proposal]()
+        self.kernel = KERNELS[settings.kernel]()
         self.initial_variance = initial_variance if initial_variance is not None \
             else model.init_std ** 2
 
@@ -163,12 +168,8 @@ class ParticleFilter:
     def initial_state(self) -> FilterState:
         """``theta ~ N(0, init_std^2 I)``, zero states, uniform weights."""
         ids = fresh_ids(self.key, 0, self.count)
-        theta = self.model.initial_theta(ids, self.keys.initial, self.parallel)
-        covariance = None
-        if self.gaussian:
-            theta = theta.astype(np.float64)
-            covariance = np.zeros((self.count, theta.shape[1], theta.shape[1]))
-            add_diagonal(covariance, self.initial_variance)
+        theta, covariance = self.kernel.initial(
+            self, self.model.initial_theta(ids, self.keys.initial, self.parallel))
         particles = Particles(theta=theta,
                               carry=np.zeros((self.count, self.carry_width),
                                              dtype=self.model.dtype),
@@ -199,31 +200,28 @@ class ParticleFilter:
                            self.model.dtype, self.parallel)
 
     # ------------------------------------------------------------------ protocol
+    def started(self, particles: Particles, theta: np.ndarray, step: int):
+        """What waits only on ``theta_t`` and overlaps the own evaluation (none here)."""
+        return None
+
+    def linearize(self, particles: Particles, step: int, columns) -> Evaluation:
+        """The own stream's predictions and gradients at the current parameters."""
+        theta = particles.parameters()
+        predictions = gradient = next_carry = None
+        if columns is not None:
+            predictions, gradient, next_carry = self.model.population_gradient(
+                self.in_model_dtype(theta), self.stream_carry(particles.carry, self.plan.own),
+                columns, self.parallel)
+        return Evaluation(step=step, columns=columns, theta=theta, predictions=predictions,
+                          next_carry=next_carry, gradient=gradient)
+
     def predict(self, state: FilterState, step: int, columns) -> tuple[float, Evaluation]:
-        """Propagate and evaluate this node's sequence; the predictive mean (NaN: no data)."""
+        """The kernel's first half; the predictive mean of the own label (NaN: no data)."""
         particles = state.particles
-        if self.linearized or self.gaussian:
-            theta = particles.parameters()
-            predictions = gradient = None
-            next_carry = None
-            if columns is not None:
-                predictions, gradient, next_carry = self.model.population_gradient(
-                    self.in_model_dtype(theta),
-                    self.stream_carry(particles.carry, self.plan.own), columns, self.parallel)
-            pending = Evaluation(step=step, columns=columns, theta=theta,
-                                 predictions=predictions, next_carry=next_carry,
-                                 gradient=gradient)
-        else:
-            theta = propagate(particles, step, self.keys, self.noise_std, self.parallel)
-            noise = self.transition_noise(particles, step)
-            predictions, next_carry = self.evaluate_stream(theta, particles.carry, noise,
-                                                           self.plan.own, columns)
-            pending = Evaluation(step=step, columns=columns, theta=theta,
-                                 predictions=predictions, next_carry=next_carry,
-                                 extra={"noise": noise})
-        if predictions is None:
+        pending = self.kernel.predict(self, particles, step, columns)
+        if pending.predictions is None:
             return float("nan"), pending
-        return predictive_mean(particles.log_weights, predictions), pending
+        return predictive_mean(particles.log_weights, pending.predictions), pending
 
     def gather(self, pending: Evaluation, target) -> tuple[list, int]:
         """Every plan stream's ``(columns, target)`` or ``None``, and the bytes sent."""
@@ -235,38 +233,6 @@ class ParticleFilter:
         measured = list(measured)
         measured[plan.own] = own
         return measured, bytes_sent
-
-    def propose(self, state: FilterState, pending: Evaluation, measured: list):
-        """``theta_t`` from the linearized optimal proposal, and its log correction."""
-        particles = state.particles
-        theta = pending.theta
-        observed = [index for index, item in enumerate(measured) if item is not None]
-        ids = particles.ids
-        xi = standard_normals(ids, theta.shape[1], pending.step, self.keys.theta,
-                              theta.dtype, self.parallel)
-        if not observed:
-            return (theta + self.noise_std * xi).astype(theta.dtype, copy=False), \
-                np.zeros(particles.size)
-        gradients, predictions, targets = [], [], []
-        for index in observed:
-            columns, label = measured[index]
-            if index == self.plan.own and pending.gradient is not None:
-                prediction, gradient = pending.predictions, pending.gradient
-            else:
-                prediction, gradient, _ = self.model.population_gradient(
-                    theta, self.stream_carry(particles.carry, index), columns, self.parallel)
-            gradients.append(np.asarray(gradient, dtype=np.float64))
-            predictions.append(prediction)
-            targets.append(label)
-        weights = np.asarray(self.model.output_weights(theta), dtype=np.float64)
-        spread = self.settings.state_noise * np.einsum("np,np->n", weights, weights)
-        variance = np.stack([(self.settings.obs_noise + spread) / self.plan.exponent(index)
-                             for index in observed], axis=1)
-        perturbations = standard_normals(ids, len(observed), pending.step,
-                                         self.keys.observation, np.float64, self.parallel)
-        return linearized_step(theta, np.stack(gradients, axis=1),
-                               np.stack(predictions, axis=1), np.array(targets), variance,
-                               self.settings.state_noise, xi, perturbations)
 
     def log_likelihood(self, theta, carry, noise, measured, own=None):
         """``sum_j e_j log p(d_j | a)`` over the plan's streams, and the next states.
@@ -300,61 +266,17 @@ class ParticleFilter:
         """Parameters in the model dtype (Gaussian particles' means are float64)."""
         return np.ascontiguousarray(theta, dtype=self.model.dtype)
 
-    def gaussian_update(self, state: FilterState, pending: Evaluation, measured: list):
-        """EKF update of every Gaussian particle with every measured stream, in turn.
-
-        The own stream first (linearised at the means where the prediction was made),
-        then the others in plan order, each linearised at the means the previous updates
-        left. Returns ``(means, covariances, log weight factors, next carried states)``.
-        """
-        particles = state.particles
-        means = np.array(pending.theta, dtype=np.float64)
-        covariance = add_diagonal(particles.covariance.copy(), self.settings.state_noise)
-        total = np.zeros(particles.size)
-        own = self.plan.own
-        carries = [self.stream_carry(particles.carry, index)
-                   for index in range(len(self.plan.nodes))]
-        if pending.next_carry is not None:
-            carries[own] = pending.next_carry
-        for index in [own] + [k for k in range(len(measured)) if k != own]:
-            if measured[index] is None:
-                continue
-            columns, label = measured[index]
-            if index == own:
-                predictions, gradient = pending.predictions, pending.gradient
-            else:
-                predictions, gradient, carries[index] = self.model.population_gradient(
-                    self.in_model_dtype(means), carries[index], columns, self.parallel)
-            noise = np.full(particles.size, self.settings.obs_noise / self.plan.exponent(index))
-            total += gaussian_update(means, covariance, gradient, predictions, label, noise,
-                                     self.parallel)
-        return means, covariance, total, self.joined_carry(carries, particles.carry)
-
     def learn(self, state: FilterState, pending: Evaluation, target):
         """Weight by the plan's likelihoods, estimate, resample if the ESS is low."""
         particles = state.particles
         measured, bytes_sent = self.gather(pending, target)
-        covariance = None
-        if self.gaussian:
-            theta, covariance, log_likelihood, next_carry = self.gaussian_update(
-                state, pending, measured)
-        elif self.linearized:
-            theta, correction = self.propose(state, pending, measured)
-            noise = self.transition_noise(particles, pending.step)
-            log_likelihood, next_carry = self.log_likelihood(theta, particles.carry, noise,
-                                                             measured)
-            log_likelihood += correction
-        else:
-            theta = pending.theta
-            log_likelihood, next_carry = self.log_likelihood(
-                theta, particles.carry, pending.extra["noise"], measured,
-                own=(pending.predictions, pending.next_carry))
+        moved = self.kernel.update(self, state, pending, measured)
         update = reweight_estimate_resample(
-            theta, next_carry, particles.log_weights + log_likelihood, particles.ids,
-            count=self.count, threshold=self.settings.ess_threshold,
+            moved.theta, moved.next_carry, particles.log_weights + moved.log_likelihood,
+            particles.ids, count=self.count, threshold=self.settings.ess_threshold,
             scheme=self.settings.resampling, step=pending.step, keys=self.keys,
             rank=self.key, next_serial=state.next_serial, parallel=self.parallel,
-            covariance=covariance)
+            covariance=moved.covariance)
         new_state = FilterState(particles=update.particles, estimate=update.estimate,
                                 next_serial=update.next_serial)
         info = StepInfo(ess=update.ess, resampled=update.resampled, held=particles.size,

@@ -35,7 +35,7 @@ from .algorithms import LearnerContext, build_learner, traits
 from .allocator import keep_freed_memory
 from .errors import InputError
 from .io import read_checkpoint, write_checkpoint
-from .learner import StepInfo
+from .learner import Adopting, CollectiveMeasurements, StepInfo
 from .models import build_model
 from .topology import build_topology
 
@@ -238,9 +238,8 @@ class Node:
         columns = self._columns(columns)
         if self.network.advance(self.step) and self.active:
             previous, self.learner = self.learner, self._build_learner()
-            adopt = getattr(self.learner, "adopt", None)
-            if adopt is not None:
-                self.state = adopt(self.state, previous)
+            if isinstance(self.learner, Adopting):
+                self.state = self.learner.adopt(self.state, previous)
         if not self.active:
             self._pending = ("inactive", None)
             return float("nan")
@@ -262,8 +261,8 @@ class Node:
         self._pending = None
         self.step += 1
         if kind == "inactive":
-            if getattr(self.measurements, "collective", False):
-                self.measurements(self.step - 1, None, None)  # take part in the gather
+            if isinstance(self.measurements, CollectiveMeasurements):
+                self.measurements.join(self.step - 1)
             return StepInfo()
         self.state, info = self.learner.learn(self.state, pending, target)
         return info
@@ -324,9 +323,10 @@ class Node:
 
 
 class LiveMeasurements:
-    """The ``cpf`` oracle's view of every node's data when fed live: a gather per step."""
+    """The ``cpf`` oracle's view of every node's data when fed live: a gather per step.
 
-    collective = True
+    A :class:`~mcdpf.learner.CollectiveMeasurements`: a node that has left still joins.
+    """
 
     def __init__(self, comm, model):
         self.comm = comm
@@ -342,3 +342,7 @@ class LiveMeasurements:
         return [None if item is None else
                 (np.ascontiguousarray(item[0], dtype=self.model.dtype), item[1])
                 for item in gathered], 0
+
+    def join(self, step: int) -> None:
+        """Take part in step ``step``'s gather without data (a node that has left)."""
+        self(step, None, None)

@@ -9,7 +9,10 @@ added where they are defined, by a decorator::
 The configuration's choices, the command line's help and the benchmarks read the
 registries, so a new walk, topology, data source, resampling scheme or algorithm is one
 decorated function. A registry knows the module that fills it (``home``) and imports it
-on first use, so reading the choices never depends on import order.
+exactly once, on its first registration or read, so neither reading the choices nor
+registering a plugin depends on import order: the built-ins come first, then the plugins.
+A registry may give its traits a type (``traits``, a frozen dataclass with defaults:
+:class:`~mcdpf.learner.AlgorithmTraits`); an entry registered directly gets its defaults.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from .learner import AlgorithmTraits
 
 
 class UnknownChoice(LookupError):
@@ -31,7 +36,7 @@ class Entry:
 
     name: str
     target: Any
-    traits: dict = field(default_factory=dict)
+    traits: Any = field(default_factory=dict)
 
 
 class Registry:
@@ -42,26 +47,42 @@ class Registry:
     kind
         What the entries are, for messages ("algorithm", "walk", ...).
     home
-        Module whose import registers every entry.
+        Module whose import registers every built-in entry.
+    traits
+        The type of the entries' traits, built from the keywords of :meth:`register`
+        (default: a plain ``dict``).
     """
 
-    def __init__(self, kind: str, home: str):
+    def __init__(self, kind: str, home: str, traits: Callable[..., Any] = dict):
         self.kind = kind
         self.home = home
+        self.traits = traits
         self._entries: dict[str, Entry] = {}
+        self._home_imported = False
 
     def register(self, name: str, **traits) -> Callable:
         """Decorator: register the decorated object under ``name`` with ``traits``."""
         def decorate(target):
-            if name in self._entries:
+            entries = self._filled()
+            if name in entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = Entry(name, target, dict(traits))
+            entries[name] = Entry(name, target, self.traits(**traits))
             return target
         return decorate
 
     def _filled(self) -> dict[str, Entry]:
-        if not self._entries:
-            importlib.import_module(self.home)
+        """The entries, after the home module's import (once; it registers the built-ins).
+
+        The flag is set before the import, so the home's own registrations (and a home
+        that is being imported already) do not import it again.
+        """
+        if not self._home_imported:
+            self._home_imported = True
+            try:
+                importlib.import_module(self.home)
+            except BaseException:
+                self._home_imported = False
+                raise
         return self._entries
 
     def names(self) -> tuple[str, ...]:
@@ -91,8 +112,10 @@ class Registry:
         return self.entry(name).target
 
 
-ALGORITHMS = Registry("algorithm", "mcdpf.algorithms")
+ALGORITHMS = Registry("algorithm", "mcdpf.algorithms", AlgorithmTraits)
 WALKS = Registry("walk", "mcdpf.topology.walks")
 TOPOLOGIES = Registry("topology", "mcdpf.topology.graph")
 SOURCES = Registry("data source", "mcdpf.sources")
 RESAMPLING = Registry("resampling scheme", "mcdpf.kernels.resampling")
+PROPOSALS = Registry("proposal", "mcdpf.variants")
+KERNELS = Registry("particle kernel", "mcdpf.variants")

@@ -170,5 +170,6 @@ class RelayParticleFilter(ParticleFilter):
         self.relay = Relay(relay_plan, neighbourhood, model)
         plan = StreamPlan(tuple(ball), own=ball.index(node), exponents=exponents,
                           measurements=self.relay)
-        super().__init__(model, settings, seed, node if key is None else key,
-                         settings.particles, plan, parallel, initial_variance)
+        super().__init__(model=model, settings=settings, seed=seed,
+                         key=node if key is None else key, count=settings.particles, plan=plan,
+                         parallel=parallel, initial_variance=initial_variance)

@@ -27,10 +27,6 @@ COMPARED = ("prediction", "squared_error", "theta_mean", "ess", "particles_held"
     (["relay.hops=0"], "hops = 0: must be >= 1"),
     (["filter.wire_dtype=float64", "model.dtype=float32"], "wider than model.dtype"),
     (["filter.wire_dtype=float16"], "wire_dtype = \"float16\": must be one of"),
-    (["filter.kernel=gaussian", "run.algorithm=dpf"], "kernel = \"gaussian\" is for particles "
-                                                      "that stay"),
-    (["filter.kernel=gaussian", "run.algorithm=rpf", "filter.proposal=linearized"],
-     "proposal = \"linearized\" is for point particles"),
     (["filter.proposal=optimal"], "must be one of prior, linearized"),
     (["run.threads=0"], "threads = 0: must be >= 1"),
 ])
@@ -39,6 +35,26 @@ def test_new_keys_are_validated(tmp_path, overrides, message):
     path.write_text(MINIMAL)
     with pytest.raises(InputError, match=message):
         load_config(path, overrides)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["filter.kernel=gaussian", "run.algorithm=dpf"], "kernel = \"gaussian\" is for particles "
+                                                      "that stay"),
+    (["filter.kernel=gaussian", "run.algorithm=rpf", "filter.proposal=linearized"],
+     "proposal = \"linearized\" is for point particles"),
+])
+def test_the_algorithms_check_refuses_its_variants(tmp_path, overrides, message):
+    """Rules of one algorithm live in its ``check`` (set-up), not in the configuration."""
+    from mcdpf.algorithms import traits
+    from mcdpf.models import build_model
+    from mcdpf.topology import named_topology
+
+    path = tmp_path / "c.toml"
+    path.write_text(MINIMAL)
+    config = load_config(path, overrides)
+    model = build_model(config.model, 2)
+    with pytest.raises(InputError, match=f"c.toml: .*{message}"):
+        traits(config.run.algorithm).check(config, model, named_topology("ring", 2))
 
 
 def test_too_many_threads_and_gaussian_memory_exit_2(tmp_path):
@@ -64,7 +80,7 @@ def test_the_oracles_gaussian_memory_counts_its_n_k_particles():
                  "filter.particles": 20, "ekf.max_memory_gb": 0.001}
     config = load_config({"topology": {"name": "ring"}}, overrides)
     model = build_model(config.model, 2)
-    check = traits("cpf")["check"]
+    check = traits("cpf").check
     check(config, model, named_topology("ring", 1))
     with pytest.raises(InputError, match="covariances of 60 Gaussian particles"):
         check(config, model, named_topology("ring", 3))
@@ -91,7 +107,7 @@ def test_the_registries_are_the_configuration_choices_and_the_help():
         .choices.values())
     help_text = " ".join(help_text.split())
     for name in ALGORITHMS:
-        assert f"{name}: {ALGORITHMS.entry(name).traits['summary']}" in help_text
+        assert f"{name}: {ALGORITHMS.entry(name).traits.summary}" in help_text
 
 
 def write_config(tmp_path, name, text=""):

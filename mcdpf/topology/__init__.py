@@ -6,7 +6,7 @@ distribution, SLEM, period, diameter, node loss) and the built-in graphs;
 files and the topology of a configuration.
 """
 
-from .files import build_topology, read_topology_file, resolve_topology_argument, topology_toml
+from .files import build_topology, read_topology_file, resolve_topology_argument
 from .graph import (
     PAPER_RING_TRANSITION,
     Topology,
@@ -18,6 +18,7 @@ from .graph import (
     hop_distances,
     named_topology,
     stationary_distribution,
+    topology_toml,
     walk_period,
 )
 from .walks import make_walk, metropolis_walk, simple_walk

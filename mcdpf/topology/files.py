@@ -44,17 +44,6 @@ def read_topology_file(path: str | Path, walk: str | None = None) -> Topology:
     return finish(nodes, edges, transition, walk, source)
 
 
-def topology_toml(topology: Topology) -> str:
-    """A topology file of ``topology`` (its edges and its walk's transition matrix)."""
-    lines = [f"# {topology.source}, {topology.walk} walk", f"nodes = {topology.nodes}",
-             "edges = [" + ", ".join(f"[{i}, {j}]" for i, j in topology.edges) + "]",
-             "transition = ["]
-    for row in topology.transition:
-        lines.append("  [" + ", ".join(repr(float(v)) for v in row) + "],")
-    lines.append("]")
-    return "\n".join(lines) + "\n"
-
-
 def build_topology(spec, world_size: int) -> Topology:
     """The topology of a ``[topology]`` section for a communicator of ``world_size`` ranks.
 

@@ -214,14 +214,23 @@ class Topology:
 
     def to_toml(self) -> str:
         """This topology as a topology file (edges and the walk's transition matrix)."""
-        from .files import topology_toml
-
         return topology_toml(self)
 
     def to_config(self) -> dict:
         """The ``[topology]`` table of this graph and walk (``edges`` and ``transition``)."""
         return {"nodes": self.nodes, "edges": [list(e) for e in self.edges],
                 "transition": self.transition.tolist(), "walk": "matrix"}
+
+
+def topology_toml(topology: Topology) -> str:
+    """A topology file of ``topology`` (its edges and its walk's transition matrix)."""
+    lines = [f"# {topology.source}, {topology.walk} walk", f"nodes = {topology.nodes}",
+             "edges = [" + ", ".join(f"[{i}, {j}]" for i, j in topology.edges) + "]",
+             "transition = ["]
+    for row in topology.transition:
+        lines.append("  [" + ", ".join(repr(float(v)) for v in row) + "],")
+    lines.append("]")
+    return "\n".join(lines) + "\n"
 
 
 def stationary_distribution(transition: np.ndarray) -> np.ndarray:

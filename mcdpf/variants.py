@@ -1,0 +1,240 @@
+"""The particle filters' variants as registered strategies: proposal and particle kernel.
+
+A :class:`~mcdpf.filters.ParticleFilter` (pf, cpf, rpf, dpf) builds one strategy of each
+registry from ``[filter]`` and calls it; it never branches on the choice itself.
+
+:data:`PROPOSALS` (``filter.proposal``): how ``theta_t`` is drawn.
+
+``prior``
+    ``theta_t = theta_{t-1} + N(0, q I)`` before the label (the papers'); the own stream
+    is evaluated at ``theta_t`` in ``predict`` and that evaluation is reused.
+``linearized``
+    the optimal proposal of the model linearised at ``theta_{t-1}``, drawn with the
+    labels (:mod:`mcdpf.proposals`); its log correction joins the weight.
+
+:data:`KERNELS` (``filter.kernel``): what a particle is.
+
+``point``
+    a parameter vector (the papers'); moved by the proposal, weighted by the likelihood.
+``gaussian``
+    ``N(m_i, P_i)``, updated by the extended Kalman filter with every measured stream
+    and weighted by its predictive density. Its covariance operations sit behind a
+    covariance form (:class:`FullCovariance`: ``initial``, ``predicted``, ``update``),
+    so another form (diagonal, low rank, ...) is another object with those three methods.
+
+A strategy is a small object; its methods take the filter (``pf``) for the model, the
+plan, the keys and the settings. It writes no array of the state or the pending value it
+is given (the ownership rule of :mod:`mcdpf.learner`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+from .filters import Evaluation
+from .kernels import add_diagonal, gaussian_update
+from .particles import propagate, standard_normals
+from .proposals import linearized_step
+from .registry import KERNELS, PROPOSALS
+
+
+@dataclass(frozen=True)
+class Draw:
+    """``theta_t`` of every particle as a proposal drew it.
+
+    ``noise`` is the carried states' transition noise at ``theta_t``; ``own`` the own
+    stream's ``(predictions, next carried state)`` at ``theta_t`` when already evaluated
+    (else ``None``); ``correction`` the log weight correction (``None``: none).
+    """
+
+    theta: np.ndarray
+    noise: np.ndarray
+    own: tuple | None = None
+    correction: np.ndarray | None = None
+
+
+@PROPOSALS.register("prior")
+class PriorProposal:
+    """The transition: ``theta_t`` drawn in ``predict``, the likelihood as the weight."""
+
+    def predict(self, pf, particles, step: int, columns):
+        """Propagate, start what waits on ``theta_t`` (:meth:`started`), evaluate own data."""
+        theta = propagate(particles, step, pf.keys, pf.noise_std, pf.parallel)
+        noise = pf.transition_noise(particles, step)
+        in_flight = pf.started(particles, theta, step)
+        predictions, next_carry = pf.evaluate_stream(theta, particles.carry, noise,
+                                                     pf.plan.own, columns)
+        return Evaluation(step=step, columns=columns, theta=theta, predictions=predictions,
+                          next_carry=next_carry, noise=noise, in_flight=in_flight)
+
+    def draw(self, pf, state, pending, measured) -> Draw:
+        """The ``theta_t`` of ``predict``, with its own-stream evaluation."""
+        return Draw(theta=pending.theta, noise=pending.noise,
+                    own=(pending.predictions, pending.next_carry))
+
+
+@PROPOSALS.register("linearized")
+class LinearizedProposal:
+    """The optimal proposal of the model linearised at ``theta_{t-1}``."""
+
+    def predict(self, pf, particles, step: int, columns):
+        """The own stream's prediction and gradient at ``theta_{t-1}``."""
+        return pf.linearize(particles, step, columns)
+
+    def draw(self, pf, state, pending, measured) -> Draw:
+        """``theta_t`` from the linearized optimal proposal, and its log correction."""
+        particles = state.particles
+        theta = pending.theta
+        settings = pf.settings
+        observed = [index for index, item in enumerate(measured) if item is not None]
+        ids = particles.ids
+        xi = standard_normals(ids, theta.shape[1], pending.step, pf.keys.theta,
+                              theta.dtype, pf.parallel)
+        if not observed:
+            moved = (theta + pf.noise_std * xi).astype(theta.dtype, copy=False)
+            correction = np.zeros(particles.size)
+        else:
+            gradients, predictions, targets = [], [], []
+            for index in observed:
+                columns, label = measured[index]
+                if index == pf.plan.own and pending.gradient is not None:
+                    prediction, gradient = pending.predictions, pending.gradient
+                else:
+                    prediction, gradient, _ = pf.model.population_gradient(
+                        theta, pf.stream_carry(particles.carry, index), columns, pf.parallel)
+                gradients.append(np.asarray(gradient, dtype=np.float64))
+                predictions.append(prediction)
+                targets.append(label)
+            weights = np.asarray(pf.model.output_weights(theta), dtype=np.float64)
+            spread = settings.state_noise * np.einsum("np,np->n", weights, weights)
+            variance = np.stack([(settings.obs_noise + spread) / pf.plan.exponent(index)
+                                 for index in observed], axis=1)
+            perturbations = standard_normals(ids, len(observed), pending.step,
+                                             pf.keys.observation, np.float64, pf.parallel)
+            moved, correction = linearized_step(
+                theta, np.stack(gradients, axis=1), np.stack(predictions, axis=1),
+                np.array(targets), variance, settings.state_noise, xi, perturbations)
+        return Draw(theta=moved, noise=pf.transition_noise(particles, pending.step),
+                    correction=correction)
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A population after a kernel's update, before reweighting and resampling."""
+
+    theta: np.ndarray
+    log_likelihood: np.ndarray
+    next_carry: np.ndarray
+    covariance: np.ndarray | None = None
+
+
+@KERNELS.register("point")
+class PointKernel:
+    """Point particles: moved by the proposal, weighted by the plan's likelihoods."""
+
+    def check(self, config) -> None:
+        """Every proposal goes with point particles."""
+        return None
+
+    def initial(self, pf, theta: np.ndarray):
+        """``(theta, None)``: the prior draws as they are, no covariance."""
+        return theta, None
+
+    def predict(self, pf, particles, step: int, columns):
+        """The proposal's first half."""
+        return pf.proposal.predict(pf, particles, step, columns)
+
+    def update(self, pf, state, pending, measured) -> Moved:
+        """Draw ``theta_t``; weight by every stream's likelihood (and the correction)."""
+        draw = pf.proposal.draw(pf, state, pending, measured)
+        log_likelihood, next_carry = pf.log_likelihood(draw.theta, state.particles.carry,
+                                                       draw.noise, measured, own=draw.own)
+        if draw.correction is not None:
+            log_likelihood += draw.correction
+        return Moved(theta=draw.theta, log_likelihood=log_likelihood, next_carry=next_carry)
+
+
+class FullCovariance:
+    """The full covariance form: one ``(n_theta, n_theta)`` float64 matrix per particle."""
+
+    def initial(self, count: int, n_params: int, variance: float) -> np.ndarray:
+        """``P0 = variance * I`` of ``count`` particles, ``(count, n_params, n_params)``."""
+        covariance = np.zeros((count, n_params, n_params))
+        add_diagonal(covariance, variance)
+        return covariance
+
+    def predicted(self, covariance: np.ndarray, state_noise: float) -> np.ndarray:
+        """``P + q I`` of every particle (a new array; ``covariance`` is not written)."""
+        return add_diagonal(covariance.copy(), state_noise)
+
+    def update(self, means, covariance, gradient, predictions, target: float,
+               noise: np.ndarray, parallel: bool) -> np.ndarray:
+        """One scalar EKF update of every particle in place; the log predictive densities."""
+        return gaussian_update(means, covariance, gradient, predictions, target, noise,
+                               parallel)
+
+
+@KERNELS.register("gaussian")
+class GaussianKernel:
+    """Gaussian particles ``N(m_i, P_i)``, each updated by the EKF with every stream.
+
+    Parameters
+    ----------
+    covariance
+        The covariance form (default :class:`FullCovariance`).
+    """
+
+    def __init__(self, covariance=None):
+        self.covariance = FullCovariance() if covariance is None else covariance
+
+    def check(self, config) -> None:
+        """Gaussian particles take the prior proposal (the EKF update is their move)."""
+        if config.filter.proposal != "prior":
+            raise InputError(f"{config.source}: [filter] proposal = "
+                             f"\"{config.filter.proposal}\" is for point particles; gaussian "
+                             "particles are updated by the EKF")
+
+    def initial(self, pf, theta: np.ndarray):
+        """Float64 means at the prior draws and ``P0 = initial_variance * I``."""
+        theta = theta.astype(np.float64)
+        return theta, self.covariance.initial(theta.shape[0], theta.shape[1],
+                                              pf.initial_variance)
+
+    def predict(self, pf, particles, step: int, columns):
+        """The own stream's prediction and gradient at the means."""
+        return pf.linearize(particles, step, columns)
+
+    def update(self, pf, state, pending, measured) -> Moved:
+        """EKF update of every particle with every measured stream, in turn.
+
+        The own stream first (linearised at the means where the prediction was made),
+        then the others in plan order, each linearised at the means the previous updates
+        left.
+        """
+        particles = state.particles
+        means = np.array(pending.theta, dtype=np.float64)
+        covariance = self.covariance.predicted(particles.covariance, pf.settings.state_noise)
+        total = np.zeros(particles.size)
+        own = pf.plan.own
+        carries = [pf.stream_carry(particles.carry, index)
+                   for index in range(len(pf.plan.nodes))]
+        if pending.next_carry is not None:
+            carries[own] = pending.next_carry
+        for index in [own] + [k for k in range(len(measured)) if k != own]:
+            if measured[index] is None:
+                continue
+            columns, label = measured[index]
+            if index == own:
+                predictions, gradient = pending.predictions, pending.gradient
+            else:
+                predictions, gradient, carries[index] = pf.model.population_gradient(
+                    pf.in_model_dtype(means), carries[index], columns, pf.parallel)
+            noise = np.full(particles.size, pf.settings.obs_noise / pf.plan.exponent(index))
+            total += self.covariance.update(means, covariance, gradient, predictions, label,
+                                            noise, pf.parallel)
+        return Moved(theta=means, log_likelihood=total,
+                     next_carry=pf.joined_carry(carries, particles.carry),
+                     covariance=covariance)
