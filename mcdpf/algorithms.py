@@ -27,9 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .baselines import (
+    DiffusionAdam,
     DiffusionEKF,
     DiffusionSGD,
     ExtendedKalmanFilter,
+    OnlineAdam,
     OnlineSGD,
     check_covariance_memory,
 )
@@ -210,6 +212,20 @@ def build_dsgd(context: LearnerContext):
     return DiffusionSGD(context.model, context.seed, context.node,
                         context.config.sgd.learning_rate, context.topology,
                         context.neighbourhood)
+
+
+@register("adam", "online Adam (sgd's gradient, per-parameter step sizes)")
+def build_adam(context: LearnerContext):
+    """Online Adam."""
+    return OnlineAdam(context.model, context.seed, context.node, context.config.adam)
+
+
+@register("dadam", "diffusion (adapt-then-combine) Adam: neighbours' estimates",
+          communicating=True)
+def build_dadam(context: LearnerContext):
+    """Diffusion (adapt-then-combine) Adam; moments stay local."""
+    return DiffusionAdam(context.model, context.seed, context.node, context.config.adam,
+                         context.topology, context.neighbourhood)
 
 
 def traits(name: str) -> dict:
