@@ -22,10 +22,11 @@ from .report import finite_mean, running_mse, summarize, to_json
 
 STYLE = {"dpf": ("tab:red", "-"), "cpf": ("black", "--"), "pf": ("tab:orange", "-"),
          "sgd": ("tab:blue", "-"), "ekf": ("tab:green", "-"), "dekf": ("tab:olive", "-"),
-         "dsgd": ("tab:purple", "-"), "rpf": ("tab:brown", "-")}
+         "dsgd": ("tab:purple", "-"), "rpf": ("tab:brown", "-"), "adam": ("tab:cyan", "-"),
+         "dadam": ("tab:pink", "-")}
 LABELS = {"dpf": "DPF (MCDPF)", "cpf": "centralized PF (oracle)", "pf": "PF, no communication",
           "sgd": "SGD", "ekf": "EKF", "dekf": "diffusion EKF", "dsgd": "diffusion SGD",
-          "rpf": "relay PF"}
+          "rpf": "relay PF", "adam": "Adam", "dadam": "diffusion Adam"}
 
 
 def run_directory(out_dir: Path, algorithm: str, seed: int) -> Path:
