@@ -103,7 +103,7 @@ def test_an_exception_on_one_rank_aborts_the_job(tmp_path):
     assert "rank 2: faults.crash" in result.stderr and "aborting" in result.stderr
 
 
-@pytest.mark.parametrize("algorithm", ["dpf", "dekf", "dsgd", "cpf", "pf"])
+@pytest.mark.parametrize("algorithm", ["dpf", "dekf", "dsgd", "cpf", "pf", "dadam"])
 def test_node_loss(tmp_path, algorithm):
     """Node 2 of a 4-ring leaves at step 15: the others go on over the path 3-0-1."""
     config = write_config(tmp_path, algorithm, steps=30)
@@ -122,7 +122,7 @@ def test_node_loss(tmp_path, algorithm):
             assert np.all(np.isfinite(handle["squared_error"][()]))
             neighbours_traffic = handle["bytes_sent"][15:]
             held.append(handle["particles_held"][15:])
-            if algorithm in ("dpf", "dekf", "dsgd"):
+            if algorithm in ("dpf", "dekf", "dsgd", "dadam"):
                 assert np.all(neighbours_traffic > 0)
     if algorithm == "dpf":
         assert np.all(np.sum(held, axis=0) == 3 * 30)  # nothing walks to the lost node
