@@ -214,13 +214,13 @@ def build_dsgd(context: LearnerContext):
                         context.neighbourhood)
 
 
-@register("adam", "online Adam (sgd's gradient, per-parameter step sizes)")
+@register("adam", "online Adam: sgd's gradient, a step size per parameter")
 def build_adam(context: LearnerContext):
     """Online Adam."""
     return OnlineAdam(context.model, context.seed, context.node, context.config.adam)
 
 
-@register("dadam", "diffusion (adapt-then-combine) Adam: neighbours' estimates",
+@register("dadam", "diffusion Adam (adapt, then combine): neighbours' estimates",
           communicating=True)
 def build_dadam(context: LearnerContext):
     """Diffusion (adapt-then-combine) Adam; moments stay local."""
