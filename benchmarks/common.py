@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmarks: single-thread set-up, timing, machine info, output.
+"""Shared helpers for the benchmarks: single-thread set-up, learners, timing, machine info.
 
 Import this module first: it pins BLAS and numba to one thread before numpy loads, so
 that every rate is a per-core rate.
@@ -127,3 +127,51 @@ def mpiexec() -> str:
     """The mpiexec beside this Python (the mpich wheel's), else the one on PATH."""
     beside = Path(sys.executable).with_name("mpiexec")
     return str(beside) if beside.exists() else "mpiexec"
+
+
+def config_for(algorithm, n, particles, dtype="float64", nodes=1, walk="lazy", walk_steps=3,
+               threads=1, **extra):
+    """The benchmarks' configuration: a ring of ``nodes``, model n, ``extra`` in [filter]."""
+    from mcdpf.config import load_config
+
+    return load_config({
+        "topology": {"name": "ring", "nodes": nodes, "walk": walk},
+        "model": {"n": n, "dtype": dtype, "init_std": 0.3},
+        "filter": {"particles": particles, "central_particles": particles,
+                   "walk_steps": walk_steps, **extra},
+        "run": {"algorithm": algorithm, "threads": threads}})
+
+
+def learner_for(algorithm, n, p, particles, dtype, comm=None, threads=1, nodes=1, walk="lazy",
+                walk_steps=3, neighbourhood=None, **extra):
+    """A learner at node 0 (or ``comm.rank``) of a ring of ``nodes``, and its model.
+
+    Its neighbourhood (built on ``comm``, or ``neighbourhood`` itself: a stand-in for
+    local measurements) is ``learner.benchmark_neighbourhood``, for the caller to free.
+    Freed memory is kept for reuse as a :class:`mcdpf.Node` keeps it (the algorithm's
+    ``steady_arrays`` trait).
+    """
+    from mcdpf.algorithms import LearnerContext, build_learner, traits
+    from mcdpf.allocator import keep_freed_memory
+    from mcdpf.models import build_model
+    from mcdpf.topology import named_topology
+
+    config = config_for(algorithm, n, particles, dtype, nodes, walk, walk_steps, threads,
+                        **extra)
+    keep_freed_memory(traits(algorithm).steady_arrays)
+    model = build_model(config.model, p)
+    topology = named_topology("ring", nodes, walk=walk)
+    rank = 0 if comm is None else comm.rank
+    if neighbourhood is None and comm is not None:
+        from mcdpf.comm import Neighbourhood
+
+        neighbourhood = Neighbourhood(comm, topology.neighbours(rank))
+    measurements = None
+    if traits(algorithm).needs_all_streams:
+        from mcdpf.preparation import StreamTable
+
+        measurements = StreamTable([], [])
+    learner = build_learner(algorithm, LearnerContext(config, model, topology, rank,
+                                                      neighbourhood, measurements))
+    learner.benchmark_neighbourhood = neighbourhood
+    return learner, model

@@ -70,6 +70,8 @@ VARIANTS = {
     # name: (family, overrides)
     "sgd": ("gradient", ["run.algorithm=sgd"]),
     "dsgd": ("gradient", ["run.algorithm=dsgd"]),
+    "adam": ("gradient", ["run.algorithm=adam"]),
+    "dadam": ("gradient", ["run.algorithm=dadam"]),
     "ekf": ("kalman", ["run.algorithm=ekf"]),
     "dekf": ("kalman", ["run.algorithm=dekf"]),
     "pf N=80": ("local particles", ["run.algorithm=pf", "filter.particles=80"]),

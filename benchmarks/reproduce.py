@@ -40,7 +40,7 @@ from common import REPO, RESULTS, mpiexec
 import numpy as np
 # isort: on
 
-ALGORITHMS = "pf,dpf,cpf,rpf,sgd,ekf,dekf,dsgd"
+ALGORITHMS = "pf,dpf,cpf,rpf,sgd,ekf,dekf,dsgd,adam,dadam"
 THEOREM_STEPS = 120
 THEOREM_WALKS = (1, 2, 4, 8, 16, 32)
 THEOREM_PARTICLES = (100, 1000)
@@ -313,12 +313,13 @@ def communication(work, results, hk, seeds):
 
 
 def node_loss(work, results, seeds):
-    """Survivors' MSE after node 2 leaves at step 250, against no loss (dpf, dekf, dsgd)."""
+    """Survivors' MSE after node 2 leaves at step 250, against no loss (every diffusion
+    algorithm and dpf)."""
     from mcdpf.report import summarize
 
     drop_node, drop_step = 2, 250
     rows = []
-    for algorithm in ("dpf", "dekf", "dsgd"):
+    for algorithm in ("dpf", "dekf", "dsgd", "dadam"):
         values = {"intact": [], "node 2 lost": []}
         for seed in seeds.split(","):
             for label, extra in (("intact", []),

@@ -9,10 +9,10 @@ recorded). Every figure is the training loop's time per step (start-up excluded)
 synthetic-lstm data, ``s = 3``, a ring of K nodes:
 
 - log-log slopes of step time against N (particles), n (LSTM size), m (sequence length)
-  for dpf, pf, sgd, ekf, dekf, beside the papers' complexity claims;
+  for dpf, pf, sgd, adam, ekf, dekf, beside the papers' complexity claims;
 - weak scaling 1 -> K (same work per node) at the papers' scale and at n = 16 with short
   and long sequences (the compute per migrated byte grows with m);
-- bytes sent per step against n for dpf, dekf, dsgd.
+- bytes sent per step against n for dpf, dekf, dsgd, dadam.
 """
 
 import argparse
@@ -35,9 +35,11 @@ SWEEPS = {
     "n": [2, 4, 8, 16],
     "m": [2, 4, 8, 16, 32],
 }
-ALGORITHMS = ("dpf", "pf", "sgd", "ekf", "dekf")
+ALGORITHMS = ("dpf", "pf", "sgd", "adam", "ekf", "dekf")
+SINGLE_ESTIMATE = ("sgd", "adam", "ekf", "dekf")
 PAPER = {"dpf": "O(N (n^2 + n p))", "pf": "O(N (n^2 + n p))",
-         "sgd": "O(n^4 + n^2 p^2)", "ekf": "O(n^8 + n^4 p^4)", "dekf": "O(n^8 + n^4 p^4)"}
+         "sgd": "O(n^4 + n^2 p^2)", "adam": "sgd's (not in the papers)",
+         "ekf": "O(n^8 + n^4 p^4)", "dekf": "O(n^8 + n^4 p^4)"}
 STEPS = 60
 WEAK = {"papers' scale (n=2, N=80, m=2)": {"particles": 80, "n": 2, "m": 2},
         "n=16, N=2000, m=8": {"particles": 2000, "n": 16, "m": 8},
@@ -80,13 +82,14 @@ def worker(output, mode):
         for algorithm in ALGORITHMS:
             measure(algorithm=algorithm, **BASE)
             for key, values in SWEEPS.items():
-                if key == "particles" and algorithm in ("sgd", "ekf", "dekf"):
+                if key == "particles" and algorithm in SINGLE_ESTIMATE:
                     continue  # a single estimate: no particles
                 for value in values:
                     if value != BASE[key]:
                         measure(algorithm=algorithm, **dict(BASE, **{key: value}))
         for n in SWEEPS["n"]:
-            measure(algorithm="dsgd", **dict(BASE, n=n))
+            for algorithm in ("dsgd", "dadam"):
+                measure(algorithm=algorithm, **dict(BASE, n=n))
     else:
         for point in WEAK.values():
             measure(algorithm="dpf", **point)

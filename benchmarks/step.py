@@ -36,7 +36,7 @@ from pathlib import Path
 
 # common pins the BLAS and numba threads before numpy loads
 # isort: off
-from common import RESULTS, best_time, mpiexec, table, write_json
+from common import RESULTS, best_time, learner_for, mpiexec, table, write_json
 import numpy as np
 # isort: on
 
@@ -44,40 +44,6 @@ REPEATS = 7
 SHAPES = {"papers' scale": dict(n=2, p=2, particles=80, length=2, dtype="float64"),
           "n=16": dict(n=16, p=4, particles=1000, length=10, dtype="float64"),
           "n=64": dict(n=64, p=16, particles=512, length=10, dtype="float32")}
-
-
-def learner_for(algorithm, n, p, particles, dtype, comm=None, threads=1, nodes=1, **extra):
-    """A learner on a ring of ``nodes`` (this process is node 0 unless ``comm``)."""
-    from mcdpf.algorithms import LearnerContext, build_learner, traits
-    from mcdpf.allocator import keep_freed_memory
-    from mcdpf.config import load_config
-    from mcdpf.models import build_model
-    from mcdpf.topology import named_topology
-
-    table = {"topology": {"name": "ring", "nodes": nodes, "walk": "lazy"},
-             "model": {"n": n, "dtype": dtype, "init_std": 0.3},
-             "filter": {"particles": particles, "central_particles": particles,
-                        "walk_steps": 3, **extra},
-             "run": {"algorithm": algorithm, "threads": threads}}
-    config = load_config(table)
-    keep_freed_memory(traits(algorithm).steady_arrays)  # as a Node does
-    model = build_model(config.model, p)
-    topology = named_topology("ring", nodes, walk="lazy")
-    rank = 0 if comm is None else comm.rank
-    neighbourhood = None
-    if comm is not None:
-        from mcdpf.comm import Neighbourhood
-
-        neighbourhood = Neighbourhood(comm, topology.neighbours(rank))
-    measurements = None
-    if traits(algorithm).needs_all_streams:
-        from mcdpf.preparation import StreamTable
-
-        measurements = StreamTable([], [])
-    learner = build_learner(algorithm, LearnerContext(config, model, topology, rank,
-                                                      neighbourhood, measurements))
-    learner.benchmark_neighbourhood = neighbourhood
-    return learner, model
 
 
 def sequence(p, length, dtype, seed=0):

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .baselines import (
+    DiffusionAdam,
     DiffusionEKF,
     DiffusionSGD,
     ExtendedKalmanFilter,
+    OnlineAdam,
     OnlineSGD,
     check_covariance_memory,
 )
@@ -226,6 +228,23 @@ def build_dsgd(context: LearnerContext):
     return DiffusionSGD(model=context.model, seed=context.seed, node=context.node,
                         learning_rate=context.config.sgd.learning_rate,
                         topology=context.topology, neighbourhood=context.neighbourhood)
+
+
+@register("adam", "online Adam: sgd's gradient, a step size per parameter",
+          label="Adam", color="tab:cyan")
+def build_adam(context: LearnerContext):
+    """Online Adam."""
+    return OnlineAdam(model=context.model, seed=context.seed, node=context.node,
+                      settings=context.config.adam)
+
+
+@register("dadam", "diffusion Adam (adapt, then combine): neighbours' estimates",
+          communicating=True, shares="estimates", label="diffusion Adam", color="tab:pink")
+def build_dadam(context: LearnerContext):
+    """Diffusion (adapt-then-combine) Adam; moments stay local."""
+    return DiffusionAdam(model=context.model, seed=context.seed, node=context.node,
+                         settings=context.config.adam, topology=context.topology,
+                         neighbourhood=context.neighbourhood)
 
 
 def traits(name: str) -> AlgorithmTraits:

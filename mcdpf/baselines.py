@@ -18,6 +18,15 @@
 ``dsgd``
     Adapt-then-combine diffusion SGD (Yuan et al.): a local SGD step, then the Metropolis
     combination of the neighbours' adapted estimates.
+``adam``
+    Online Adam (Kingma & Ba 2015) on sgd's gradient ``g = (d_hat - d) grad d_hat``: the
+    moments ``m``, ``v`` and the update count ``t`` advance only on a labelled step
+    (:mod:`mcdpf.kernels.adam`); ``[adam]`` holds the step size, ``beta1``, ``beta2``,
+    ``eps``.
+``dadam``
+    Adapt-then-combine diffusion Adam: a local Adam step, then the Metropolis combination
+    of the neighbours' adapted estimates (as ``dsgd``). The moments stay local: they are
+    statistics of the node's own gradients, and sending them would triple the bytes.
 
 The carried state of a node's own stream is the one computed with the estimate used for
 its prediction. Initial estimate: for the linear model the prior mean 0 (so ``ekf`` is the
@@ -36,7 +45,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .errors import InputError
-from .kernels import add_diagonal, gaussian_update, normal_rows
+from .kernels import adam_update, add_diagonal, gaussian_update, normal_rows
 from .learner import StepInfo
 from .particles import Keys
 from .topology import metropolis_walk
@@ -295,3 +304,81 @@ class DiffusionEKF(Diffusion, ExtendedKalmanFilter):
         return EstimateState(estimate=estimate, carry=pending.carry_after(target),
                              covariance=covariance), \
             StepInfo(bytes_sent=measurement_bytes + estimate_bytes)
+
+
+@dataclass(frozen=True)
+class AdamState(EstimateState):
+    """An Adam learner between steps: estimate, carried state, moments, update count."""
+
+    first_moment: np.ndarray | None = None
+    second_moment: np.ndarray | None = None
+    updates: int = 0
+
+
+class OnlineAdam(GradientLearner):
+    """``adam``: one Adam step per label on the gradient of the step's squared error.
+
+    Parameters
+    ----------
+    model, seed, node
+        As :class:`GradientLearner`.
+    settings
+        ``[adam]``: ``learning_rate``, ``beta1``, ``beta2``, ``eps``.
+    """
+
+    def __init__(self, model, seed: int, node: int, settings):
+        super().__init__(model, seed, node)
+        self.settings = settings
+
+    def initial_state(self) -> AdamState:
+        """The initial estimate, a zero carried state, zero moments, no update yet."""
+        state = super().initial_state()
+        size = self.model.n_params
+        return AdamState(estimate=state.estimate, carry=state.carry,
+                         first_moment=np.zeros(size), second_moment=np.zeros(size))
+
+    def adapt(self, state: AdamState, pending: Linearisation, target) -> AdamState:
+        """The state after an Adam step on this node's label (unchanged without one)."""
+        if not pending.observed(target):
+            return state
+        estimate, first, second = (np.array(values, dtype=np.float64) for values in (
+            state.estimate, state.first_moment, state.second_moment))
+        loss_gradient = (pending.prediction - target) * np.asarray(pending.gradient,
+                                                                   dtype=np.float64)
+        settings = self.settings
+        adam_update(estimate, first, second, loss_gradient, settings.learning_rate,
+                    settings.beta1, settings.beta2, settings.eps, state.updates + 1)
+        return replace(state, estimate=estimate, first_moment=first, second_moment=second,
+                       updates=state.updates + 1)
+
+    def learn(self, state, pending, target):
+        """Adam step."""
+        return replace(self.adapt(state, pending, target),
+                       carry=pending.carry_after(target)), StepInfo()
+
+    def state_arrays(self, state: AdamState) -> dict:
+        """Estimate, carried state, both moments and the update count."""
+        return {**super().state_arrays(state), "first_moment": state.first_moment,
+                "second_moment": state.second_moment, "adam_updates": state.updates}
+
+    def restore(self, arrays: dict) -> AdamState:
+        """The state saved by :meth:`state_arrays`."""
+        return AdamState(estimate=arrays["estimate"], carry=arrays["carry"],
+                         first_moment=arrays["first_moment"],
+                         second_moment=arrays["second_moment"],
+                         updates=int(arrays["adam_updates"]))
+
+
+class DiffusionAdam(Diffusion, OnlineAdam):
+    """``dadam``: adapt (local Adam step), then combine neighbours' adapted estimates."""
+
+    def __init__(self, model, seed, node, settings, topology, neighbourhood):
+        super().__init__(model, seed, node, settings)
+        self.connect(topology, neighbourhood, node)
+
+    def learn(self, state, pending, target):
+        """Adapt, exchange, combine (the moments stay local)."""
+        adapted = self.adapt(state, pending, target)
+        estimate, sent = self.combine(adapted.estimate, pending.step)
+        return replace(adapted, estimate=estimate, carry=pending.carry_after(target)), \
+            StepInfo(bytes_sent=sent)

@@ -1,10 +1,10 @@
 """Run configuration: TOML sections, typed and range-checked keys, ``--set`` overrides.
 
 A configuration file has the sections ``[run]``, ``[topology]``, ``[data]``, ``[model]``,
-``[filter]``, ``[sgd]``, ``[ekf]``, ``[relay]`` and ``[faults]``. Every key is declared once
-below with
-its type, default, allowed range and a one-line description; the README's configuration
-reference is generated from the same declarations (:func:`reference_table`).
+``[filter]``, ``[sgd]``, ``[adam]``, ``[ekf]``, ``[relay]`` and ``[faults]``. Every key is
+declared once below with its type, default, allowed range and a one-line description;
+the README's configuration reference is generated from the same declarations
+(:func:`reference_table`).
 
 Relative paths inside a configuration file are resolved against the file's directory;
 paths given with ``--set`` are resolved against the working directory. Unknown sections
@@ -42,7 +42,8 @@ def _key(default: Any, doc: str, kind: str, **limits: Any):
     of ``[int, int]``) or ``matrix`` (a list of lists of numbers). ``limits`` may hold
     ``choices`` (a tuple, or a :class:`~mcdpf.registry.Registry` read when checking),
     ``minimum``,
-    ``maximum``, ``positive`` (strictly greater than zero) and ``optional`` (the key
+    ``maximum``, ``below`` (strictly less than), ``positive`` (strictly greater than zero)
+    and ``optional`` (the key
     may be absent; its default is then ``None``).
     """
     return field(default=default, metadata={"doc": doc, "kind": kind, **limits})
@@ -184,6 +185,21 @@ class SGDConfig:
 
 
 @dataclass(frozen=True)
+class AdamConfig:
+    """``[adam]``: online Adam (adam, dadam); the defaults are Kingma & Ba's but the step."""
+
+    learning_rate: float = _key(0.03, "step size alpha (chosen by a seeded study over "
+                                "seeds and data sets: docs/notes/adam.md)", "float",
+                                positive=True)
+    beta1: float = _key(0.9, "decay of the first-moment (gradient mean) estimate", "float",
+                        minimum=0.0, below=1.0)
+    beta2: float = _key(0.999, "decay of the second-moment (squared gradient) estimate",
+                        "float", minimum=0.0, below=1.0)
+    eps: float = _key(1e-8, "added to the root of the second moment (numerical safety)",
+                      "float", positive=True)
+
+
+@dataclass(frozen=True)
 class EKFConfig:
     """``[ekf]``: extended Kalman filter on the parameters (ekf, dekf)."""
 
@@ -232,6 +248,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     sgd: SGDConfig = field(default_factory=SGDConfig)
+    adam: AdamConfig = field(default_factory=AdamConfig)
     ekf: EKFConfig = field(default_factory=EKFConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
@@ -323,6 +340,8 @@ def _check_value(section: str, key: str, value: Any, meta: dict, origin: str,
         raise InputError(f"{label}: must be >= {meta['minimum']}")
     if "maximum" in meta and value > meta["maximum"]:
         raise InputError(f"{label}: must be <= {meta['maximum']}")
+    if "below" in meta and not value < meta["below"]:
+        raise InputError(f"{label}: must be < {meta['below']}")
     if meta.get("positive") and not value > 0:
         raise InputError(f"{label}: must be > 0")
     return value

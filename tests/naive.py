@@ -132,3 +132,14 @@ def counter_normals(key, step, ident, count, dtype):
         columns += [radius * np.cos(2 * np.pi * angle_uniform),
                     radius * np.sin(2 * np.pi * angle_uniform)]
     return np.stack(columns, axis=1).ravel()[:count]
+
+
+def adam_update(theta, first_moment, second_moment, gradient, step_size, beta1, beta2, eps,
+                updates):
+    """Kingma & Ba's Algorithm 1, one step (``updates`` = t, counting this one); new arrays."""
+    first_moment = beta1 * first_moment + (1.0 - beta1) * gradient
+    second_moment = beta2 * second_moment + (1.0 - beta2) * gradient ** 2
+    first_unbiased = first_moment / (1.0 - beta1 ** updates)
+    second_unbiased = second_moment / (1.0 - beta2 ** updates)
+    return (theta - step_size * first_unbiased / (np.sqrt(second_unbiased) + eps),
+            first_moment, second_moment)

@@ -22,3 +22,23 @@ def test_frontier_study_writes_its_figure_table_and_json(tmp_path):
         assert row["final_mse"] > 0 and row["steps_per_second"] > 0
     dekf = data["summary"]["hk-interleave"]["dekf"]
     assert dekf["bytes_per_step"]["mean"] > 0
+
+
+def test_adam_study_chooses_by_mean_relative_error_on_the_tuning_settings_only():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import adam_study
+
+    def entry(final):
+        return {"final_mse": {"mean": final, "std": 0.0}}
+
+    # 0.01 is best on two of three tuning settings but 3x worse on the third; 0.1 is
+    # within 10 % everywhere: mean ratios (1 + 1 + 3) / 3 against (1.1 + 1.1 + 1) / 3.
+    finals = {"synthetic-lstm": (1.0, 1.1), "hk-replicate": (2.0, 2.2),
+              "hk-interleave": (0.3, 0.1), "co2-interleave": (9.0, 1.0)}
+    summary = {setting: {adam_study.variant("adam", rate): entry(final)
+                         for rate, final in zip((0.01, 0.1), pair, strict=True)}
+               for setting, pair in finals.items()}
+    chosen, relative = adam_study.choose(summary, [0.01, 0.1])
+    assert chosen == 0.1
+    assert relative[0.01] == (1 + 1 + 3) / 3
+    assert abs(relative[0.1] - (1.1 + 1.1 + 1) / 3) < 1e-12

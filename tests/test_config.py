@@ -44,6 +44,10 @@ def test_relative_paths_follow_the_config_file_and_the_cwd(tmp_path, monkeypatch
     (MINIMAL + "[filter]\nparticles = true\n", "must be an integer"),
     (MINIMAL + "[filter]\nobs_noise = 0\n", "must be > 0"),
     (MINIMAL + "[filter]\ness_threshold = 1.5\n", "must be <= 1.0"),
+    (MINIMAL + "[adam]\nbeta1 = 1.0\n", "\\[adam\\] beta1 = 1.0: must be < 1.0"),
+    (MINIMAL + "[adam]\nbeta2 = -0.1\n", "\\[adam\\] beta2 = -0.1: must be >= 0.0"),
+    (MINIMAL + "[adam]\nlearning_rate = 0\n", "\\[adam\\] learning_rate = 0: must be > 0"),
+    (MINIMAL + "[adam]\nepsilon = 1e-8\n", "unknown key 'epsilon'.*did you mean 'eps'"),
     (MINIMAL + "[filter]\nresampling = \"sytematic\"\n", "did you mean 'systematic'"),
     (MINIMAL + "[model]\ncarry_state = 1\n", "true or false"),
     (MINIMAL + "[run]\nalgorithm = \"mcmc\"\n", "must be one of"),
@@ -94,7 +98,7 @@ def test_resolved_config_round_trips_through_json(tmp_path):
 def test_reference_table_lists_every_key():
     table = reference_table()
     for key in ("run.algorithm", "filter.walk_steps", "data.partition", "model.carry_state",
-                "topology.walk"):
+                "topology.walk", "adam.learning_rate", "adam.beta1", "adam.beta2", "adam.eps"):
         assert f"`{key}`" in table
 
 

@@ -149,6 +149,48 @@ def test_sgd_step_is_the_exact_gradient_step(tmp_path):
                                rtol=1e-5, atol=1e-9)
 
 
+def test_adam_steps_are_kingma_and_ba_on_the_sgd_gradient(tmp_path):
+    """Three Adam steps of the learner equal the numpy reference fed sgd's loss gradient
+    ``(d_hat - d) grad d_hat`` (the gradient checked against finite differences above); a
+    step without a label moves nothing and does not count."""
+    import naive
+
+    from mcdpf.baselines import OnlineAdam
+    from mcdpf.models import build_model
+
+    config = config_for(tmp_path, "adam", "adam.learning_rate=0.03", "adam.beta1=0.8")
+    model = build_model(config.model, 2)
+    learner = OnlineAdam(model, seed=0, node=0, settings=config.adam)
+    rng = np.random.default_rng(2)
+    state = learner.initial_state()
+    want = (state.estimate.copy(), np.zeros(model.n_params), np.zeros(model.n_params))
+    for t, target in enumerate([0.7, None, -0.2, 0.4]):
+        columns = rng.standard_normal((3, 2))
+        prediction, pending = learner.predict(state, t, columns)
+        state, _ = learner.learn(state, pending, target)
+        if target is None:
+            np.testing.assert_array_equal(state.estimate, want[0])
+            continue
+        gradient = model.prediction_gradient(want[0], pending.carry, columns)[1]
+        want = naive.adam_update(*want, (prediction - target) * gradient, 0.03, 0.8, 0.999,
+                                 1e-8, state.updates)
+        np.testing.assert_allclose(state.estimate, want[0], rtol=1e-12)
+    assert state.updates == 3
+    np.testing.assert_allclose(state.second_moment, want[2], rtol=1e-12)
+    restored = learner.restore(learner.state_arrays(state))
+    for key, value in learner.state_arrays(state).items():
+        np.testing.assert_array_equal(learner.state_arrays(restored)[key], value)
+
+
+def test_dadam_on_a_single_node_is_adam(tmp_path):
+    """K = 1: the Metropolis combination is the identity and nothing is sent."""
+    adam = run_once(tmp_path, "adam", config_for(tmp_path, "adam"))["datasets"]
+    dadam = run_once(tmp_path, "dadam", config_for(tmp_path, "dadam"))["datasets"]
+    for key in ("prediction", "theta_mean"):
+        np.testing.assert_array_equal(dadam[key], adam[key])
+    assert dadam["bytes_sent"].sum() == 0
+
+
 def test_ekf_refuses_a_covariance_beyond_the_memory_limit(tmp_path):
     from mcdpf.errors import InputError
 

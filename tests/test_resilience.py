@@ -37,6 +37,8 @@ def assert_same_outputs(a_dir, b_dir, ranks):
     (3, "dekf", 2, 16),
     (2, "cpf", 0, 12),
     (3, "pf", 1, 31),
+    (3, "dadam", 1, 13),  # Adam's moments and update count are checkpointed state
+    (2, "adam", 0, 22),
 ])
 def test_kill_and_resume_is_bit_identical(tmp_path, ranks, algorithm, killed, kill_step):
     config = write_config(tmp_path, algorithm)
@@ -49,7 +51,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path, ranks, algorithm, killed, ki
     assert crashed.returncode not in (0, 2)
     assert time.monotonic() - started < JOB_END_TIMEOUT
     assert f"rank {killed}: faults.kill" in crashed.stderr
-    if algorithm in ("dpf", "dekf", "dsgd"):  # ranks in step: none can have finished
+    if algorithm in ("dpf", "dekf", "dsgd", "dadam"):  # ranks in step: none finished
         assert not list(run_dir.glob("node-*.h5"))
     pids = json.loads((run_dir / "processes.json").read_text())
     assert [p["rank"] for p in pids] == list(range(ranks))
@@ -101,7 +103,7 @@ def test_an_exception_on_one_rank_aborts_the_job(tmp_path):
     assert "rank 2: faults.crash" in result.stderr and "aborting" in result.stderr
 
 
-@pytest.mark.parametrize("algorithm", ["dpf", "dekf", "dsgd", "cpf", "pf"])
+@pytest.mark.parametrize("algorithm", ["dpf", "dekf", "dsgd", "cpf", "pf", "dadam"])
 def test_node_loss(tmp_path, algorithm):
     """Node 2 of a 4-ring leaves at step 15: the others go on over the path 3-0-1."""
     config = write_config(tmp_path, algorithm, steps=30)
@@ -120,7 +122,7 @@ def test_node_loss(tmp_path, algorithm):
             assert np.all(np.isfinite(handle["squared_error"][()]))
             neighbours_traffic = handle["bytes_sent"][15:]
             held.append(handle["particles_held"][15:])
-            if algorithm in ("dpf", "dekf", "dsgd"):
+            if algorithm in ("dpf", "dekf", "dsgd", "dadam"):
                 assert np.all(neighbours_traffic > 0)
     if algorithm == "dpf":
         assert np.all(np.sum(held, axis=0) == 3 * 30)  # nothing walks to the lost node

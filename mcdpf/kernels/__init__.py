@@ -17,6 +17,7 @@ from numba import get_num_threads as get_num_threads  # re-exported: numba stays
 from numba import set_num_threads as set_num_threads
 
 from ..registry import RESAMPLING
+from .adam import adam_update_kernel
 from .counter_rng import (
     add_normal_rows_kernel,
     add_normal_rows_parallel_kernel,
@@ -412,6 +413,30 @@ def add_diagonal(covariances: np.ndarray, value: float) -> np.ndarray:
     return covariances
 
 
+def adam_update(theta: np.ndarray, first_moment: np.ndarray, second_moment: np.ndarray,
+                gradient: np.ndarray, step_size: float, beta1: float, beta2: float,
+                eps: float, updates: int) -> None:
+    """Adam step of ``theta`` along the loss gradient; moments updated in place.
+
+    ``theta``, ``first_moment``, ``second_moment`` (P,) C-contiguous float64, ``gradient``
+    (P,) (converted to float64); ``updates`` counts the updates including this one (>= 1).
+    """
+    size = theta.shape[0]
+    for name, array in (("theta", theta), ("first_moment", first_moment),
+                        ("second_moment", second_moment)):
+        if array.shape != (size,) or array.dtype != np.float64 \
+                or not array.flags.c_contiguous:
+            raise TypeError(f"{name} must be C-contiguous float64 of shape ({size},)")
+    gradient = np.ascontiguousarray(gradient, dtype=np.float64)
+    if gradient.shape != (size,):
+        raise ValueError(f"gradient has shape {gradient.shape}, expected ({size},)")
+    if updates < 1:
+        raise ValueError(f"updates must be >= 1, got {updates}")
+    adam_update_kernel(theta, first_moment, second_moment, gradient, float(step_size),
+                       float(beta1), float(beta2), float(eps), 1.0 - float(beta1) ** updates,
+                       1.0 - float(beta2) ** updates)
+
+
 def set_threads(count: int) -> None:
     """Use ``count`` numba threads for the ``parallel`` kernels (at most NUMBA_NUM_THREADS)."""
     if count > get_num_threads_limit():
@@ -465,6 +490,7 @@ def warm_up(dtype, parallel: bool = False) -> None:
     means, covariances = np.zeros((2, 3)), np.zeros((2, 3, 3))
     add_diagonal(covariances, 1.0)
     gaussian_update(means, covariances, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2))
+    adam_update(np.zeros(3), np.zeros(3), np.zeros(3), np.ones(3), 0.1, 0.9, 0.999, 1e-8, 1)
     if parallel:
         gaussian_update(means, covariances, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2),
                         parallel=True)

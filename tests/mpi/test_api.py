@@ -188,10 +188,11 @@ def test_stream_shorter_than_run_steps():
         mcdpf.train(config, comm, stream=node_stream(0, comm.rank))
 
 
-def test_node_save_and_load_continue_bit_identically(mpi_tmp_path):
+@pytest.mark.parametrize("algorithm", ["dpf", "adam", "dadam"])
+def test_node_save_and_load_continue_bit_identically(mpi_tmp_path, algorithm):
     comm = MPI.COMM_WORLD
     stream = node_stream(4, comm.rank)
-    config = config_for("dpf", comm)
+    config = config_for(algorithm, comm)
     reference, _, _ = run_node(config, comm, stream)
     node = mcdpf.Node(config, comm, input_dim=2)
     first = []

@@ -1,0 +1,1 @@
+"""The cluster performance model in three parts: measure, model, report."""
