@@ -245,11 +245,11 @@ def read_run(run_dir) -> Run:
 
 
 def _cell(value) -> str:
-    """A CSV cell: integers as such, floats to full precision, NaN empty."""
+    """A CSV cell: integers as such, floats as the shortest exact decimal, NaN empty."""
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     value = float(value)
-    return format(value, ".17g") if math.isfinite(value) else ""
+    return repr(value) if math.isfinite(value) else ""
 
 
 def export_rows(run: Run):

@@ -7,6 +7,7 @@ import csv
 import json
 import math
 
+import h5py
 import numpy as np
 import pytest
 from support import mcdpf_command, run, run_mpi
@@ -135,6 +136,18 @@ def test_unscaled_data_are_in_original_units_and_missing_paths_fail_in_one_line(
         "directory)"]
     absent = run(mcdpf_command("export", tmp_path / "nothing", "--csv", tmp_path / "x.csv"))
     assert absent.returncode == 2 and len(absent.stderr.strip().splitlines()) == 1
+
+    # a file written before the scaling record: its original units are unknown
+    with h5py.File(out / "node-0000.h5", "a") as handle:
+        del handle.attrs["scaling"]
+    old = mcdpf.read_run(out)
+    assert old.units == "unknown" and old[0].targets is None and math.isnan(old.network_mse)
+    summary = json.loads(run(mcdpf_command("report", out, "--json")).stdout)
+    assert summary["mse_units"] == "unknown" and summary["network_mse_original"] is None
+    assert run(mcdpf_command("export", out, "--csv", tmp_path / "old.csv")).returncode == 0
+    with open(tmp_path / "old.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert all(row["target"] == "" and row["target_scaled"] != "" for row in rows)
 
 
 def tmp_config(tmp_path):
