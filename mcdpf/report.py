@@ -51,9 +51,9 @@ def finite_mean(values: np.ndarray) -> float:
 
 def node_summary(node: int, datasets: dict, attributes: dict) -> dict:
     """One node's entry of the report (JSON-ready)."""
-    steps = int(attributes["steps"])
     from .results import scaling_of, units_of
 
+    steps = int(attributes["steps"])
     tail = max(1, math.ceil(FINAL_FRACTION * steps))
     errors = datasets["squared_error"]
     bytes_sent = datasets["bytes_sent"]
