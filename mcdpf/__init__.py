@@ -9,6 +9,7 @@ The public API (DESIGN §7)::
     config = mcdpf.load_config("my.toml", overrides={"filter.particles": 200})
     result = mcdpf.train(config, comm, stream=mcdpf.Stream.from_sequences(X, d))
     node = mcdpf.Node(config, comm, input_dim=2)      # live: node.predict(X); node.learn(d)
+    run = mcdpf.read_run("runs/my")                   # results, in the data's units too
 
 Names are loaded on first use, so ``import mcdpf`` stays cheap and starts no MPI.
 """
@@ -22,6 +23,10 @@ _EXPORTS = {
     "Stream": ("streams", "Stream"),
     "train": ("api", "train"),
     "RunResult": ("api", "RunResult"),
+    "read_run": ("results", "read_run"),
+    "Run": ("results", "Run"),
+    "NodeRun": ("results", "NodeRun"),
+    "Scaling": ("streams", "Scaling"),
     "Node": ("node", "Node"),
     "StepInfo": ("learner", "StepInfo"),
     "Topology": ("topology", "Topology"),

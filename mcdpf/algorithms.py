@@ -101,11 +101,12 @@ def central_particles(settings, nodes: int) -> int:
 
 
 def _dpf_warnings(config, topology) -> list[str]:
+    warnings = topology.warnings()  # the particles walk
     if config.filter.migration == "balanced" and not np.allclose(
             topology.transition.sum(axis=0), 1.0):
-        return ["filter.migration = \"balanced\" on a walk that is not doubly stochastic: "
-                "node particle counts drift from N before resampling"]
-    return []
+        warnings.append("filter.migration = \"balanced\" on a walk that is not doubly "
+                        "stochastic: node particle counts drift from N before resampling")
+    return warnings
 
 
 def register(name: str, summary: str, **traits):
@@ -160,7 +161,8 @@ def _rpf_warnings(config, topology) -> list[str]:
     from .rpf import walk_reach_beyond
 
     hops = config.relay.hops or topology.diameter
-    warnings = []
+    # Particles stay; only relay.weights = "walk" uses the walk (its expected visits).
+    warnings = topology.warnings() if config.relay.weights == "walk" else []
     if config.relay.weights == "walk" and any(
             walk_reach_beyond(topology, node, hops, config.filter.walk_steps)
             for node in topology.active):

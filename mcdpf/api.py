@@ -87,6 +87,9 @@ def train(config, comm, stream=None, out=None, *, force: bool = False) -> RunRes
     force
         Overwrite an existing run in ``out``.
 
+    The first rank of ``comm`` prints the progress line of ``mcdpf train`` to standard
+    error every ``run.progress_seconds`` (0: never) and at the end.
+
     Raises
     ------
     InputError
@@ -96,7 +99,7 @@ def train(config, comm, stream=None, out=None, *, force: bool = False) -> RunRes
 
     target = out if out is not None else config.run.out
     records = drive(comm, config, Path(target) if target is not None else None, force=force,
-                    stream=stream, write=target is not None)
+                    stream=stream, write=target is not None, progress=True)
     out_dir = records["out_dir"]
     return RunResult(datasets=records["datasets"], attributes=records["attributes"],
                      out_dir=Path(out_dir) if out_dir is not None else None)

@@ -1,4 +1,4 @@
-"""Command line: ``mcdpf train | compare | supervise | report | topology``.
+"""Command line: ``mcdpf train | compare | supervise | report | export | topology``.
 
 The entry point is the only place that touches ``MPI.COMM_WORLD`` (``supervise`` runs
 outside MPI: it launches ``mpiexec ... mcdpf train`` and resumes it after failures,
@@ -9,6 +9,10 @@ outside MPI: it launches ``mpiexec ... mcdpf train`` and resumes it after failur
   exits with code 2;
 - any other exception is a bug: the failing rank prints its traceback, naming the rank,
   and aborts the whole MPI job (``MPI_Abort``), so no rank is left waiting.
+
+The commands that run outside MPI (``report``, ``export``, ``topology``) also turn an
+unwritable output path and a closed output pipe (``mcdpf report RUN | head``) into one
+line and exit 2. ``mcdpf`` without a command prints its usage (exit 2).
 """
 
 from __future__ import annotations
@@ -95,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--algorithms", default=",".join(ALGORITHMS),
                          help="comma-separated algorithms (default: all: "
                          f"{', '.join(ALGORITHMS)})")
-    compare.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
+    compare.add_argument("--seeds", help="comma-separated seeds (default: the "
+                         "configuration's run.seed)")
     compare.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                          help="override a configuration key; repeatable")
     compare.add_argument("--out", required=True, help="directory for all runs and the result")
@@ -106,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", help="run directory with node-*.h5 files")
     report.add_argument("--json", action="store_true", help="print one JSON object")
     report.add_argument("--plot", metavar="FILE.png", help="write running-MSE curves")
+
+    export = commands.add_parser("export", help="write a run's targets and predictions, in "
+                                 "the data's original and scaled units, to a CSV file")
+    export.add_argument("run_dir", help="run directory with node-*.h5 files")
+    export.add_argument("--csv", required=True, metavar="FILE.csv",
+                        help="one row per node and step: node, step, target, prediction, "
+                        "error, squared_error (original units), the same *_scaled, skipped")
 
     topology = commands.add_parser("topology", help="validate and describe a topology")
     topology.add_argument("topology", help="topology file, or a built-in name ("
@@ -121,8 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mcdpf`` command."""
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        if launcher_rank() == 0:
+            print(parser.format_help().rstrip(), file=sys.stderr, flush=True)
+        return EXIT_INPUT_ERROR
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except InputError as error:
         if launcher_rank() == 0:
             print_error(str(error))
@@ -143,12 +160,35 @@ def main(argv: list[str] | None = None) -> int:
             from .supervise import supervise
 
             return supervise(args)
-        if args.command == "report":
-            return report_command(args)
-        return topology_command(args)
+        command = {"report": report_command, "export": export_command,
+                   "topology": topology_command}[args.command]
+        code = command(args)
+        sys.stdout.flush()  # a closed pipe fails here, not at exit
+        return code
     except InputError as error:
         print_error(str(error))
         return EXIT_INPUT_ERROR
+    except BrokenPipeError:
+        return _broken_pipe()
+
+
+def _broken_pipe() -> int:
+    """The reader of standard output left (``| head``): one line, exit 2.
+
+    Standard output is pointed at ``/dev/null`` so that the interpreter's final flush
+    does not fail a second time.
+    """
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    print_error("standard output closed before the output was written (broken pipe)")
+    return EXIT_INPUT_ERROR
+
+
+def _writing(path, write):
+    """Return ``write()``, which writes ``path``; an :class:`OSError` becomes one line."""
+    try:
+        return write()
+    except OSError as error:
+        raise InputError(f"{path}: cannot write ({error.strerror or error})") from None
 
 
 def mpi_command(args, marker=None) -> int:
@@ -182,9 +222,23 @@ def mpi_command(args, marker=None) -> int:
     return 1
 
 
+def _agreed(comm, work):
+    """``work()`` on every rank (:func:`~mcdpf.comm.agreed`); ``None`` if it failed.
+
+    A failure (:class:`InputError` on any rank) is printed once, by the first rank.
+    """
+    from .comm import agreed
+
+    try:
+        return agreed(comm, work)
+    except InputError as problem:
+        if comm.Get_rank() == 0:
+            print_error(str(problem))
+        return None
+
+
 def _agreed_config(comm, args, extra_check=None):
     """Load the configuration on every rank; ``None`` (error printed once) if any failed."""
-    from .comm import agreed
     from .config import load_config
 
     def load():
@@ -193,37 +247,46 @@ def _agreed_config(comm, args, extra_check=None):
             extra_check()
         return config
 
-    try:
-        return agreed(comm, load)
-    except InputError as problem:
-        if comm.Get_rank() == 0:
-            print_error(str(problem))
-        return None
+    return _agreed(comm, load)
 
 
 def _compare(comm, args) -> int:
-    from .compare import describe_run, parse_list, run_comparison, write_comparison
+    from .compare import (
+        comparison_table,
+        comparison_variants,
+        describe_run,
+        parse_list,
+        run_comparison,
+        write_comparison,
+    )
+    from .config import load_config
 
-    algorithms, seeds = [], []
-
-    def check_lists():
-        algorithms.extend(parse_list(args.algorithms))
+    def load_variants():
+        config = load_config(args.config, args.set)
+        algorithms = parse_list(args.algorithms)
         unknown = [a for a in algorithms if a not in ALGORITHMS]
         if unknown or not algorithms:
             raise InputError(f"--algorithms {args.algorithms}: unknown algorithm "
                              f"'{unknown[0] if unknown else ''}'; choose from "
                              f"{', '.join(ALGORITHMS)}")
-        try:
-            seeds.extend(parse_list(args.seeds, int))
-        except ValueError:
-            raise InputError(f"--seeds {args.seeds}: expected integers like 1,2,3") from None
-        if not seeds or min(seeds) < 0:
-            raise InputError(f"--seeds {args.seeds}: expected non-negative integers")
+        seeds = [config.run.seed]
+        if args.seeds is not None:
+            try:
+                seeds = parse_list(args.seeds, int)
+            except ValueError:
+                raise InputError(f"--seeds {args.seeds}: expected integers like 1,2,3") \
+                    from None
+            if not seeds or min(seeds) < 0:
+                raise InputError(f"--seeds {args.seeds}: expected non-negative integers")
+        variants = comparison_variants(lambda extra: load_config(args.config,
+                                                                 [*args.set, *extra]),
+                                       algorithms, seeds)
+        return algorithms, seeds, variants
 
-    config = _agreed_config(comm, args, check_lists)
-    if config is None:
+    loaded = _agreed(comm, load_variants)
+    if loaded is None:
         return EXIT_INPUT_ERROR
-    config = config.replace("run", progress_seconds=0.0)
+    algorithms, seeds, variants = loaded
     rank = comm.Get_rank()
 
     def report(algorithm, seed, result):
@@ -231,14 +294,12 @@ def _compare(comm, args) -> int:
             print(describe_run(algorithm, seed, result), file=sys.stderr, flush=True)
 
     try:
-        run_comparison(comm, config, algorithms, seeds, Path(args.out), args.force, report)
+        run_comparison(comm, variants, Path(args.out), args.force, report)
     except InputError as problem:
         if rank == 0:
             print_error(str(problem))
         return EXIT_INPUT_ERROR
     if rank == 0:
-        from .compare import comparison_table
-
         comparison = write_comparison(Path(args.out), algorithms, seeds, args.title)
         print(comparison_table(comparison))
         print(f"\nwritten: {Path(args.out) / 'comparison.md'}, comparison.json, "
@@ -309,13 +370,26 @@ def report_command(args) -> int:
 
     summary = summarize(args.run_dir)
     if args.plot:
-        plot_running_mse(args.run_dir, args.plot)
+        _writing(args.plot, lambda: plot_running_mse(args.run_dir, args.plot))
     if args.json:
         print(to_json(summary))
     else:
         print(format_report(summary))
         if args.plot:
             print(f"plot written to {args.plot}")
+    return 0
+
+
+def export_command(args) -> int:
+    """``mcdpf export``."""
+    from .results import export_csv
+
+    run = _writing(args.csv, lambda: export_csv(args.run_dir, args.csv))
+    units = ("the data's original units (columns *_scaled: as the learner saw them)"
+             if run.units != "unknown" else "the learner's units only (the run predates the "
+             "scaling record: the original-unit columns are empty)")
+    print(f"{args.csv}: {run.n_nodes * run.steps} rows ({run.n_nodes} nodes x {run.steps} "
+          f"steps), targets and predictions in {units}", file=sys.stderr)
     return 0
 
 
@@ -326,7 +400,8 @@ def topology_command(args) -> int:
     topology = resolve_topology_argument(args.topology, args.nodes, args.walk, args.seed)
     summary = topology.describe()
     if args.write:
-        Path(args.write).write_text(topology.to_toml(), encoding="utf-8")
+        _writing(args.write, lambda: Path(args.write).write_text(topology.to_toml(),
+                                                                 encoding="utf-8"))
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -336,7 +411,8 @@ def topology_command(args) -> int:
     print(f"  degrees: {summary['degrees']} ({'regular' if summary['regular'] else 'irregular'})")
     print(f"  stationary distribution pi: [{pi}]")
     print(f"  SLEM: {summary['slem']:.6f}   period: {summary['period']} "
-          f"({'PERIODIC' if summary['periodic'] else 'aperiodic'})")
+          f"({'PERIODIC' if summary['periodic'] else 'aperiodic'})   diameter: "
+          f"{summary['diameter']}")
     for warning in topology.warnings():
         print(f"  warning: {warning}")
     if args.write:

@@ -1,8 +1,11 @@
 """Compare algorithms on one configuration: one table, one running-MSE figure.
 
 ``mpiexec -n K mcdpf compare CONFIG --algorithms pf,dpf,... [--seeds 1,2,3] --out DIR``
-runs every algorithm for every seed on the same streams, in the same MPI job, each into
-``DIR/<algorithm>/seed-<s>/`` (the usual per-rank outputs). The first rank then writes
+runs every algorithm for every seed (default: the configuration's ``run.seed``) on the
+same streams, in the same MPI job, each into ``DIR/<algorithm>/seed-<s>/`` (the usual
+per-rank outputs). Every variant is loaded and validated before the first run exactly as
+``mcdpf train CONFIG --set run.algorithm=A --set run.seed=S`` would load it, so a
+comparison runs nothing that ``train`` refuses. The first rank then writes
 
 - ``DIR/comparison.json``: per algorithm the network MSE, final MSE, bytes per step and
   steps per second, as mean and standard deviation over seeds, plus the network-mean
@@ -33,20 +36,33 @@ def run_directory(out_dir: Path, algorithm: str, seed: int) -> Path:
     return Path(out_dir) / algorithm / f"seed-{seed}"
 
 
-def run_comparison(comm, config, algorithms: list[str], seeds: list[int], out_dir: Path,
-                   force: bool = False, report=None) -> None:
-    """Train every algorithm for every seed (all ranks call this)."""
+def comparison_variants(load, algorithms: list[str], seeds: list[int]) -> dict:
+    """The configuration of every run, ``{(algorithm, seed): Config}``, seeds outermost.
+
+    ``load(overrides)`` loads the comparison's configuration with these ``--set``
+    overrides added (:func:`~mcdpf.config.load_config`): each variant is validated as
+    ``mcdpf train`` validates it. Progress lines are off (one line per finished run).
+    """
+    variants = {}
+    for seed in seeds:
+        for algorithm in algorithms:
+            config = load([f"run.algorithm=\"{algorithm}\"", f"run.seed={seed}"])
+            variants[algorithm, seed] = config.replace("run", progress_seconds=0.0)
+    return variants
+
+
+def run_comparison(comm, variants: dict, out_dir: Path, force: bool = False,
+                   report=None) -> None:
+    """Train every variant (:func:`comparison_variants`); all ranks call this."""
     from .driver import train
 
     first = True
-    for seed in seeds:
-        for algorithm in algorithms:
-            variant = config.replace("run", algorithm=algorithm, seed=seed)
-            target = run_directory(out_dir, algorithm, seed)
-            result = train(comm, variant, target, force=force, warn=first)
-            first = False
-            if report is not None:
-                report(algorithm, seed, result)
+    for (algorithm, seed), variant in variants.items():
+        target = run_directory(out_dir, algorithm, seed)
+        result = train(comm, variant, target, force=force, warn=first)
+        first = False
+        if report is not None:
+            report(algorithm, seed, result)
 
 
 def _network_curve(run_dir: Path) -> np.ndarray:

@@ -403,6 +403,7 @@ def output_attributes(setup, node: int, steps: int, records: dict, loop_seconds:
         "theta_layout": setup.model.layout(),
         "n_params": setup.model.n_params,
         "input_dim": setup.stream.input_dim,
+        "scaling": setup.stream.scaling.to_json(),
         "dtype": str(setup.model.dtype),
         "mcdpf_version": __version__,
         "loop_seconds": loop_seconds,

@@ -81,7 +81,7 @@ def prepare_node(config, nodes: int, node: int, run_dir: RunDirectory | None, fo
     model = build_model(config.model, stream.input_dim)
     entry = traits(config.run.algorithm)
     entry["check"](config, model, topology)
-    warnings = list(topology.warnings())
+    warnings = []
     if not given and config.data.source == "file" and config.data.partition is not None:
         warnings.append(f"data.partition = \"{config.data.partition}\" is ignored: a stream "
                         "file holds one stream per node")

@@ -9,6 +9,13 @@ Definitions (DESIGN §2, §6):
 - ``steps_per_second`` is ``steps`` divided by the slowest node's loop time (start-up and
   JIT compilation excluded).
 
+Units: ``mse``, ``final_mse`` and ``network_mse`` are in the units the learner saw
+(``mse_units``: ``scaled`` when the source scaled the data, e.g. ``hk-exchange`` and
+``csv`` to [-1, 1] by default; ``original`` when it did not; ``unknown`` for runs written
+before the scaling was recorded). ``mse_original``, ``final_mse_original`` and
+``network_mse_original`` are the same in the data's original units
+(:mod:`mcdpf.results`).
+
 Departures are shown per node: the step a node left the network (``dropped_at``) and,
 for a node lost in a crash, the step its records are valid until (``valid_until``: the
 records of later steps, up to its departure, were lost with it). The run's resumes
@@ -44,14 +51,24 @@ def finite_mean(values: np.ndarray) -> float:
 
 def node_summary(node: int, datasets: dict, attributes: dict) -> dict:
     """One node's entry of the report (JSON-ready)."""
+    from .results import scaling_of, units_of
+
     steps = int(attributes["steps"])
     tail = max(1, math.ceil(FINAL_FRACTION * steps))
     errors = datasets["squared_error"]
     bytes_sent = datasets["bytes_sent"]
+    scaling = scaling_of(attributes)
+    original = math.nan * errors if scaling is None else (
+        scaling.target_to_original(datasets["target"])
+        - scaling.target_to_original(datasets["prediction"])) ** 2
     return {
         "node": int(node),
         "mse": finite_mean(errors),
         "final_mse": finite_mean(errors[-tail:]),
+        "mse_original": finite_mean(original),
+        "final_mse_original": finite_mean(original[-tail:]),
+        "mse_units": units_of(scaling),
+        "scaling": None if scaling is None else scaling.method,
         "bytes_sent": int(bytes_sent.sum()),
         "bytes_per_step": float(bytes_sent.mean()),
         "bytes_per_particle_move": (float(bytes_sent.sum() / moves) if (
@@ -86,6 +103,11 @@ def summarize(run_dir) -> dict:
         "n_params": int(first["n_params"]),
         "network_mse": float(np.mean([n["mse"] for n in nodes])),
         "network_final_mse": float(np.mean([n["final_mse"] for n in nodes])),
+        "mse_units": _common([n["mse_units"] for n in nodes]),
+        "scaling": _common([n["scaling"] for n in nodes]),
+        "network_mse_original": float(np.mean([n["mse_original"] for n in nodes])),
+        "network_final_mse_original": float(np.mean([n["final_mse_original"]
+                                                     for n in nodes])),
         "steps_per_second": steps / slowest if slowest > 0 else math.inf,
         "loop_seconds": slowest,
         "bytes_sent": int(sum(n["bytes_sent"] for n in nodes)),
@@ -94,6 +116,11 @@ def summarize(run_dir) -> dict:
         "resumes": run.read_resumes(),
         "restarts": run.read_json(run.restarts_file, []),
     }
+
+
+def _common(values: list):
+    """The value every node shares, else ``"mixed"``."""
+    return values[0] if len(set(values)) == 1 else "mixed"
 
 
 def departure(node: dict, steps: int) -> str:
@@ -107,6 +134,18 @@ def departure(node: dict, steps: int) -> str:
     return ", ".join(words)
 
 
+def units_line(summary: dict) -> str:
+    """Which units the MSEs are in, and the network MSE in the data's units if scaled."""
+    from .results import units_sentence
+
+    line = f"MSE in {units_sentence(summary['mse_units'], summary['scaling'])}"
+    if summary["mse_units"] in ("scaled", "mixed"):
+        line += (f"; in the data's original units: network MSE "
+                 f"{summary['network_mse_original']:.6g}, final-10% MSE "
+                 f"{summary['network_final_mse_original']:.6g}")
+    return line
+
+
 def format_report(summary: dict) -> str:
     """Human-readable table of a summary."""
     lines = [
@@ -116,6 +155,7 @@ def format_report(summary: dict) -> str:
         f"network MSE {summary['network_mse']:.6g}   final-10% MSE "
         f"{summary['network_final_mse']:.6g}   {summary['steps_per_second']:.1f} steps/s   "
         f"{summary['bytes_per_step']:.0f} bytes/step (network)",
+        units_line(summary),
         "",
         f"{'node':>4}  {'MSE':>11}  {'final MSE':>11}  {'bytes/step':>10}  {'mean ESS':>9}  "
         f"{'loop s':>8}  departure",

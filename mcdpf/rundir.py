@@ -75,6 +75,8 @@ ATTRIBUTES = {
     "theta_layout": "layout of theta_mean",
     "n_params": "length of theta_mean",
     "input_dim": "p",
+    "scaling": "the data's scaling (JSON): \"none\", or per column offset and scale of X "
+               "and of the target, original = offset + scale * value (mcdpf.read_run)",
     "dtype": "model.dtype",
     "mcdpf_version": "version that wrote the file",
     "loop_seconds": "seconds of the training loop (start-up and compilation excluded)",
@@ -164,17 +166,29 @@ class RunDirectory:
             raise InputError(f"{path}: already holds a run (node-*.h5); choose another --out "
                              "or pass --force to overwrite it")
 
-    def prepare(self, force: bool, resume: bool) -> None:
-        """Create the directory; with ``force`` (not resuming) remove a previous run's files.
+    def holds_run(self) -> bool:
+        """Whether the directory holds (part of) a run: node files, checkpoints, processes."""
+        return bool(self.node_files()) or self.checkpoint_directory.is_dir() \
+            or self.processes_file.is_file()
 
-        A previous run's node files, checkpoints and resume history go (a later
-        ``--resume`` must never pick up another run's checkpoint or departures).
+    def prepare(self, force: bool, resume: bool) -> None:
+        """Create the directory; with ``force`` (not resuming) empty a previous run's.
+
+        Everything in a directory that holds a run goes - node files, checkpoints, resume
+        history, and whatever else was put there, such as a report's plot - except what
+        belongs to ``mcdpf supervise`` (``restarts.json``, the markers), which may be
+        restarting this very run. A later ``--resume`` must never pick up another run's
+        checkpoint or departures, and no file may look like this run's output.
         """
-        if force and not resume:
-            for stale in self.node_files():
-                stale.unlink()
-            shutil.rmtree(self.checkpoint_directory, ignore_errors=True)
-            self.resumes_file.unlink(missing_ok=True)
+        if force and not resume and self.path.is_dir() and self.holds_run():
+            kept = {self.restarts_file, self.markers_directory}
+            for entry in self.path.iterdir():
+                if entry in kept:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
         self.path.mkdir(parents=True, exist_ok=True)
 
     # ---------------------------------------------------------------- outputs

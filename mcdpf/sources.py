@@ -40,17 +40,27 @@ import numpy as np
 
 from .errors import InputError
 from .registry import SOURCES
-from .streams import Stream
+from .streams import Scaling, Stream
 
 DEFAULT_GENERATED_STEPS = 1000
 
 
-def scale_series(values: np.ndarray, scaling: str) -> np.ndarray:
-    """Each column to [-1, 1] (``minmax``) or to zero mean and unit variance (``zscore``)."""
+def scale_series(values: np.ndarray, scaling: str) -> tuple[np.ndarray, Scaling]:
+    """Each column to [-1, 1] (``minmax``) or to zero mean and unit variance (``zscore``).
+
+    Returns the scaled values and the map back, ``original = offset + scale * scaled``
+    (column 0 is the target of :func:`window_stream`; every column is an input).
+    """
     if scaling == "zscore":
-        return (values - np.nanmean(values, axis=0)) / np.nanstd(values, axis=0)
-    low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
-    return 2.0 * (values - low) / (high - low) - 1.0
+        mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+        scaled, offset, scale = (values - mean) / std, mean, std
+    else:
+        low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+        scaled = 2.0 * (values - low) / (high - low) - 1.0
+        offset, scale = (high + low) / 2.0, (high - low) / 2.0
+    return scaled, Scaling(method=scaling, input_offset=tuple(offset.tolist()),
+                           input_scale=tuple(scale.tolist()), target_offset=float(offset[0]),
+                           target_scale=float(scale[0]))
 
 
 def hk_exchange_table() -> tuple[list[str], np.ndarray]:
@@ -64,7 +74,7 @@ def hk_exchange_table() -> tuple[list[str], np.ndarray]:
 def hk_exchange_stream(window: int, scaling: str = "minmax") -> Stream:
     """Global HK exchange-rate stream: previous ``window`` days -> next day's HKD/USD."""
     _, rates = hk_exchange_table()
-    return window_stream(scale_series(rates, scaling), window)
+    return window_stream(*scale_series(rates, scaling), window)
 
 
 def csv_table(path, columns: list[str] | None) -> tuple[list[str], np.ndarray]:
@@ -101,8 +111,11 @@ def csv_table(path, columns: list[str] | None) -> tuple[list[str], np.ndarray]:
     return columns, table[:, [header.index(name) for name in columns]]
 
 
-def window_stream(series: np.ndarray, window: int) -> Stream:
-    """Sequences of the previous ``window`` rows (all columns) -> the next row's column 0."""
+def window_stream(series: np.ndarray, scaling: Scaling, window: int) -> Stream:
+    """Sequences of the previous ``window`` rows (all columns) -> the next row's column 0.
+
+    ``scaling``: how ``series`` was scaled (:func:`scale_series`).
+    """
     days = series.shape[0]
     if window >= days:
         raise InputError(f"data.window = {window}: the series has only {days} days")
@@ -110,7 +123,7 @@ def window_stream(series: np.ndarray, window: int) -> Stream:
     columns = np.concatenate([series[t:t + window] for t in range(count)])
     offsets = np.arange(count + 1, dtype=np.int64) * window
     return Stream(columns=np.ascontiguousarray(columns), offsets=offsets,
-                  targets=series[window:, 0].copy())
+                  targets=series[window:, 0].copy(), scaling=scaling)
 
 
 def _random_lengths(rng, count, data) -> np.ndarray:
@@ -216,7 +229,7 @@ def _linear_gaussian(data, steps, nodes) -> Stream:
 @SOURCES.register("csv")
 def _csv(data, steps, nodes) -> Stream:
     _, values = csv_table(data.path, data.columns)
-    return window_stream(scale_series(values, data.scaling), data.window)
+    return window_stream(*scale_series(values, data.scaling), data.window)
 
 
 @SOURCES.register("file", per_node=True)

@@ -5,11 +5,15 @@ A :class:`Stream` stores all sequences' columns concatenated, ``columns`` (C, p)
 and the labels ``targets`` (T,). No padding: a sequence costs its own length. Streams come
 from the data sources of :mod:`mcdpf.sources`, from HDF5 stream files (:mod:`mcdpf.io`),
 or from the caller's arrays (:meth:`Stream.from_sequences`, :meth:`Stream.from_arrays`).
+
+A stream carries the :class:`Scaling` that its source applied (``none`` for data used
+as given), so that results can be returned in the data's original units.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -17,12 +21,74 @@ from .errors import InputError
 
 
 @dataclass(frozen=True)
+class Scaling:
+    """The affine map from a stream's values back to the data's units, per column.
+
+    ``original = offset + scale * scaled``, for every input column (``input_offset``,
+    ``input_scale``, shape (p,)) and for the target (``target_offset``,
+    ``target_scale``). ``method`` names how the source scaled (``minmax``: to [-1, 1] by
+    the minimum and maximum; ``zscore``: to zero mean and unit variance), or is ``none``:
+    the values are in the data's own units (offsets 0, scales 1).
+    """
+
+    method: str = "none"
+    input_offset: tuple[float, ...] = ()
+    input_scale: tuple[float, ...] = ()
+    target_offset: float = 0.0
+    target_scale: float = 1.0
+
+    @property
+    def scaled(self) -> bool:
+        """Whether the values differ from the data's units."""
+        return self.method != "none"
+
+    def target_to_original(self, values: np.ndarray) -> np.ndarray:
+        """Targets or predictions (any shape) in the data's units (float64)."""
+        return self.target_offset + self.target_scale * np.asarray(values, dtype=np.float64)
+
+    def inputs_to_original(self, columns: np.ndarray) -> np.ndarray:
+        """Input columns (C, p) in the data's units (float64)."""
+        columns = np.asarray(columns, dtype=np.float64)
+        if not self.scaled:
+            return columns
+        return np.asarray(self.input_offset) + np.asarray(self.input_scale) * columns
+
+    def to_json(self) -> str:
+        """``"none"``, or an object ``{"method", "X": {"offset", "scale"}, "target": {...}}``."""
+        if not self.scaled:
+            return json.dumps("none")
+        return json.dumps({"method": self.method,
+                           "X": {"offset": list(self.input_offset),
+                                 "scale": list(self.input_scale)},
+                           "target": {"offset": self.target_offset,
+                                      "scale": self.target_scale}})
+
+    @classmethod
+    def from_json(cls, text: str) -> Scaling:
+        """The scaling that :meth:`to_json` wrote."""
+        value = json.loads(text)
+        if value == "none":
+            return cls()
+        return cls(method=value["method"], input_offset=tuple(value["X"]["offset"]),
+                   input_scale=tuple(value["X"]["scale"]),
+                   target_offset=float(value["target"]["offset"]),
+                   target_scale=float(value["target"]["scale"]))
+
+
+NO_SCALING = Scaling()
+
+
+@dataclass(frozen=True)
 class Stream:
-    """Variable-length sequences with scalar labels, stored without padding."""
+    """Variable-length sequences with scalar labels, stored without padding.
+
+    ``scaling`` maps the values back to the data's units (:class:`Scaling`).
+    """
 
     columns: np.ndarray
     offsets: np.ndarray
     targets: np.ndarray
+    scaling: Scaling = field(default=NO_SCALING)
 
     @classmethod
     def from_sequences(cls, sequences, targets, source: str = "Stream.from_sequences") -> Stream:
@@ -80,13 +146,12 @@ class Stream:
             columns = np.concatenate(pieces)
         else:
             columns = self.columns[:0]
-        return Stream(columns=np.ascontiguousarray(columns), offsets=offsets,
-                      targets=self.targets[indices].copy())
+        return replace(self, columns=np.ascontiguousarray(columns), offsets=offsets,
+                       targets=self.targets[indices].copy())
 
     def astype(self, dtype) -> Stream:
         """The same stream with columns in ``dtype`` (labels stay float64)."""
-        return Stream(columns=np.ascontiguousarray(self.columns, dtype=dtype),
-                      offsets=self.offsets, targets=self.targets)
+        return replace(self, columns=np.ascontiguousarray(self.columns, dtype=dtype))
 
     def nonfinite_steps(self) -> np.ndarray:
         """Boolean mask of steps whose label or any input is NaN or infinite."""
@@ -154,4 +219,4 @@ def handle_nonfinite(stream: Stream, policy: str, source: str) -> tuple[Stream, 
     for t in np.flatnonzero(bad):
         columns[stream.offsets[t]:stream.offsets[t + 1]] = 0.0
         targets[t] = 0.0
-    return Stream(columns=columns, offsets=stream.offsets, targets=targets), bad
+    return replace(stream, columns=columns, targets=targets), bad

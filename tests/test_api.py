@@ -137,3 +137,30 @@ def test_load_config_from_a_dictionary_with_overrides(tmp_path):
     with pytest.raises(mcdpf.InputError, match="Stream.from_sequences: sequences have "
                                                "different input dimensions"):
         mcdpf.Stream.from_sequences([np.zeros((2, 2)), np.zeros((1, 3))], [0.0, 1.0])
+
+
+PROGRESS_SCRIPT = """
+import sys
+from mpi4py import MPI
+import mcdpf
+
+config = mcdpf.load_config({"topology": {"name": "ring", "nodes": MPI.COMM_WORLD.size,
+                                         "walk": "lazy"},
+                            "data": {"source": "synthetic-lstm"},
+                            "run": {"steps": 20, "progress_seconds": float(sys.argv[1])},
+                            "filter": {"particles": 20}})
+mcdpf.train(config, MPI.COMM_WORLD)
+"""
+
+
+def test_train_prints_the_cli_progress_line_on_the_first_rank(tmp_path):
+    script = tmp_path / "progress.py"
+    script.write_text(PROGRESS_SCRIPT)
+    shown = python_mpi(2, script, "0.001")
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    lines = [line for line in re.split(r"[\r\n]", shown.stderr) if line.strip()]
+    assert lines and all(re.fullmatch(r"mcdpf: step \d+/20  node-0 running MSE \S+  "
+                                      r"[\d.]+ steps/s", line) for line in lines), lines
+    assert lines[-1].startswith("mcdpf: step 20/20 ")
+    silent = python_mpi(2, script, "0")
+    assert silent.returncode == 0 and silent.stderr.strip() == ""

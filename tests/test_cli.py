@@ -1,6 +1,7 @@
 """The command line end to end under mpiexec: the contract of DESIGN §6."""
 
 import json
+import subprocess
 
 import h5py
 import numpy as np
@@ -210,3 +211,98 @@ def test_compare_runs_every_algorithm_with_seeds(tmp_path, config_file):
     bad = run_mpi(2, "compare", config, "--algorithms", "pf,gd", "--out", out,
                   timeout=ERROR_TIMEOUT)
     assert_one_line_error(bad, "unknown algorithm 'gd'")
+
+
+def test_mcdpf_alone_prints_usage():
+    result = run(mcdpf_command(), timeout=ERROR_TIMEOUT)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: mcdpf")
+    assert "mcdpf: error: mcdpf" not in result.stderr
+    for command in ("train", "compare", "report", "export", "topology"):
+        assert command in result.stderr
+
+
+def test_topology_text_prints_the_diameter(tmp_path):
+    text = run(mcdpf_command("topology", "ring", "--nodes", "6")).stdout
+    assert "diameter: 3" in text
+    result = run(mcdpf_command("topology", "ring", "--nodes", "6", "--write",
+                               tmp_path / "missing" / "ring.toml"), timeout=ERROR_TIMEOUT)
+    assert_one_line_error(result, f"{tmp_path / 'missing' / 'ring.toml'}: cannot write")
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A finished 2-node run (dpf on a 2-node ring), shared by the report tests."""
+    tmp = tmp_path_factory.mktemp("small")
+    config = tmp / "c.toml"
+    config.write_text('[topology]\nname = "ring"\n[run]\nsteps = 20\nprogress_seconds = 0\n'
+                      '[data]\nsource = "synthetic-lstm"\n[filter]\nparticles = 20\n')
+    out = tmp / "run"
+    result = run_mpi(2, "train", config, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return config, out
+
+
+def test_report_unwritable_plot_and_broken_pipe_give_one_line(tmp_path, small_run):
+    _, out = small_run
+    plot = tmp_path / "missing" / "x.png"
+    result = run(mcdpf_command("report", out, "--plot", plot), timeout=ERROR_TIMEOUT)
+    assert_one_line_error(result, f"{plot}: cannot write")
+    # the reader leaves before mcdpf writes (it is still importing): a broken pipe
+    process = subprocess.Popen(mcdpf_command("report", out, "--json"), cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=ERROR_TIMEOUT)
+    assert process.returncode == 2
+    assert stderr.decode().strip().splitlines() == [
+        "mcdpf: error: standard output closed before the output was written (broken pipe)"]
+
+
+def test_force_clears_every_file_of_the_previous_run(tmp_path, small_run):
+    config, _ = small_run
+    out = tmp_path / "run"
+    assert run_mpi(2, "train", config, "--out", out, "--quiet").returncode == 0
+    assert run(mcdpf_command("report", out, "--plot", out / "mse.png")).returncode == 0
+    (out / "restarts.json").write_text("[]\n")  # mcdpf supervise's, kept
+    again = run_mpi(2, "train", config, "--out", out, "--quiet", "--force")
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "node-0000.h5", "node-0001.h5", "processes.json", "restarts.json"]
+
+
+def test_compare_takes_the_configuration_seed_and_refuses_what_train_refuses(
+        tmp_path, config_file):
+    config = config_file('[topology]\nname = "ring"\n[run]\nsteps = 10\nseed = 5\n[data]\n'
+                         'source = "synthetic-lstm"\n[filter]\nparticles = 10\n')
+    out = tmp_path / "cmp"
+    result = run_mpi(2, "compare", config, "--algorithms", "pf", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "comparison.json").read_text())["seeds"] == [5]
+    with h5py.File(out / "pf" / "seed-5" / "node-0001.h5") as handle:
+        assert json.loads(handle.attrs["config"])["run"]["seed"] == 5
+    gaussian = config_file('[topology]\nname = "ring"\n[run]\nsteps = 10\n[data]\n'
+                           'source = "synthetic-lstm"\n[filter]\nkernel = "gaussian"\n',
+                           name="gaussian.toml")
+    train = run_mpi(2, "train", gaussian, "--set", "run.algorithm=\"dpf\"",
+                    "--out", tmp_path / "t", timeout=ERROR_TIMEOUT)
+    refused = run_mpi(2, "compare", gaussian, "--algorithms", "pf,dpf", "--out",
+                      tmp_path / "g", timeout=ERROR_TIMEOUT)
+    assert train.returncode == 2
+    assert_one_line_error(refused, "kernel = \"gaussian\" is for particles that stay")
+    assert refused.stderr == train.stderr
+    assert not (tmp_path / "g" / "pf").exists()  # refused before the first run
+
+
+@pytest.mark.parametrize("algorithm, relay_weights, warned", [
+    ("dpf", "uniform", True), ("rpf", "walk", True), ("rpf", "uniform", False),
+    ("dekf", "uniform", False), ("pf", "uniform", False), ("dsgd", "uniform", False)])
+def test_periodic_walk_warning_only_for_algorithms_that_use_the_walk(algorithm,
+                                                                     relay_weights, warned):
+    from mcdpf.config import load_config
+    from mcdpf.preparation import prepare_node
+
+    config = load_config({"run": {"algorithm": algorithm}, "relay": {"weights": relay_weights},
+                          "topology": {"name": "ring", "nodes": 4},
+                          "data": {"source": "synthetic-lstm"}})
+    warnings = prepare_node(config, 4, 0, None, False).warnings
+    assert any("walk is periodic" in warning for warning in warnings) == warned, warnings
