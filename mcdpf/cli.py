@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_INPUT_ERROR, InputError, print_error
+from .errors import EXIT_INPUT_ERROR, EXIT_STORAGE_ERROR, InputError, StorageError, print_error
 from .markers import launcher_rank
 from .registry import ALGORITHMS, TOPOLOGIES, WALKS
 
@@ -168,6 +168,8 @@ def mpi_command(args, marker=None) -> int:
         return _train(world, args, started)
     except InjectedFault as fault:
         message = f"mcdpf: rank {world.Get_rank()}: {fault}; aborting the job"
+    except StorageError as problem:
+        return _storage_abort(world, problem, marker)
     except Exception:
         message = (f"mcdpf: rank {world.Get_rank()}: internal error, aborting the job\n"
                    f"{traceback.format_exc()}")
@@ -180,6 +182,26 @@ def mpi_command(args, marker=None) -> int:
 
     abort(world, 1)
     return 1
+
+
+def _storage_abort(world, problem, marker) -> int:
+    """A file could not be written: one line, then every rank ends (:data:`EXIT_STORAGE_ERROR`).
+
+    The ranks are mid-run and cannot agree, so the job is aborted; the line says what
+    stays: the files already under their final names, the previous checkpoints included.
+    """
+    message = (f"mcdpf: error: rank {world.Get_rank()}: {problem}; stopping the job (exit "
+               f"{EXIT_STORAGE_ERROR}); files already written, earlier checkpoints included, "
+               "are intact")
+    print(message, file=sys.stderr, flush=True)
+    if marker is not None:
+        from .markers import ERROR
+
+        marker.set(ERROR, message=message, exit_code=EXIT_STORAGE_ERROR)
+    from .comm import abort
+
+    abort(world, EXIT_STORAGE_ERROR)
+    return EXIT_STORAGE_ERROR
 
 
 def _agreed_config(comm, args, extra_check=None):

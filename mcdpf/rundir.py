@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +28,12 @@ import numpy as np
 
 from .errors import InputError
 from .io import (
+    atomic_text,
     is_complete,
     read_checkpoint,
     read_checkpoint_attributes,
     read_node_files,
+    storage_error,
     write_checkpoint,
     write_node_file,
 )
@@ -97,6 +100,24 @@ def empty_records(steps: int, n_params: int, record_estimates: bool) -> dict:
     return records
 
 
+def check_can_write(path: Path) -> None:
+    """Refuse (``InputError``) a run directory that cannot be written.
+
+    A file is created in it (or in its nearest existing parent) and removed: permissions
+    alone do not tell (root; a read-only mount).
+    """
+    existing = next(parent for parent in (path, *path.parents) if parent.exists())
+    if not existing.is_dir():
+        raise InputError(f"{path}: cannot create the run directory ({existing} is not a "
+                         "directory)")
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".mcdpf-probe-"):
+            pass
+    except OSError as error:
+        raise InputError(f"{path}: cannot write the run directory ({existing}: "
+                         f"{error.strerror or error})") from None
+
+
 class RunDirectory:
     """A run's directory: names of its files, reading and writing them.
 
@@ -159,10 +180,12 @@ class RunDirectory:
         if resume:
             if not path.is_dir():
                 raise InputError(f"{path}: no run directory to resume")
+            check_can_write(path)
             return
         if not force and path.is_dir() and self.node_files():
             raise InputError(f"{path}: already holds a run (node-*.h5); choose another --out "
                              "or pass --force to overwrite it")
+        check_can_write(path)
 
     def prepare(self, force: bool, resume: bool) -> None:
         """Create the directory; with ``force`` (not resuming) remove a previous run's files.
@@ -170,17 +193,23 @@ class RunDirectory:
         A previous run's node files, checkpoints and resume history go (a later
         ``--resume`` must never pick up another run's checkpoint or departures).
         """
-        if force and not resume:
-            for stale in self.node_files():
-                stale.unlink()
-            shutil.rmtree(self.checkpoint_directory, ignore_errors=True)
-            self.resumes_file.unlink(missing_ok=True)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            if force and not resume:
+                for stale in self.node_files():
+                    stale.unlink()
+                shutil.rmtree(self.checkpoint_directory, ignore_errors=True)
+                self.resumes_file.unlink(missing_ok=True)
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise storage_error(self.path, error) from None
 
     # ---------------------------------------------------------------- outputs
     def write_node(self, node: int, records: dict, final: dict, attributes: dict) -> Path:
-        """Write ``node``'s output file: its records, final datasets and attributes."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        """Write ``node``'s output file: its records, final datasets and attributes.
+
+        The directory is not created again: a directory that vanished during the run is
+        a :class:`~mcdpf.errors.StorageError`, as is a full disk.
+        """
         path = self.node_file(node)
         write_node_file(path, {**records, **final}, attributes)
         return path
@@ -192,11 +221,12 @@ class RunDirectory:
         return read_node_files(self.path, self.node_files())
 
     def write_json(self, path: Path, value) -> None:
-        """Write a JSON file of the run directory (whole, then renamed)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(value, indent=1) + "\n")
-        temporary.replace(path)
+        """Write a JSON file of the run directory (whole, then renamed; ``StorageError``)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise storage_error(self.path, error) from None
+        atomic_text(path, json.dumps(value, indent=1) + "\n")
 
     def read_json(self, path: Path, default):
         """A JSON file of the run directory, or ``default`` if absent."""
@@ -240,7 +270,8 @@ class RunDirectory:
         (else the directory is listed). Returns the steps kept.
         """
         write_checkpoint(self.checkpoint_file(node, step), state, records,
-                         {**attributes, "step": step, "node": node})
+                         {**attributes, "step": step, "node": node},
+                         parents=False)  # a run directory that vanished is an error
         steps = sorted({*(self._named_checkpoint_steps(node) if named is None else named),
                         step})
         for old in steps[:-keep]:
