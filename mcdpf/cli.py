@@ -1,4 +1,4 @@
-"""Command line: ``mcdpf train | compare | supervise | report | topology``.
+"""Command line: ``mcdpf train | compare | supervise | report | warmup | topology``.
 
 The entry point is the only place that touches ``MPI.COMM_WORLD`` (``supervise`` runs
 outside MPI: it launches ``mpiexec ... mcdpf train`` and resumes it after failures,
@@ -107,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print one JSON object")
     report.add_argument("--plot", metavar="FILE.png", help="write running-MSE curves")
 
+    warmup = commands.add_parser("warmup", help="compile the kernels a run will need, once "
+                                 "per machine (else the first run does it; not under "
+                                 "mpiexec)")
+    warmup.add_argument("config", nargs="?", help="configuration file (TOML); default: the "
+                        "kernels of every model dtype")
+    warmup.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a configuration key; repeatable")
+
     topology = commands.add_parser("topology", help="validate and describe a topology")
     topology.add_argument("topology", help="topology file, or a built-in name ("
                           f"{', '.join(TOPOLOGIES)})")
@@ -145,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             return supervise(args)
         if args.command == "report":
             return report_command(args)
+        if args.command == "warmup":
+            return warmup_cli(args)
         return topology_command(args)
     except InputError as error:
         print_error(str(error))
@@ -338,6 +348,23 @@ def report_command(args) -> int:
         print(format_report(summary))
         if args.plot:
             print(f"plot written to {args.plot}")
+    return 0
+
+
+def warmup_cli(args) -> int:
+    """``mcdpf warmup [CONFIG]``: compile (or load) the kernels; one line when done."""
+    from .config import load_config
+    from .kernels import cache_directory
+    from .warmup import warmup_command
+
+    if args.set and not args.config:
+        raise InputError("warmup: --set needs a CONFIG")
+    config = load_config(args.config, args.set) if args.config else None
+    first = launcher_rank() == 0
+    seconds = warmup_command(config, announce=first)
+    if first:
+        print(f"mcdpf: kernels ready in {seconds:.1f} s (cache: {cache_directory()})",
+              file=sys.stderr, flush=True)
     return 0
 
 

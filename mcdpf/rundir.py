@@ -82,6 +82,8 @@ ATTRIBUTES = {
     "mcdpf_version": "version that wrote the file",
     "loop_seconds": "seconds of the training loop (start-up and compilation excluded)",
     "startup_seconds": "seconds from start to the first step",
+    "compile_seconds": "seconds in numba's compiler (compiling or loading cached kernels), at "
+                       "set-up and in the loop; not part of loop_seconds",
     "empty_walks": "steps with an empty walk",
     "degenerate_steps": "steps with degenerate weights",
     "skipped_steps": "steps without data",
