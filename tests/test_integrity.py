@@ -220,9 +220,9 @@ def test_storage_errors_leave_no_temporary_file(tmp_path):
 @pytest.mark.parametrize("ranks, overrides", [
     (1, ["filter.particles=1000000000"]),
     (2, ["filter.particles=1000000000"]),
-    (3, ["run.max_memory_gb=0.0001"]),
+    (3, ["run.max_memory_gb=0.00001"]),
     (2, ["run.algorithm=\"ekf\"", "model.n=16", "run.record_estimates=true",
-         "run.steps=40", "run.max_memory_gb=0.0002"]),
+         "run.steps=40", "run.max_memory_gb=0.00002"]),
 ])
 def test_a_run_that_cannot_fit_is_refused_at_set_up(tmp_path, ranks, overrides):
     config = write_config(tmp_path, "dpf")
