@@ -68,9 +68,11 @@ def needed_bytes(config, model, steps: int, nodes: int) -> dict[str, int]:
     per_step = sum(np.dtype(field.dtype).itemsize for field in RECORDS.values())
     if config.run.record_estimates:
         per_step += n_params * 8
-    copies = 2 if config.run.checkpoint_async else 1  # the writer thread's copy
-    return {"particles": POPULATION_COPIES * particles * row, "covariances": covariances,
-            "records": copies * steps * per_step}
+    # A checkpoint is built in memory before it is written (one more copy of the state
+    # and the records), and the writer thread of run.checkpoint_async holds another.
+    saved = int(config.run.checkpoint_every > 0) * (1 + int(config.run.checkpoint_async))
+    return {"particles": (POPULATION_COPIES + saved) * particles * row,
+            "covariances": covariances, "records": (1 + saved) * steps * per_step}
 
 
 def check_memory(config, model, steps: int, nodes: int) -> None:

@@ -8,8 +8,8 @@ earlier checkpoint, say) is untouched.
 
 from __future__ import annotations
 
+import io
 import os
-import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,18 +17,10 @@ import h5py
 
 from ..errors import StorageError
 
-HDF5_ERRNO = re.compile(r"errno = (\d+)")
-
 
 def storage_error(path, error: OSError) -> StorageError:
-    """A :class:`StorageError` for ``path``, with the system's words for ``error``.
-
-    HDF5 reports a failed system call inside a long message (``errno = 28, ...``); the
-    errno's own text (``No space left on device``) is what the line shows.
-    """
-    number = error.errno or next((int(match) for match in
-                                  HDF5_ERRNO.findall(str(error)) if int(match)), None)
-    return StorageError(path, os.strerror(number) if number else str(error))
+    """A :class:`StorageError` for ``path``, with the system's words for ``error``."""
+    return StorageError(path, error.strerror or str(error))
 
 
 def _remove(path: Path) -> None:
@@ -50,43 +42,43 @@ def _sync_directory(directory: Path) -> None:
 def atomic_hdf5(path: str | Path, durable: bool = False):
     """Yield an open HDF5 file that appears under ``path`` only once complete.
 
-    With ``durable`` the data and the directory entry are fsynced, so the file survives a
-    crash of the machine as well as of the process. Raises :class:`StorageError` if the
-    file cannot be written (its temporary file removed).
+    The file is built in memory and then written by plain file I/O: a full disk or an I/O
+    error is then an ordinary ``OSError`` and not a failure inside the HDF5 library, whose
+    state after a failed write produced tracebacks at garbage collection and could crash
+    the process (it costs one in-memory copy of the file while it is written). With
+    ``durable`` the data and the directory entry are fsynced, so the file survives a crash
+    of the machine as well as of the process. Raises :class:`StorageError` if the file
+    cannot be written (its temporary file removed).
+    """
+    image = io.BytesIO()
+    with h5py.File(image, "w") as handle:
+        yield handle
+    with image.getbuffer() as data:
+        write_whole(path, data, durable)
+
+
+def write_whole(path: str | Path, data, durable: bool = False) -> None:
+    """Write ``data`` (bytes-like) to ``path`` whole: temporary name, then rename.
+
+    With ``durable`` the file and its directory entry are fsynced. Raises
+    :class:`StorageError` (the temporary file removed).
     """
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
     try:
-        handle = h5py.File(temporary, "w")
-    except OSError as error:
-        _remove(temporary)
-        raise storage_error(path, error) from None
-    try:
-        try:
-            yield handle
-            handle.flush()
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
             if durable:
-                os.fsync(handle.id.get_vfd_handle())
-        finally:
-            handle.close()
+                os.fsync(file.fileno())
         os.replace(temporary, path)
         if durable:
             _sync_directory(path.parent)
     except OSError as error:
         _remove(temporary)
         raise storage_error(path, error) from None
-    except BaseException:
-        _remove(temporary)
-        raise
 
 
 def atomic_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` whole (temporary name, then rename); :class:`StorageError`."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    except OSError as error:
-        _remove(temporary)
-        raise storage_error(path, error) from None
+    write_whole(path, text.encode())
