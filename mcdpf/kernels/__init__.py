@@ -500,7 +500,10 @@ def _warm_up_calls(dtype, parallel: bool) -> list:
     means, covariances = np.zeros((2, 3)), np.zeros((2, 3, 3))
 
     def forward():
-        for kernel in (lstm_batch_major_kernel, lstm_particle_major_kernel):
+        kernels = [lstm_batch_major_kernel, lstm_particle_major_kernel]
+        if parallel:
+            kernels += [lstm_batch_major_parallel_kernel, lstm_particle_major_parallel_kernel]
+        for kernel in kernels:
             kernel(theta, np.zeros((1, 1), dtype=dtype), np.zeros((1, 2), dtype=dtype), 1,
                    np.empty((1, 2), dtype=dtype))
 
