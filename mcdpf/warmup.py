@@ -73,7 +73,7 @@ def prepare_kernels(comm, dtype, parallel: bool, announce: bool) -> None:
     first = comm.Get_rank() == 0
     if first:
         compile_kernels(dtype, parallel, announce)
-    comm_layer.agree_max(comm, 0)  # the others wait for rank 0's cache
+    comm_layer.idle_barrier(comm)  # the others wait (asleep) for rank 0's cache
     if not first:
         compile_kernels(dtype, parallel, False)
 
