@@ -1,4 +1,4 @@
-"""Command line: ``mcdpf train | compare | supervise | report | export | topology``.
+"""Command line: ``mcdpf train | compare | supervise | report | export | warmup | topology``.
 
 The entry point is the only place that touches ``MPI.COMM_WORLD`` (``supervise`` runs
 outside MPI: it launches ``mpiexec ... mcdpf train`` and resumes it after failures,
@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_INPUT_ERROR, InputError, print_error
+from .errors import EXIT_INPUT_ERROR, EXIT_STORAGE_ERROR, InputError, StorageError, print_error
 from .markers import launcher_rank
 from .registry import ALGORITHMS, TOPOLOGIES, WALKS
 
@@ -119,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one row per node and step: node, step, target, prediction, "
                         "error, squared_error (original units), the same *_scaled, skipped")
 
+    warmup = commands.add_parser("warmup", help="compile the kernels a run will need, once "
+                                 "per machine (else the first run does it; not under "
+                                 "mpiexec)")
+    warmup.add_argument("config", nargs="?", help="configuration file (TOML); default: the "
+                        "kernels of every model dtype")
+    warmup.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a configuration key; repeatable")
+
     topology = commands.add_parser("topology", help="validate and describe a topology")
     topology.add_argument("topology", help="topology file, or a built-in name ("
                           f"{', '.join(TOPOLOGIES)})")
@@ -161,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return supervise(args)
         command = {"report": report_command, "export": export_command,
-                   "topology": topology_command}[args.command]
+                   "warmup": warmup_cli, "topology": topology_command}[args.command]
         code = command(args)
         sys.stdout.flush()  # a closed pipe fails here, not at exit
         return code
@@ -208,6 +216,8 @@ def mpi_command(args, marker=None) -> int:
         return _train(world, args, started)
     except InjectedFault as fault:
         message = f"mcdpf: rank {world.Get_rank()}: {fault}; aborting the job"
+    except StorageError as problem:
+        return _storage_abort(world, problem, marker)
     except Exception:
         message = (f"mcdpf: rank {world.Get_rank()}: internal error, aborting the job\n"
                    f"{traceback.format_exc()}")
@@ -235,6 +245,26 @@ def _agreed(comm, work):
         if comm.Get_rank() == 0:
             print_error(str(problem))
         return None
+
+
+def _storage_abort(world, problem, marker) -> int:
+    """A file could not be written: one line, then every rank ends (:data:`EXIT_STORAGE_ERROR`).
+
+    The ranks are mid-run and cannot agree, so the job is aborted; the line says what
+    stays: the files already under their final names, the previous checkpoints included.
+    """
+    message = (f"mcdpf: error: rank {world.Get_rank()}: {problem}; stopping the job (exit "
+               f"{EXIT_STORAGE_ERROR}); files already written, earlier checkpoints included, "
+               "are intact")
+    print(message, file=sys.stderr, flush=True)
+    if marker is not None:
+        from .markers import ERROR
+
+        marker.set(ERROR, message=message, exit_code=EXIT_STORAGE_ERROR)
+    from .comm import abort
+
+    abort(world, EXIT_STORAGE_ERROR)
+    return EXIT_STORAGE_ERROR
 
 
 def _agreed_config(comm, args, extra_check=None):
@@ -390,6 +420,23 @@ def export_command(args) -> int:
              "scaling record: the original-unit columns are empty)")
     print(f"{args.csv}: {run.n_nodes * run.steps} rows ({run.n_nodes} nodes x {run.steps} "
           f"steps), targets and predictions in {units}", file=sys.stderr)
+    return 0
+
+
+def warmup_cli(args) -> int:
+    """``mcdpf warmup [CONFIG]``: compile (or load) the kernels; one line when done."""
+    from .config import load_config
+    from .kernels import cache_directory
+    from .warmup import warmup_command
+
+    if args.set and not args.config:
+        raise InputError("warmup: --set needs a CONFIG")
+    config = load_config(args.config, args.set) if args.config else None
+    first = launcher_rank() == 0
+    seconds = warmup_command(config, announce=first)
+    if first:
+        print(f"mcdpf: kernels ready in {seconds:.1f} s (cache: {cache_directory()})",
+              file=sys.stderr, flush=True)
     return 0
 
 

@@ -21,6 +21,8 @@ are global collectives; they run only before the first time step and after the l
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from mpi4py import MPI
 
@@ -343,6 +345,17 @@ def agree_min(comm, value: int) -> int:
 def agree_max(comm, value: int) -> int:
     """Set-up collective: the maximum of an integer over all ranks."""
     return _agree(comm, value, MPI.MAX)
+
+
+def idle_barrier(comm, poll_seconds: float = 0.05) -> None:
+    """Set-up collective: wait for every rank, sleeping instead of spinning.
+
+    MPI's blocking barrier busy-waits; ranks that wait for one rank's long task (the
+    first compilation of the kernels) would take the CPU from it.
+    """
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(poll_seconds)
 
 
 def gather_to_first(comm, values: np.ndarray) -> np.ndarray | None:

@@ -28,12 +28,13 @@ from . import comm as comm_layer
 from .algorithms import traits
 from .elastic import Membership, ResumePlan, plan_resume
 from .errors import InputError
-from .kernels import warm_up
+from .kernels import compile_seconds
 from .node import Node
 from .preparation import agree_setup, all_streams, default_out_dir, prepare_node
 from .report import finite_mean
 from .resume import agree_resume, checkpoints_to_keep
 from .rundir import ESTIMATES, RunDirectory, empty_records
+from .warmup import prepare_kernels
 
 
 class InjectedFault(RuntimeError):
@@ -290,6 +291,7 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
     loaded = resumption is not None and resumption.state is not None
     measurements = all_streams(comm, setup) \
         if traits(config.run.algorithm)["needs_all_streams"] else None
+    prepare_kernels(comm, setup.model.dtype, config.run.threads > 1, progress_enabled)
     node = Node(config, comm, setup.stream.input_dim, topology=setup.topology,
                 measurements=measurements, start_step=start_step,
                 state=resumption.state if loaded else None, drops=setup.drops,
@@ -303,7 +305,6 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
             recorder.record(t, None, None, None, 0.0, None)  # it had left: idle steps
     departs = departure_step(setup.drops, node_index)
     rank = comm.Get_rank()
-    warm_up(setup.model.dtype, parallel=config.run.threads > 1)
     progress = Progress(progress_enabled, config.run.progress_seconds, steps, start_step)
     stream = setup.stream
     every = config.run.checkpoint_every if setup.run_dir is not None else 0
@@ -312,6 +313,7 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
                                 config.run.checkpoint_async) if every else None
     loop_start = time.perf_counter()
     startup_seconds = loop_start - started
+    compiled_before_loop = compile_seconds()
     for t in range(start_step, steps):
         step_start = time.perf_counter()
         if departs is None or t < departs:
@@ -341,7 +343,9 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
                               {**node.checkpoint_attributes(), "loop_seconds": elapsed})
     if checkpointer is not None:
         checkpointer.close()
-    loop_seconds = previous_loop_seconds + time.perf_counter() - loop_start
+    # A kernel first specialised inside the loop is compile time, not training time.
+    loop_seconds = (previous_loop_seconds + time.perf_counter() - loop_start
+                    - (compile_seconds() - compiled_before_loop))
     node.close(handshake=False)  # every rank runs the agreed T steps
     return write_outputs(setup, node, steps, recorder, loop_seconds, startup_seconds)
 
@@ -352,7 +356,8 @@ def write_outputs(setup, node, steps, recorder, loop_seconds, startup_seconds) -
     final = {"theta_mean": np.asarray(node.estimate, dtype=np.float64),
              "neighbours": np.array(setup.topology.neighbours(setup.node), dtype=np.int64)}
     attributes = output_attributes(setup, setup.node, steps, records, loop_seconds,
-                                   startup_seconds, valid_until=steps)
+                                   startup_seconds, valid_until=steps,
+                                   compiled=compile_seconds())
     out_dir = None
     if setup.run_dir is not None:
         setup.run_dir.write_node(setup.node, records, final, attributes)
@@ -388,7 +393,7 @@ def write_departed_outputs(setup, node: int, left_at: int, steps: int) -> None:
 
 
 def output_attributes(setup, node: int, steps: int, records: dict, loop_seconds: float,
-                      startup_seconds: float, valid_until: int) -> dict:
+                      startup_seconds: float, valid_until: int, compiled: float = 0.0) -> dict:
     """The attributes of ``node``'s output file (:data:`~mcdpf.rundir.ATTRIBUTES`)."""
     config = setup.config
     departs = departure_step(setup.drops, node)
@@ -408,6 +413,7 @@ def output_attributes(setup, node: int, steps: int, records: dict, loop_seconds:
         "mcdpf_version": __version__,
         "loop_seconds": loop_seconds,
         "startup_seconds": startup_seconds,
+        "compile_seconds": compiled,
         "empty_walks": int(records["empty_walk"].sum()),
         "degenerate_steps": int(records["degenerate"].sum()),
         "skipped_steps": int(records["skipped"].sum()),

@@ -10,6 +10,7 @@ whole MPI job.
 import sys
 
 EXIT_INPUT_ERROR = 2
+EXIT_STORAGE_ERROR = 74  # sysexits.h EX_IOERR: a file of the run could not be written
 
 
 class InputError(Exception):
@@ -18,6 +19,20 @@ class InputError(Exception):
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
 
+
+
+class StorageError(Exception):
+    """A file of the run could not be written: a full disk, a read-only or vanished directory.
+
+    Raised by the writers in :mod:`mcdpf.io` (after removing their temporary file) with
+    one line naming the path; :mod:`mcdpf.cli` prints it and ends the whole job with
+    :data:`EXIT_STORAGE_ERROR` (the files already written under their final names, the
+    previous checkpoints included, stay intact).
+    """
+
+    def __init__(self, path, reason: str):
+        super().__init__(" ".join(f"{path}: cannot write ({reason})".split()))
+        self.path = path
 
 
 class LockstepError(InputError):

@@ -66,16 +66,26 @@ class Marker:
 
     def __init__(self, path: Path, **info):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:  # best effort, as :meth:`set`
+            pass
         self.info = {**info, "host": socket.gethostname()}
         self.set(RUNNING)
 
     def set(self, state: str, **details) -> None:
-        """Record ``state`` (and ``details``)."""
+        """Record ``state`` (and ``details``).
+
+        Best effort: on a full or read-only disk the marker keeps its previous state (the
+        run itself then stops with a :class:`~mcdpf.errors.StorageError`).
+        """
         self.info = {**self.info, "state": state, **details}
         temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps(self.info) + "\n")
-        os.replace(temporary, self.path)
+        try:
+            temporary.write_text(json.dumps(self.info) + "\n")
+            os.replace(temporary, self.path)
+        except OSError:
+            temporary.unlink(missing_ok=True)
 
 
 def _read(path: Path) -> dict:

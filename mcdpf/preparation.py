@@ -17,6 +17,7 @@ import numpy as np
 
 from . import comm as comm_layer
 from .algorithms import traits
+from .memory import check_memory
 from .models import build_model
 from .node import check_drops
 from .rundir import RunDirectory
@@ -81,6 +82,7 @@ def prepare_node(config, nodes: int, node: int, run_dir: RunDirectory | None, fo
     model = build_model(config.model, stream.input_dim)
     entry = traits(config.run.algorithm)
     entry["check"](config, model, topology)
+    check_memory(config, model, config.run.steps or stream.steps, topology.nodes)
     warnings = []
     if not given and config.data.source == "file" and config.data.partition is not None:
         warnings.append(f"data.partition = \"{config.data.partition}\" is ignored: a stream "

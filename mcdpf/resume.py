@@ -16,11 +16,13 @@ others back. It resumes from that checkpoint at whatever step the others agree o
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 
 from . import comm as comm_layer
 from .algorithms import traits
 from .errors import InputError
+from .io import DamagedCheckpoint
 from .node import check_schedule
 
 # The offer of a node that has left: it does not limit the step the others agree on.
@@ -31,7 +33,8 @@ NO_LIMIT = 2 ** 62
 # ``faults.drop`` may not change; the nodes a resume leaves out are not configuration but
 # history (``resumes.json``).
 RESUMABLE_CHANGES = {("run", "out"), ("run", "progress_seconds"), ("run", "checkpoint_every"),
-                     ("run", "checkpoint_async"), ("run", "threads"), ("faults", "crash"),
+                     ("run", "checkpoint_async"), ("run", "threads"),
+                     ("run", "max_memory_gb"), ("faults", "crash"),
                      ("faults", "kill")}
 
 
@@ -114,9 +117,27 @@ def agree_resume(comm, setup, steps: int, plan) -> tuple[str | None, Resumption 
 
     ``plan`` is the :class:`~mcdpf.elastic.ResumePlan`. Returns ``(error, resumption)``:
     the first problem any rank found, or ``None`` and this rank's :class:`Resumption`.
+    A checkpoint that does not match its digest is skipped with one line naming it, and
+    every rank agrees again without it (the newest good checkpoint every rank has).
+    """
+    mine = setup.run_dir.checkpoint_steps(setup.node)
+    while True:
+        error, resumption, damaged = _agree_once(comm, setup, steps, plan, mine)
+        if not comm_layer.agree_max(comm, int(damaged is not None)):
+            return error, resumption
+        if damaged is not None:
+            step, message = damaged
+            print(f"mcdpf: warning: {message}; skipped", file=sys.stderr, flush=True)
+            mine.remove(step)
+
+
+def _agree_once(comm, setup, steps, plan, mine):
+    """One round of :func:`agree_resume` over ``mine`` (this node's checkpoint steps).
+
+    Returns ``(error, resumption, damaged)``, ``damaged`` the ``(step, message)`` of a
+    checkpoint this rank found damaged (``None``: none).
     """
     run_dir = setup.run_dir
-    mine = run_dir.checkpoint_steps(setup.node)
     own = mine[-1] if mine else -1
     independent = not traits(setup.config.run.algorithm)["communicating"]
     problem, offer = None, own
@@ -132,11 +153,11 @@ def agree_resume(comm, setup, steps: int, plan) -> tuple[str | None, Resumption 
     common = comm_layer.agree_max(comm, offer) if independent \
         else comm_layer.agree_min(comm, offer)
     if problem is not None:
-        return comm_layer.agree_on_error(comm, problem), None
+        return comm_layer.agree_on_error(comm, problem), None, None
     start = own if independent else common
     # A node that had left continues from its departure checkpoint if it is not newer.
     newest = own if independent or (offer == NO_LIMIT and own <= common) else common
-    resumption = None
+    resumption, damaged = None, None
     if common < 0 or common == NO_LIMIT:
         holders = "any node" if independent else "every rank"
         problem = (f"{run_dir.path}: no checkpoint that {holders} has (set "
@@ -152,9 +173,11 @@ def agree_resume(comm, setup, steps: int, plan) -> tuple[str | None, Resumption 
                                independent)
             resumption = Resumption(start_step=start, drop_step=common, state=state,
                                     records=records, attributes=attributes)
+        except DamagedCheckpoint as error:
+            damaged = (newest, str(error))
         except InputError as error:
             problem = str(error)
-    return comm_layer.agree_on_error(comm, problem), resumption
+    return comm_layer.agree_on_error(comm, problem), resumption, damaged
 
 
 def _refusal(run_dir, setup, steps, plan, attributes, records, common, independent):

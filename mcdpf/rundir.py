@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +28,12 @@ import numpy as np
 
 from .errors import InputError
 from .io import (
+    atomic_text,
     is_complete,
     read_checkpoint,
     read_checkpoint_attributes,
     read_node_files,
+    storage_error,
     write_checkpoint,
     write_node_file,
 )
@@ -81,6 +84,8 @@ ATTRIBUTES = {
     "mcdpf_version": "version that wrote the file",
     "loop_seconds": "seconds of the training loop (start-up and compilation excluded)",
     "startup_seconds": "seconds from start to the first step",
+    "compile_seconds": "seconds in numba's compiler (compiling or loading cached kernels), at "
+                       "set-up and in the loop; not part of loop_seconds",
     "empty_walks": "steps with an empty walk",
     "degenerate_steps": "steps with degenerate weights",
     "skipped_steps": "steps without data",
@@ -97,6 +102,24 @@ def empty_records(steps: int, n_params: int, record_estimates: bool) -> dict:
     if record_estimates:
         records[ESTIMATES] = np.full((steps, n_params), np.nan)
     return records
+
+
+def check_can_write(path: Path) -> None:
+    """Refuse (``InputError``) a run directory that cannot be written.
+
+    A file is created in it (or in its nearest existing parent) and removed: permissions
+    alone do not tell (root; a read-only mount).
+    """
+    existing = next(parent for parent in (path, *path.parents) if parent.exists())
+    if not existing.is_dir():
+        raise InputError(f"{path}: cannot create the run directory ({existing} is not a "
+                         "directory)")
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".mcdpf-probe-"):
+            pass
+    except OSError as error:
+        raise InputError(f"{path}: cannot write the run directory ({existing}: "
+                         f"{error.strerror or error})") from None
 
 
 class RunDirectory:
@@ -161,10 +184,12 @@ class RunDirectory:
         if resume:
             if not path.is_dir():
                 raise InputError(f"{path}: no run directory to resume")
+            check_can_write(path)
             return
         if not force and path.is_dir() and self.node_files():
             raise InputError(f"{path}: already holds a run (node-*.h5); choose another --out "
                              "or pass --force to overwrite it")
+        check_can_write(path)
 
     def holds_run(self) -> bool:
         """Whether the directory holds (part of) a run: node files, checkpoints, processes."""
@@ -180,21 +205,27 @@ class RunDirectory:
         restarting this very run. A later ``--resume`` must never pick up another run's
         checkpoint or departures, and no file may look like this run's output.
         """
-        if force and not resume and self.path.is_dir() and self.holds_run():
-            kept = {self.restarts_file, self.markers_directory}
-            for entry in self.path.iterdir():
-                if entry in kept:
-                    continue
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            if force and not resume and self.path.is_dir() and self.holds_run():
+                kept = {self.restarts_file, self.markers_directory}
+                for entry in self.path.iterdir():
+                    if entry in kept:
+                        continue
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise storage_error(self.path, error) from None
 
     # ---------------------------------------------------------------- outputs
     def write_node(self, node: int, records: dict, final: dict, attributes: dict) -> Path:
-        """Write ``node``'s output file: its records, final datasets and attributes."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        """Write ``node``'s output file: its records, final datasets and attributes.
+
+        The directory is not created again: a directory that vanished during the run is
+        a :class:`~mcdpf.errors.StorageError`, as is a full disk.
+        """
         path = self.node_file(node)
         write_node_file(path, {**records, **final}, attributes)
         return path
@@ -206,11 +237,12 @@ class RunDirectory:
         return read_node_files(self.path, self.node_files())
 
     def write_json(self, path: Path, value) -> None:
-        """Write a JSON file of the run directory (whole, then renamed)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(value, indent=1) + "\n")
-        temporary.replace(path)
+        """Write a JSON file of the run directory (whole, then renamed; ``StorageError``)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise storage_error(self.path, error) from None
+        atomic_text(path, json.dumps(value, indent=1) + "\n")
 
     def read_json(self, path: Path, default):
         """A JSON file of the run directory, or ``default`` if absent."""
@@ -254,7 +286,8 @@ class RunDirectory:
         (else the directory is listed). Returns the steps kept.
         """
         write_checkpoint(self.checkpoint_file(node, step), state, records,
-                         {**attributes, "step": step, "node": node})
+                         {**attributes, "step": step, "node": node},
+                         parents=False)  # a run directory that vanished is an error
         steps = sorted({*(self._named_checkpoint_steps(node) if named is None else named),
                         step})
         for old in steps[:-keep]:

@@ -15,7 +15,9 @@ the job fails it finds the ranks whose nodes are lost, and launches the next job
 Every restart is appended to ``RUN_DIR/restarts.json`` (attempt, exit code, nodes lost,
 action, resumed step, ranks, time). After ``R`` restarts the next failure ends the
 supervisor with one line and exit code 1; a job that refuses its input (exit 2) is not
-retried. SIGTERM, SIGINT or SIGHUP to the supervisor stop the job and the supervisor
+retried, nor one that could not write its files (exit 74, a full disk, a read-only or
+vanished directory: the supervisor repeats the job's line and exits 74; restarting would
+fail the same way). SIGTERM, SIGINT or SIGHUP to the supervisor stop the job and the supervisor
 (exit ``128 + signal``), without a restart: the run directory can be resumed later.
 
 **Who died** (:mod:`mcdpf.markers`, :mod:`mcdpf.guard`): every rank runs under a guard
@@ -44,7 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import markers
-from .errors import EXIT_INPUT_ERROR, InputError, print_error
+from .errors import EXIT_INPUT_ERROR, EXIT_STORAGE_ERROR, InputError, StorageError, print_error
 
 POLL_SECONDS = 0.2
 STOP_SECONDS = 30.0  # a stopped job gets this long to end before it is killed
@@ -112,6 +114,12 @@ class Job:
     def states(self) -> list[str]:
         """Every rank's :func:`~mcdpf.markers.rank_state`."""
         return markers.rank_states(self.markers_directory, self.ranks)
+
+    def cause(self) -> str:
+        """The job's last ``mcdpf: error:`` line (what stopped it), without the prefix."""
+        errors = [line.strip().removeprefix("mcdpf: error: ") for line in self.tail
+                  if line.startswith("mcdpf: error: ")]
+        return errors[-1] if errors else "no error line in its output"
 
     def failed_hosts(self) -> set[str]:
         """Hosts the launcher's output names as running a failed process."""
@@ -213,6 +221,9 @@ class Supervisor:
                     for number in markers.STOP_SIGNALS}
         try:
             return self._loop()
+        except StorageError as problem:  # restarts.json itself cannot be written
+            print_error(f"supervise: {problem}")
+            return EXIT_STORAGE_ERROR
         finally:
             for number, handler in handlers.items():
                 signal.signal(number, handler)
@@ -244,6 +255,12 @@ class Supervisor:
                              "not retrying")
                 self._save()
                 return EXIT_INPUT_ERROR
+            if code == EXIT_STORAGE_ERROR and not died:
+                print_error(f"supervise: attempt {attempt} stopped: {job.cause()}; not "
+                            "retrying: free space or fix the directory, then mcdpf supervise "
+                            f"{args.config} -n {args.nodes} --resume {self.run_dir.path}")
+                self._log(attempt, code, [], "stopped: storage", -1)
+                return EXIT_STORAGE_ERROR
             processes = self.run_dir.read_json(self.run_dir.processes_file, [])
             lost = [self.members[rank] for rank in
                     lost_ranks(job.states(), job.failed_hosts(), processes)]

@@ -5,16 +5,22 @@ randomness passed in. The wrappers here check shapes and dtypes, allocate output
 the caller gives none, and draw uniforms from a caller-owned ``numpy.random.Generator``.
 Compiled code is cached on disk (``cache=True``; set ``NUMBA_CACHE_DIR`` to move it), so
 JIT cost is paid once per machine; :func:`warm_up` loads or compiles every kernel before
-a timed loop starts.
+a timed loop starts (:mod:`mcdpf.warmup`: one process compiles under
+:func:`compile_lock` while the others wait, then load the cache), and
+:func:`compile_seconds` is the time this process spent in numba's compiler.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 from numba import get_num_threads as get_num_threads  # re-exported: numba stays in here
 from numba import set_num_threads as set_num_threads
+from numba.core import event as _numba_event
 
 from ..registry import RESAMPLING
 from .adam import adam_update_kernel
@@ -452,46 +458,138 @@ def get_num_threads_limit() -> int:
     return int(config.NUMBA_NUM_THREADS)
 
 
-def warm_up(dtype, parallel: bool = False) -> None:
+def compile_seconds() -> float:
+    """Seconds this process has spent in numba's compiler (compiling or loading the cache)."""
+    return _COMPILER_TIMER.duration if _COMPILER_TIMER.done else 0.0
+
+
+def cache_directory() -> Path:
+    """Where numba caches this package's compiled kernels (``NUMBA_CACHE_DIR`` moves it)."""
+    return Path(lstm_batch_major_kernel._cache.cache_path)
+
+
+def cache_is_cold(parallel: bool = False) -> bool:
+    """Whether a kernel :func:`warm_up` loads has no compiled code in the cache yet.
+
+    Looks for the cache index of every ``*_kernel`` of this package (the parallel twins
+    with ``parallel``); a stale index (changed source) is not detected here, and numba
+    recompiles it when loading.
+    """
+    for name, kernel in globals().items():
+        if not name.endswith("_kernel") or ("_parallel_" in name and not parallel):
+            continue
+        index = getattr(getattr(getattr(kernel, "_cache", None), "_cache_file", None),
+                        "_index_path", None)
+        if index is not None and not Path(index).is_file():
+            return True
+    return False
+
+
+@contextmanager
+def compile_lock():
+    """Hold an exclusive lock on the kernel cache (a file lock: no MPI needed).
+
+    Processes that would compile the same kernels take turns: the first compiles and
+    writes the cache, the others then load it.
+    """
+    directory = cache_directory()
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "mcdpf-compile.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def warm_up(dtype, parallel: bool = False, progress=None) -> None:
     """Load (or compile) every kernel for ``dtype`` before timing starts.
 
     The ``*_parallel_kernel`` twins only with ``parallel``: running one starts numba's
-    thread pool, which an MPI rank per core should not do.
+    thread pool, which an MPI rank per core should not do. ``progress(done, total)`` is
+    called after each group of kernels.
     """
-    dtype = np.dtype(dtype)
+    calls = _warm_up_calls(np.dtype(dtype), parallel)
+    for done, call in enumerate(calls, start=1):
+        call()
+        if progress is not None:
+            progress(done, len(calls))
+
+
+def _warm_up_calls(dtype, parallel: bool) -> list:
+    """The calls of :func:`warm_up`, in groups (each a function of no arguments)."""
+    threads = (False, True) if parallel else (False,)
     theta = np.zeros((1, lstm_parameter_count(1, 1)), dtype=dtype)
-    for kernel in (lstm_batch_major_kernel, lstm_particle_major_kernel):
-        kernel(theta, np.zeros((1, 1), dtype=dtype), np.zeros((1, 2), dtype=dtype), 1,
-               np.empty((1, 2), dtype=dtype))
-    lstm_prediction_gradient(theta[0], np.zeros((1, 1), dtype=dtype), np.zeros(2, dtype=dtype),
-                             1)
-    for hidden in (1, 16):  # both paths of the population gradient (by model size)
-        big = np.zeros((1, lstm_parameter_count(hidden, 1)), dtype=dtype)
-        for threaded in (False, True) if parallel else (False,):
-            lstm_population_gradient(big, np.zeros((1, 1), dtype=dtype),
-                                     np.zeros((1, 2 * hidden), dtype=dtype), hidden,
-                                     parallel=threaded)
-    lstm_predict(theta, np.zeros((1, 1), dtype=dtype), np.zeros((1, 2), dtype=dtype),
-                 np.zeros((1, 2), dtype=dtype), 1, True)
-    route(np.zeros(2), np.array([0.5, 1.0]))
-    weights, _ = normalize_log_weights(np.zeros(2))
-    effective_sample_size(weights)
-    rng = np.random.default_rng(0)
-    for scheme in RESAMPLING:
-        resample(scheme, weights, 2, rng)
+    weights = np.full(2, 0.5)
     rows, ids = np.zeros((2, 3), dtype=dtype), np.arange(2, dtype=np.int64)
-    for threaded in (False, True) if parallel else (False,):
-        for add in (False, True):
-            normal_rows(rows, ids, 0, (0, 0), add=add, parallel=threaded)
-        gather_add_normal(rows, ids, ids, 0, (0, 0), 1.0, parallel=threaded)
-    random_uniforms(3, 0, 0, (0, 0))
-    id_uniforms(ids, 0, 0, (0, 0))
-    weighted_mean(np.ones(2), rows)
     means, covariances = np.zeros((2, 3)), np.zeros((2, 3, 3))
-    add_diagonal(covariances, 1.0)
-    gaussian_update(means, covariances, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2))
-    adam_update(np.zeros(3), np.zeros(3), np.zeros(3), np.ones(3), 0.1, 0.9, 0.999, 1e-8, 1)
-    if parallel:
-        gaussian_update(means, covariances, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2),
-                        parallel=True)
-        weighted_mean(np.ones(2), rows, parallel=True)
+
+    def forward():
+        kernels = [lstm_batch_major_kernel, lstm_particle_major_kernel]
+        if parallel:
+            kernels += [lstm_batch_major_parallel_kernel, lstm_particle_major_parallel_kernel]
+        for kernel in kernels:
+            kernel(theta, np.zeros((1, 1), dtype=dtype), np.zeros((1, 2), dtype=dtype), 1,
+                   np.empty((1, 2), dtype=dtype))
+
+    def gradients():
+        lstm_prediction_gradient(theta[0], np.zeros((1, 1), dtype=dtype),
+                                 np.zeros(2, dtype=dtype), 1)
+        for hidden in (1, 16):  # both paths of the population gradient (by model size)
+            big = np.zeros((1, lstm_parameter_count(hidden, 1)), dtype=dtype)
+            for threaded in threads:
+                lstm_population_gradient(big, np.zeros((1, 1), dtype=dtype),
+                                         np.zeros((1, 2 * hidden), dtype=dtype), hidden,
+                                         parallel=threaded)
+
+    def predict():
+        lstm_predict(theta, np.zeros((1, 1), dtype=dtype), np.zeros((1, 2), dtype=dtype),
+                     np.zeros((1, 2), dtype=dtype), 1, True)
+
+    def weighting():
+        route(np.zeros(2), np.array([0.5, 1.0]))
+        normalize_log_weights(np.zeros(2))
+        effective_sample_size(weights)
+
+    def resampling():
+        rng = np.random.default_rng(0)
+        for scheme in RESAMPLING:
+            resample(scheme, weights, 2, rng)
+
+    def random_rows():
+        for threaded in threads:
+            for add in (False, True):
+                normal_rows(rows, ids, 0, (0, 0), add=add, parallel=threaded)
+            gather_add_normal(rows, ids, ids, 0, (0, 0), 1.0, parallel=threaded)
+        random_uniforms(3, 0, 0, (0, 0))
+        id_uniforms(ids, 0, 0, (0, 0))
+
+    def gaussian():
+        for threaded in threads:
+            weighted_mean(np.ones(2), rows, parallel=threaded)
+        add_diagonal(covariances, 1.0)
+        for threaded in threads:
+            gaussian_update(means, covariances, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2),
+                            parallel=threaded)
+
+    def adam():
+        adam_update(np.zeros(3), np.zeros(3), np.zeros(3), np.ones(3), 0.1, 0.9, 0.999, 1e-8,
+                    1)
+
+    def walk():
+        log_weight = np.zeros(2)
+        for source in (log_weight, ids, rows):  # take_rows of 1-D and 2-D arrays
+            take_rows(source, ids, np.empty_like(source))
+        for wire in {dtype, np.dtype(np.float32)}:  # filter.wire_dtype
+            records = np.zeros(2, dtype=[("id", "<i8"), ("log_weight", "<f8"),
+                                         ("theta", wire, (3,)), ("carry", wire, (3,))])
+            pack_records(records, ids, ids, log_weight, rows, rows)
+            unpack_records(records, ids.copy(), log_weight.copy(), rows.copy(), rows.copy())
+
+    return [forward, gradients, predict, weighting, resampling, random_rows, gaussian, adam,
+            walk]
+
+
+# Time spent in numba's compiler by this process (compiling, or loading the disk cache).
+_COMPILER_TIMER = _numba_event.TimingListener()
+_numba_event.register("numba:compiler_lock", _COMPILER_TIMER)
