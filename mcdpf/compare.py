@@ -34,8 +34,13 @@ def run_directory(out_dir: Path, algorithm: str, seed: int) -> Path:
 
 
 def run_comparison(comm, config, algorithms: list[str], seeds: list[int], out_dir: Path,
-                   force: bool = False, report=None) -> None:
-    """Train every algorithm for every seed (all ranks call this)."""
+                   force: bool = False, report=None, watch=None):
+    """Train every algorithm for every seed (all ranks call this).
+
+    With ``watch`` (:class:`~mcdpf.shutdown.SignalWatch`) a signal stops the current run
+    at an agreed step and no further run starts; returns its
+    :class:`~mcdpf.shutdown.Stop` (``None``: every run finished).
+    """
     from .driver import train
 
     first = True
@@ -43,10 +48,14 @@ def run_comparison(comm, config, algorithms: list[str], seeds: list[int], out_di
         for algorithm in algorithms:
             variant = config.replace("run", algorithm=algorithm, seed=seed)
             target = run_directory(out_dir, algorithm, seed)
-            result = train(comm, variant, target, force=force, warn=first)
+            result = train(comm, variant, target, force=force, warn=first, watch=watch)
             first = False
-            if report is not None:
+            stop = result["stop"]
+            if report is not None and (stop is None or stop.finished):
                 report(algorithm, seed, result)
+            if stop is not None:
+                return stop
+    return None
 
 
 def _network_curve(run_dir: Path) -> np.ndarray:
