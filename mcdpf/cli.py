@@ -310,6 +310,8 @@ def _stopped(comm, stop, watch, what: str) -> int:
         step = f" at step {stop.step}" if stop is not None and not stop.finished else ""
         print(f"mcdpf: stopped by {signal_name(number)}{step}: {what}", file=sys.stderr,
               flush=True)
+    if stop is not None:
+        comm.Barrier()  # shutdown: no rank's early exit (a launcher may end the rest) cuts it
     return exit_code(number)
 
 
