@@ -285,3 +285,46 @@ def test_a_raising_rank_in_a_plain_script_ends_the_job(tmp_path):
     assert time.monotonic() - started < EXIT_WITHIN
     assert result.returncode != 0
     assert result.stderr.count("ValueError: boom on rank 1") == 1
+
+
+def test_slurm_script_stops_on_usr1_requeues_and_resumes(tmp_path):
+    """launch/slurm.sbatch under stand-in srun and scontrol: USR1 to the batch shell (what
+    `--signal=B:USR1@120` sends) stops every rank at an agreed step with a checkpoint,
+    the script requeues the job, and the requeued job resumes and finishes it."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text(f'#!/usr/bin/env bash\nwhile [[ "$1" == --* ]]; do shift; '
+                                   f'done\nexec "{MPIEXEC}" -n "$SLURM_NTASKS" "$@"\n')
+    (fake_bin / "scontrol").write_text(f'#!/usr/bin/env bash\necho "$@" >> {tmp_path}/requeued\n')
+    for tool in fake_bin.iterdir():
+        tool.chmod(0o755)
+    config = write_config(tmp_path, "dpf", steps=150, checkpoint_every=5)
+    env = {**os.environ, "PATH": os.pathsep.join([str(fake_bin), str(Path(sys.executable).parent),
+                                                  os.environ.get("PATH", "")]),
+           "SLURM_NTASKS": "2", "SLURM_JOB_ID": "77", "SLURM_SUBMIT_DIR": str(tmp_path),
+           "MCDPF_ENV": str(Path(sys.executable).parent.parent), "PYTHONUNBUFFERED": "1"}
+    env.setdefault("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    script = [str(REPO / "launch" / "slurm.sbatch"), str(config)]
+    batch = subprocess.Popen(["bash", *script], env=env, cwd=tmp_path, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    run_dir = tmp_path / "runs" / "dpf-77"
+    limit = time.monotonic() + WAIT_LIMIT
+    while not (reached(run_dir, 0, 5) and reached(run_dir, 1, 5)):
+        assert batch.poll() is None and time.monotonic() < limit, batch.stdout.read()
+        time.sleep(0.05)  # polling files, not a synchronisation
+    os.kill(batch.pid, signal.SIGUSR1)
+    output, _ = batch.communicate(timeout=EXIT_WITHIN * 3)
+    assert batch.returncode == 0, output
+    assert (tmp_path / "requeued").read_text().split() == ["requeue", "77"]
+    assert "stopped by SIGUSR1 at step" in output and "Traceback" not in output
+    with h5py.File(run_dir / "node-0000.h5") as file:
+        stop = int(file.attrs["valid_until"])
+    assert 5 <= stop < 150
+    env["SLURM_RESTART_COUNT"] = "1"
+    again = subprocess.run(["bash", *script], env=env, cwd=tmp_path, text=True,
+                           capture_output=True, timeout=WAIT_LIMIT)
+    assert again.returncode == 0, again.stderr
+    assert "network MSE" in again.stdout
+    reference = run_mpi(2, "train", config, "--out", tmp_path / "ref", "--quiet")
+    assert reference.returncode == 0, reference.stderr
+    assert_same_outputs(tmp_path / "ref", run_dir, 2)
