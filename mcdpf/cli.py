@@ -291,6 +291,7 @@ def _train(comm, args, started: float, watch) -> int:
     if stop is None or stop.finished:
         return _stopped(comm, stop, watch, f"all {result['attributes']['steps']} steps are "
                         f"done; outputs in {result['out_dir']}")
+    # --resume needs CONFIG and every --set again until it reads them from the run.
     resume = ["mpiexec", "-n", str(comm.Get_size()), "mcdpf", "train", args.config]
     for override in args.set:
         resume += ["--set", override]

@@ -212,7 +212,7 @@ def test_a_stop_writes_a_checkpoint_without_checkpoint_every(tmp_path):
                                         seed=11, checkpoint_every=0)
     assert len(list((run_dir / "checkpoints").glob("node-*.h5"))) == 3
     reference = run_mpi(3, "train", config, "--out", tmp_path / "ref", "--quiet")
-    resumed = run_mpi(3, "train", config, "--resume", run_dir, "--quiet")
+    resumed = run_mpi(3, "train", config, "--resume", run_dir, "--quiet")  # runloop: no config
     assert reference.returncode == 0 and resumed.returncode == 0, resumed.stderr
     assert_same_outputs(tmp_path / "ref", run_dir, 3)
 
