@@ -353,12 +353,13 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
             elapsed = previous_loop_seconds + time.perf_counter() - loop_start
             checkpointer.save(t + 1, node.checkpoint_state(), recorder.data,
                               {**node.checkpoint_attributes(), "loop_seconds": elapsed})
-    loop_seconds = previous_loop_seconds + time.perf_counter() - loop_start
     if checkpointer is not None:
         if stopped_at < steps and checkpointer.newest != stopped_at:
+            elapsed = previous_loop_seconds + time.perf_counter() - loop_start
             checkpointer.save(stopped_at, node.checkpoint_state(), recorder.data,
-                              {**node.checkpoint_attributes(), "loop_seconds": loop_seconds})
+                              {**node.checkpoint_attributes(), "loop_seconds": elapsed})
         checkpointer.close()
+    loop_seconds = previous_loop_seconds + time.perf_counter() - loop_start
     stop = stopper.finish(stopped_at)  # shutdown agreement; closes the node
     result = write_outputs(setup, node, steps, recorder, loop_seconds, startup_seconds,
                            valid_until=stopped_at)
