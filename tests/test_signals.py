@@ -328,3 +328,34 @@ def test_slurm_script_stops_on_usr1_requeues_and_resumes(tmp_path):
     reference = run_mpi(2, "train", config, "--out", tmp_path / "ref", "--quiet")
     assert reference.returncode == 0, reference.stderr
     assert_same_outputs(tmp_path / "ref", run_dir, 2)
+
+
+def test_supervise_passes_a_signal_on_and_every_rank_saves(tmp_path):
+    """SIGUSR1 to `mcdpf supervise`: the job stops as `train` would (every rank saves the
+    agreed step, no rank left), the supervisor exits 138 without a restart."""
+    config = write_config(tmp_path, "dpf", steps=100000)
+    run_dir = tmp_path / "run"
+    supervisor = subprocess.Popen(
+        mcdpf_command("supervise", config, "-n", 2, "--out", run_dir, "--quiet"), cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    limit = time.monotonic() + WAIT_LIMIT
+    while not (reached(run_dir, 0, 7) and reached(run_dir, 1, 7)):
+        assert supervisor.poll() is None and time.monotonic() < limit
+        time.sleep(0.05)  # polling files, not a synchronisation
+    pids = rank_pids(run_dir)
+    sent = time.monotonic()
+    supervisor.send_signal(signal.SIGUSR1)
+    _, stderr = supervisor.communicate(timeout=EXIT_WITHIN * 3)
+    assert time.monotonic() - sent < EXIT_WITHIN, stderr
+    assert supervisor.returncode == 138, stderr
+    assert "stopped by SIGUSR1" in stderr and "Traceback" not in stderr
+    stops = set()
+    for node in range(2):
+        with h5py.File(run_dir / f"node-{node:04d}.h5") as file:
+            stops.add(int(file.attrs["valid_until"]))
+    (stop,) = stops
+    assert all((run_dir / "checkpoints" / f"node-{node:04d}-step-{stop:08d}.h5").is_file()
+               for node in range(2))
+    assert not any(alive(pid) for pid in pids)
+    (restart,) = json.loads((run_dir / "restarts.json").read_text())
+    assert restart["action"] == "stopped"
