@@ -27,7 +27,7 @@ class StandInWatch:
         self.training = False
 
 
-def run(algorithm, comm, requests):
+def run(algorithm, comm, requests, drops=()):
     """Train on a fixed stream; ``requests`` maps rank -> (step, signal) of its signal.
 
     Returns (the step this rank stopped before, the Stop, the predictions made).
@@ -35,7 +35,8 @@ def run(algorithm, comm, requests):
     config = mcdpf.load_config({
         "run": {"algorithm": algorithm, "seed": 5, "progress_seconds": 0},
         "topology": {"name": "ring", "nodes": comm.size},
-        "filter": {"particles": 12, "walk_steps": 2}})
+        "filter": {"particles": 12, "walk_steps": 2},
+        "faults": {"drop": [list(drop) for drop in drops]}})
     rng = np.random.default_rng([comm.rank, 9])
     watch = StandInWatch()
     predictions = []
@@ -84,5 +85,23 @@ def test_a_request_too_late_lets_the_run_finish():
         stopped, stop, _, _ = run("dpf", comm, {0: (STEPS - 1, signal.SIGUSR1)})
         assert stopped == STEPS
         assert stop is not None and stop.finished and stop.signal == signal.SIGUSR1
+    finally:
+        comm.Free()
+
+
+def test_a_stop_before_a_later_departure_joins_its_graph_rebuild():
+    """A node that left idles ahead to the next departure, whose graph rebuild is a
+    collective over every rank: the ranks that stop before it join it at shutdown."""
+    comm = MPI.COMM_WORLD.Dup()
+    try:
+        if comm.size < 3:
+            pytest.skip("two departures that keep the network connected need 3 nodes")
+        left, leaving = comm.size - 1, comm.size - 2
+        stopped, stop, _, diameter = run("dpf", comm, {0: (10, signal.SIGTERM)},
+                                         drops=[(left, 4), (leaving, 40)])
+        everyone = comm.allgather(stopped)
+        assert everyone[left] == STEPS  # it never heard: it had no neighbours
+        assert len(set(everyone[:left])) == 1 and 10 <= everyone[0] < 40, everyone
+        assert stop is not None and stop.step == everyone[0]
     finally:
         comm.Free()
