@@ -308,7 +308,7 @@ def test_slurm_script_stops_on_usr1_requeues_and_resumes(tmp_path):
     batch = subprocess.Popen(["bash", *script], env=env, cwd=tmp_path, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     run_dir = tmp_path / "runs" / "dpf-77"
-    limit = time.monotonic() + WAIT_LIMIT
+    limit = time.monotonic() + 2 * WAIT_LIMIT  # a new NUMBA_CACHE_DIR: it compiles first
     while not (reached(run_dir, 0, 5) and reached(run_dir, 1, 5)):
         assert batch.poll() is None and time.monotonic() < limit, batch.stdout.read()
         time.sleep(0.05)  # polling files, not a synchronisation
@@ -322,7 +322,7 @@ def test_slurm_script_stops_on_usr1_requeues_and_resumes(tmp_path):
     assert 5 <= stop < 150
     env["SLURM_RESTART_COUNT"] = "1"
     again = subprocess.run(["bash", *script], env=env, cwd=tmp_path, text=True,
-                           capture_output=True, timeout=WAIT_LIMIT)
+                           capture_output=True, timeout=2 * WAIT_LIMIT)
     assert again.returncode == 0, again.stderr
     assert "network MSE" in again.stdout
     reference = run_mpi(2, "train", config, "--out", tmp_path / "ref", "--quiet")
