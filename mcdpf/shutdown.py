@@ -85,6 +85,7 @@ class SignalWatch:
 
     def __init__(self, comm):
         self.comm = comm
+        self.rank = comm.Get_rank()  # read here: the watcher thread calls MPI only to abort
         self.signal: int | None = None
         self.training = False  # a training loop began: a signal stops it at a step
         self._previous: dict = {}
@@ -111,7 +112,7 @@ class SignalWatch:
                     self._received(number)
 
     def _received(self, number: int) -> None:
-        rank = self.comm.Get_rank()
+        rank = self.rank
         if self.signal is None:
             self.signal = number
             if not self.training:
