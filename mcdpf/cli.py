@@ -330,7 +330,7 @@ def _print_final_summary(comm, config, result) -> None:
     if gathered is not None:
         mse = finite_mean(gathered[:, 0])
         seconds = float(gathered[:, 1].max())
-        steps = attributes["steps"]
+        steps = attributes["valid_until"]  # all of them unless a signal stopped the run
         nodes = attributes["n_nodes"]
         ranks = comm.Get_size()
         where = f"{nodes} nodes" if ranks == nodes else f"{ranks} of {nodes} nodes"
