@@ -12,9 +12,42 @@ The public API (DESIGN §7)::
     run = mcdpf.read_run("runs/my")                   # results, in the data's units too
 
 Names are loaded on first use, so ``import mcdpf`` stays cheap and starts no MPI.
+Imported in a process that an MPI launcher started among several (``mpiexec -n K python
+script.py``, K > 1), it installs an abort-on-uncaught-exception hook, as ``python -m
+mpi4py`` does: an exception that nothing catches prints its traceback once and, if MPI
+is in use, aborts the whole job, so that no other rank waits for ever.
 """
 
+import os
+import sys
+
 __version__ = "0.2.0"
+
+# Launcher variables that give the number of processes (MPICH/Hydra, Open MPI, Slurm).
+_WORLD_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "SLURM_NTASKS")
+
+
+def _launched_among_several() -> bool:
+    for variable in _WORLD_SIZE_VARIABLES:
+        value = os.environ.get(variable, "")
+        if value.isdigit():
+            return int(value) > 1
+    return False
+
+
+def _abort_on_uncaught_exception(previous):
+    def hook(kind, value, traceback):
+        previous(kind, value, traceback)
+        if "mpi4py.MPI" in sys.modules:
+            from .comm import abort_world
+
+            abort_world(1)
+
+    return hook
+
+
+if _launched_among_several() and sys.excepthook is sys.__excepthook__:
+    sys.excepthook = _abort_on_uncaught_exception(sys.excepthook)
 
 _EXPORTS = {
     "load_config": ("config", "load_config"),

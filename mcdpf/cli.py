@@ -8,7 +8,9 @@ outside MPI: it launches ``mpiexec ... mcdpf train`` and resumes it after failur
   set-up collective, the first rank prints one line ``mcdpf: error: ...`` and every rank
   exits with code 2;
 - any other exception is a bug: the failing rank prints its traceback, naming the rank,
-  and aborts the whole MPI job (``MPI_Abort``), so no rank is left waiting.
+  and aborts the whole MPI job (``MPI_Abort``), so no rank is left waiting;
+- SIGINT, SIGTERM, SIGHUP or SIGUSR1 to ``train`` or ``compare``: every rank stops at one
+  agreed step, saves, and the command exits ``128 + signal`` (:mod:`mcdpf.shutdown`).
 
 The commands that run outside MPI (``report``, ``export``, ``topology``) also turn an
 unwritable output path and a closed output pipe (``mcdpf report RUN | head``) into one
@@ -20,13 +22,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 import traceback
 from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_INPUT_ERROR, EXIT_STORAGE_ERROR, InputError, StorageError, print_error
+from .errors import (
+    EXIT_INPUT_ERROR,
+    EXIT_STORAGE_ERROR,
+    InputError,
+    LockstepError,
+    StorageError,
+    print_error,
+)
 from .markers import launcher_rank
 from .registry import ALGORITHMS, TOPOLOGIES, WALKS
 
@@ -208,12 +218,14 @@ def mpi_command(args, marker=None) -> int:
     from mpi4py import MPI
 
     from .driver import InjectedFault
+    from .shutdown import SignalWatch
 
     world = MPI.COMM_WORLD
     try:
-        if args.command == "compare":
-            return _compare(world, args)
-        return _train(world, args, started)
+        with SignalWatch(world) as watch:
+            if args.command == "compare":
+                return _compare(world, args, watch)
+            return _train(world, args, started, watch)
     except InjectedFault as fault:
         message = f"mcdpf: rank {world.Get_rank()}: {fault}; aborting the job"
     except StorageError as problem:
@@ -280,7 +292,7 @@ def _agreed_config(comm, args, extra_check=None):
     return _agreed(comm, load)
 
 
-def _compare(comm, args) -> int:
+def _compare(comm, args, watch) -> int:
     from .compare import (
         comparison_table,
         comparison_variants,
@@ -324,11 +336,14 @@ def _compare(comm, args) -> int:
             print(describe_run(algorithm, seed, result), file=sys.stderr, flush=True)
 
     try:
-        run_comparison(comm, variants, Path(args.out), args.force, report)
+        stopped = run_comparison(comm, variants, Path(args.out), args.force, report, watch)
     except InputError as problem:
         if rank == 0:
             print_error(str(problem))
         return EXIT_INPUT_ERROR
+    if stopped is not None:
+        return _stopped(comm, stopped, watch, "the comparison was not written; the runs "
+                        f"listed above are complete in {args.out}")
     if rank == 0:
         comparison = write_comparison(Path(args.out), algorithms, seeds, args.title)
         print(comparison_table(comparison))
@@ -337,7 +352,7 @@ def _compare(comm, args) -> int:
     return 0
 
 
-def _train(comm, args, started: float) -> int:
+def _train(comm, args, started: float, watch) -> int:
     from .driver import train
     from .elastic import parse_nodes
 
@@ -361,13 +376,41 @@ def _train(comm, args, started: float) -> int:
     try:
         result = train(comm, config, Path(out_dir) if out_dir else None, force=args.force,
                        resume=bool(args.resume), without=tuple(without), cause=args.cause,
-                       progress=not args.quiet, started=started)
+                       progress=not args.quiet, started=started, watch=watch)
     except InputError as problem:
+        if isinstance(problem, LockstepError) and watch.signal is not None:
+            raise  # ranks disagree on where to stop: abort, never wait
         if rank == 0:
             print_error(str(problem))
         return EXIT_INPUT_ERROR
     _print_final_summary(comm, config, result)
-    return 0
+    stop = result["stop"]
+    if stop is None or stop.finished:
+        return _stopped(comm, stop, watch, f"all {result['attributes']['steps']} steps are "
+                        f"done; outputs in {result['out_dir']}")
+    # --resume needs CONFIG and every --set again until it reads them from the run.
+    resume = ["mpiexec", "-n", str(comm.Get_size()), "mcdpf", "train", args.config]
+    for override in args.set:
+        resume += ["--set", override]
+    return _stopped(comm, stop, watch, f"every node saved a checkpoint and its outputs so far "
+                    f"(valid until step {stop.step} of {stop.steps}) in {result['out_dir']}; "
+                    f"resume with: {shlex.join(resume + ['--resume', str(result['out_dir'])])}")
+
+
+def _stopped(comm, stop, watch, what: str) -> int:
+    """Exit code 0, or ``128 + signal`` after a signal (rank 0 says ``what``)."""
+    number = stop.signal if stop is not None else watch.signal
+    if number is None:
+        return 0
+    from .shutdown import exit_code, signal_name
+
+    if comm.Get_rank() == 0:
+        step = f" at step {stop.step}" if stop is not None and not stop.finished else ""
+        print(f"mcdpf: stopped by {signal_name(number)}{step}: {what}", file=sys.stderr,
+              flush=True)
+    if stop is not None:
+        comm.Barrier()  # shutdown: no rank's early exit (a launcher may end the rest) cuts it
+    return exit_code(number)
 
 
 def _print_final_summary(comm, config, result) -> None:
@@ -384,7 +427,7 @@ def _print_final_summary(comm, config, result) -> None:
     if gathered is not None:
         mse = finite_mean(gathered[:, 0])
         seconds = float(gathered[:, 1].max())
-        steps = attributes["steps"]
+        steps = attributes["valid_until"]  # all of them unless a signal stopped the run
         nodes = attributes["n_nodes"]
         ranks = comm.Get_size()
         where = f"{nodes} nodes" if ranks == nodes else f"{ranks} of {nodes} nodes"

@@ -369,3 +369,69 @@ def gather_to_first(comm, values: np.ndarray) -> np.ndarray | None:
 def abort(comm, code: int) -> None:
     """End every rank of the job now (used after an unexpected error on one rank)."""
     comm.Abort(code)
+
+
+def abort_world(code: int) -> None:
+    """``MPI_Abort`` on ``COMM_WORLD`` if MPI is running (the uncaught-exception hook)."""
+    if MPI.Is_initialized() and not MPI.Is_finalized():
+        MPI.COMM_WORLD.Abort(code)
+
+
+STOP_TAG = 17  # the only point-to-point tag: stop requests (mcdpf.shutdown)
+
+
+class StopChannel:
+    """Stop requests between graph neighbours, on a private duplicate of ``comm``.
+
+    A request is two int64 (the proposed stop step and the signal number), sent by
+    ``Isend`` and looked for by ``Iprobe`` at each step boundary: nothing is sent, and a
+    poll costs one ``Iprobe``, while no stop is under way. :meth:`agree` and :meth:`close`
+    are the shutdown collectives of :mod:`mcdpf.shutdown`. Creating the channel
+    (``Dup``) is a set-up collective.
+    """
+
+    def __init__(self, comm):
+        self.comm = comm.Dup()
+        self._sent_to = np.zeros(self.comm.Get_size(), dtype=np.int64)
+        self._received = 0
+        self._pending: list = []  # (request, buffer) of every send not yet completed
+        self._incoming = np.empty(2, dtype=np.int64)
+
+    def send(self, ranks, step: int, signal: int) -> None:
+        """Propose stop step ``step`` (for ``signal``) to each of ``ranks``."""
+        for rank in ranks:
+            message = np.array([step, signal], dtype=np.int64)
+            self._pending.append((self.comm.Isend(message, dest=rank, tag=STOP_TAG), message))
+            self._sent_to[rank] += 1
+
+    def poll(self) -> list[tuple[int, int]]:
+        """Every request that has arrived: ``[(step, signal), ...]`` (usually none)."""
+        arrived = []
+        while self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=STOP_TAG):
+            self.comm.Recv(self._incoming, source=MPI.ANY_SOURCE, tag=STOP_TAG)
+            self._received += 1
+            arrived.append((int(self._incoming[0]), int(self._incoming[1])))
+        return arrived
+
+    def agree(self, step: int, signal: int) -> tuple[int, int, int]:
+        """Shutdown collective: (min, max) of ``step`` and max of ``signal`` over ranks."""
+        mine = np.array([-step, step, signal], dtype=np.int64)
+        result = np.empty(3, dtype=np.int64)
+        self.comm.Allreduce(mine, result, op=MPI.MAX)
+        return -int(result[0]), int(result[1]), int(result[2])
+
+    def close(self, drain: bool) -> None:
+        """Complete every send and free the channel.
+
+        With ``drain`` (a shutdown collective: on every rank or none) it first receives
+        the requests still on their way, so that none is left unreceived.
+        """
+        if drain:
+            expected = np.empty(1, dtype=np.int64)
+            self.comm.Reduce_scatter_block(self._sent_to, expected, op=MPI.SUM)
+            for _ in range(int(expected[0]) - self._received):
+                self.comm.Recv(self._incoming, source=MPI.ANY_SOURCE, tag=STOP_TAG)
+            self._received = int(expected[0])
+        MPI.Request.Waitall([request for request, _ in self._pending])
+        self._pending.clear()
+        self.comm.Free()

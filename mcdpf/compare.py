@@ -52,17 +52,26 @@ def comparison_variants(load, algorithms: list[str], seeds: list[int]) -> dict:
 
 
 def run_comparison(comm, variants: dict, out_dir: Path, force: bool = False,
-                   report=None) -> None:
-    """Train every variant (:func:`comparison_variants`); all ranks call this."""
+                   report=None, watch=None):
+    """Train every variant (:func:`comparison_variants`); all ranks call this.
+
+    With ``watch`` (:class:`~mcdpf.shutdown.SignalWatch`) a signal stops the current run
+    at an agreed step and no further run starts; returns its
+    :class:`~mcdpf.shutdown.Stop` (``None``: every run finished).
+    """
     from .driver import train
 
     first = True
     for (algorithm, seed), variant in variants.items():
         target = run_directory(out_dir, algorithm, seed)
-        result = train(comm, variant, target, force=force, warn=first)
+        result = train(comm, variant, target, force=force, warn=first, watch=watch)
         first = False
-        if report is not None:
+        stop = result["stop"]
+        if report is not None and (stop is None or stop.finished):
             report(algorithm, seed, result)
+        if stop is not None:
+            return stop
+    return None
 
 
 def _network_curve(run_dir: Path) -> np.ndarray:

@@ -34,6 +34,7 @@ from .preparation import agree_setup, all_streams, default_out_dir, prepare_node
 from .report import finite_mean
 from .resume import agree_resume, checkpoints_to_keep
 from .rundir import ESTIMATES, RunDirectory, empty_records
+from .shutdown import stopper as make_stopper
 from .warmup import prepare_kernels
 
 
@@ -44,7 +45,7 @@ class InjectedFault(RuntimeError):
 def train(comm, config, out_dir: Path | None = None, *, force: bool = False,
           resume: bool = False, without: tuple[int, ...] = (), cause: str = "manual",
           progress: bool = False, started: float | None = None, warn: bool = True,
-          stream=None, write: bool = True) -> dict:
+          stream=None, write: bool = True, watch=None) -> dict:
     """Train this rank's node; every rank of ``comm`` calls it with the same configuration.
 
     Bad inputs on any rank raise :class:`InputError` with the same message on every rank.
@@ -53,8 +54,10 @@ def train(comm, config, out_dir: Path | None = None, *, force: bool = False,
     be the ranks of ``comm`` (:mod:`mcdpf.elastic`), and records the resume with
     ``cause`` in ``resumes.json``. ``stream`` (this rank's
     :class:`~mcdpf.streams.Stream`) replaces ``[data]``. Without ``write`` no file is
-    written (no outputs, no checkpoints). Returns this node's records (``datasets``,
-    ``attributes``, ``out_dir``) as written to its output file.
+    written (no outputs, no checkpoints). ``watch`` (a
+    :class:`~mcdpf.shutdown.SignalWatch`) stops the run at an agreed step on a signal.
+    Returns this node's records (``datasets``, ``attributes``, ``out_dir``) as written
+    to its output file, and ``stop`` (the :class:`~mcdpf.shutdown.Stop`, or ``None``).
     """
     started = time.perf_counter() if started is None else started
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -93,7 +96,7 @@ def train(comm, config, out_dir: Path | None = None, *, force: bool = False,
                 print(f"mcdpf: warning: {warning}", file=sys.stderr, flush=True)
         if run_dir is not None:
             run_dir.write_json(run_dir.processes_file, processes)
-    return run_node(comm, setup, steps, started, progress and rank == 0, resumption)
+    return run_node(comm, setup, steps, started, progress and rank == 0, resumption, watch)
 
 
 def _plan(run_dir, ranks: int, without, force: bool) -> ResumePlan:
@@ -218,6 +221,7 @@ class Checkpointer:
         self.keep = keep
         self.asynchronous = asynchronous
         self._named: list[int] | None = None  # this node's checkpoint files, once listed
+        self.newest: int | None = None  # the step of the latest save
         self._work: queue.Queue = queue.Queue(maxsize=1)
         self._failure: BaseException | None = None
         self._writer = None
@@ -228,6 +232,7 @@ class Checkpointer:
 
     def save(self, step: int, state: dict, records: dict, attributes: dict) -> None:
         """Write the checkpoint of ``step`` (after ``step`` completed steps)."""
+        self.newest = step
         if not self.asynchronous:
             self._write(step, state, records, attributes)
             return
@@ -278,12 +283,14 @@ def departure_step(drops, node: int) -> int | None:
 
 
 def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
-             resumption=None) -> dict:
+             resumption=None, watch=None) -> dict:
     """Train one node for ``steps`` steps and write its output file; return its records.
 
     ``resumption`` (:class:`~mcdpf.resume.Resumption`) continues from a checkpoint. A
     node that has left the network writes one checkpoint at its departure step and
-    idles; faults injected into it after it left are ignored.
+    idles; faults injected into it after it left are ignored. With ``watch``
+    (:mod:`mcdpf.shutdown`) a signal stops every rank at one agreed step, which is
+    checkpointed (whether or not ``run.checkpoint_every`` is set).
     """
     config = setup.config
     node_index = setup.node
@@ -308,13 +315,20 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
     progress = Progress(progress_enabled, config.run.progress_seconds, steps, start_step)
     stream = setup.stream
     every = config.run.checkpoint_every if setup.run_dir is not None else 0
+    stopper = make_stopper(watch, comm, node, traits(config.run.algorithm)["communicating"],
+                           steps)
     checkpointer = Checkpointer(setup.run_dir, node_index,
                                 checkpoints_to_keep(config, setup.topology),
-                                config.run.checkpoint_async) if every else None
+                                config.run.checkpoint_async) \
+        if setup.run_dir is not None and (every or stopper.enabled) else None
     loop_start = time.perf_counter()
     startup_seconds = loop_start - started
     compiled_before_loop = compile_seconds()
+    stopped_at = steps
     for t in range(start_step, steps):
+        if stopper.should_stop(t):
+            stopped_at = t
+            break
         step_start = time.perf_counter()
         if departs is None or t < departs:
             inject_faults(config.faults, node_index, t, rank)
@@ -323,7 +337,7 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
         target = None if skipped else float(stream.targets[t])
         prediction = node.predict(columns)
         if not node.active:
-            if t == departs and every:
+            if t == departs and checkpointer is not None:
                 checkpointer.save(t, node.checkpoint_state(), recorder.data, {
                     **node.checkpoint_attributes(),
                     "loop_seconds": previous_loop_seconds + time.perf_counter() - loop_start})
@@ -342,21 +356,28 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
             checkpointer.save(t + 1, node.checkpoint_state(), recorder.data,
                               {**node.checkpoint_attributes(), "loop_seconds": elapsed})
     if checkpointer is not None:
+        if stopped_at < steps and checkpointer.newest != stopped_at:
+            elapsed = previous_loop_seconds + time.perf_counter() - loop_start
+            checkpointer.save(stopped_at, node.checkpoint_state(), recorder.data,
+                              {**node.checkpoint_attributes(), "loop_seconds": elapsed})
         checkpointer.close()
     # A kernel first specialised inside the loop is compile time, not training time.
     loop_seconds = (previous_loop_seconds + time.perf_counter() - loop_start
                     - (compile_seconds() - compiled_before_loop))
-    node.close(handshake=False)  # every rank runs the agreed T steps
-    return write_outputs(setup, node, steps, recorder, loop_seconds, startup_seconds)
+    stop = stopper.finish(stopped_at)  # shutdown agreement; closes the node
+    result = write_outputs(setup, node, steps, recorder, loop_seconds, startup_seconds,
+                           valid_until=stopped_at)
+    return {**result, "stop": stop}
 
 
-def write_outputs(setup, node, steps, recorder, loop_seconds, startup_seconds) -> dict:
-    """Write this rank's output file; return what was written."""
+def write_outputs(setup, node, steps, recorder, loop_seconds, startup_seconds,
+                  valid_until: int) -> dict:
+    """Write this rank's output file (records up to ``valid_until``); return it."""
     records = recorder.data
     final = {"theta_mean": np.asarray(node.estimate, dtype=np.float64),
              "neighbours": np.array(setup.topology.neighbours(setup.node), dtype=np.int64)}
     attributes = output_attributes(setup, setup.node, steps, records, loop_seconds,
-                                   startup_seconds, valid_until=steps,
+                                   startup_seconds, valid_until=valid_until,
                                    compiled=compile_seconds())
     out_dir = None
     if setup.run_dir is not None:

@@ -3,9 +3,13 @@
 ``mcdpf supervise`` launches ``mpiexec -n K python -m mcdpf.guard RUN_DIR/ranks python -m
 mcdpf train ...``: the launcher starts the guards, each guard starts its rank's process
 as its child (with the launcher's environment and PMI descriptor, so the child is the
-MPI process) and records how it ended (:mod:`mcdpf.markers`). SIGTERM, SIGINT and SIGHUP
-to the guard are passed on to the rank as SIGTERM (whose default action ends a process
-even inside an MPI call).
+MPI process) and records how it ended (:mod:`mcdpf.markers`). SIGTERM, SIGINT, SIGHUP
+and SIGUSR1 to the guard are passed on to the rank as they are: ``mcdpf train`` stops at
+a step agreed by every rank, saves, and exits ``128 + signal`` (:mod:`mcdpf.shutdown`),
+which the guard records as ``terminated``, as a rank ended by such a signal. A rank
+that has not ended :data:`GRACE_SECONDS` after such a signal is killed: it is blocked in
+an exchange with a neighbour that died, and only the guard keeps the launcher from
+ending it.
 
 A rank killed by another signal is recorded as ``died``; its guard then stays alive until
 it is stopped itself, so the launcher does not see a failed process and does not kill
@@ -25,6 +29,7 @@ from .markers import DIED, EXITED, STOP_SIGNALS, TERMINATED, Marker, guard_file,
 
 PMI_DESCRIPTORS = ("PMI_FD",)  # inherited sockets of the PMI wire protocol (Hydra, Slurm)
 WAIT_SECONDS = 0.5
+GRACE_SECONDS = 20.0  # below supervise's STOP_SECONDS, which then kills the launcher
 
 
 class Guard:
@@ -44,15 +49,27 @@ class Guard:
     def _on_signal(self, number, frame) -> None:
         self.stop_signal = number
         if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signal.SIGTERM)
+            self.child.send_signal(number)
+
+    def _wait_for_child(self) -> int:
+        while self.stop_signal is None:
+            try:
+                return self.child.wait(WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            return self.child.wait(GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.child.kill()
+            return self.child.wait()
 
     def run(self) -> int:
         """Wait for the child; its exit code (a signal ``s`` as ``128 + s``)."""
-        code = self.child.wait()
-        if code >= 0:
+        code = self._wait_for_child()
+        if code >= 0 and code - 128 not in STOP_SIGNALS:
             self.marker.set(EXITED, exit_code=code)
             return code
-        number = -code
+        number = -code if code < 0 else code - 128
         name = signal.Signals(number).name
         if self.stop_signal is not None or number in STOP_SIGNALS:
             self.marker.set(TERMINATED, signal=name)

@@ -6,8 +6,10 @@ the job, record what happened to it:
 
 ``guard-RRRR.json``, written by the guard, the parent of the rank's process:
     ``running`` while the rank runs, then ``exited`` (with its exit code),
-    ``terminated`` (the rank ended by SIGTERM, SIGINT or SIGHUP, or the guard passed such
-    a signal on: a preemption, a time limit, a stop of the whole job) or ``died`` (the
+    ``terminated`` (the rank was stopped by SIGTERM, SIGINT, SIGHUP or SIGUSR1: it
+    ended by the signal, or exited ``128 + signal`` after saving (:mod:`mcdpf.shutdown`),
+    or the guard passed such a signal on: a preemption, a time limit, a stop of the
+    whole job) or ``died`` (the
     rank was killed by any other signal: ``kill -9``, the out-of-memory killer, a
     segmentation fault). A guard whose rank died stays alive, so the launcher does not
     end the job: the other ranks wait in their exchanges until the supervisor stops it.
@@ -30,7 +32,7 @@ from pathlib import Path
 RUNNING, FINISHED, ERROR, TERMINATED, DEAD, MISSING = (
     "running", "finished", "error", "terminated", "dead", "missing")
 EXITED, DIED = "exited", "died"  # the guard's words for finished and dead
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
 
 

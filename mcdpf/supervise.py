@@ -17,8 +17,10 @@ action, resumed step, ranks, time). After ``R`` restarts the next failure ends t
 supervisor with one line and exit code 1; a job that refuses its input (exit 2) is not
 retried, nor one that could not write its files (exit 74, a full disk, a read-only or
 vanished directory: the supervisor repeats the job's line and exits 74; restarting would
-fail the same way). SIGTERM, SIGINT or SIGHUP to the supervisor stop the job and the supervisor
-(exit ``128 + signal``), without a restart: the run directory can be resumed later.
+fail the same way). SIGTERM, SIGINT, SIGHUP or SIGUSR1 to the supervisor stop the job as
+the same signal would stop ``mcdpf train`` (it is passed on; SIGHUP as SIGTERM, since
+``mpiexec`` dies of SIGHUP): every rank saves the step it stopped at, and the supervisor
+exits ``128 + signal`` without a restart; the run directory can be resumed later.
 
 **Who died** (:mod:`mcdpf.markers`, :mod:`mcdpf.guard`): every rank runs under a guard
 process that records how the rank ended. A rank killed by a signal (``kill -9``, the
@@ -95,10 +97,14 @@ class Job:
             time.sleep(POLL_SECONDS)
         return False
 
-    def stop(self) -> None:
-        """End the job: SIGTERM to the launcher (it passes it on), SIGKILL if it lingers."""
+    def stop(self, number: int = signal.SIGTERM) -> None:
+        """End the job: ``number`` to the launcher, SIGKILL if it lingers.
+
+        The launcher passes the signal on to the ranks; SIGHUP, of which ``mpiexec``
+        dies, goes as SIGTERM.
+        """
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM if number == signal.SIGHUP else number)
             try:
                 self.process.wait(STOP_SECONDS)
             except subprocess.TimeoutExpired:
@@ -239,7 +245,7 @@ class Supervisor:
         while True:
             job = Job(command, self.run_dir.markers_directory, len(self.members))
             died = job.watch(lambda: self.signal_received is not None)
-            job.stop()
+            job.stop(self.signal_received or signal.SIGTERM)
             code = job.finish()
             if self.signal_received is not None:
                 name = signal.Signals(self.signal_received).name

@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 # The mpiexec installed beside this Python (the mpich wheel's) matches mpi4py's MPI;
 # fall back to the one on PATH (a site MPI on a cluster).
@@ -29,3 +32,16 @@ def run(command, timeout=HANG_TIMEOUT, cwd=None, input_text=None):
 def run_mpi(ranks, *args, timeout=HANG_TIMEOUT, cwd=None):
     """`mpiexec -n ranks python -m mcdpf ARGS`."""
     return run([MPIEXEC, "-n", str(ranks), *mcdpf_command(*args)], timeout=timeout, cwd=cwd)
+
+
+COMPARED = ("prediction", "squared_error", "theta_mean", "ess", "particles_held",
+            "particles_received", "bytes_sent", "theta_estimates", "skipped")
+
+
+def assert_same_outputs(a_dir, b_dir, ranks):
+    """The outputs of two run directories agree bit for bit (timings aside)."""
+    for node in range(ranks):
+        with h5py.File(a_dir / f"node-{node:04d}.h5") as a, \
+                h5py.File(b_dir / f"node-{node:04d}.h5") as b:
+            for key in COMPARED:
+                np.testing.assert_array_equal(a[key][()], b[key][()], err_msg=f"{node} {key}")

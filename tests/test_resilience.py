@@ -6,10 +6,8 @@ import time
 import h5py
 import numpy as np
 import pytest
-from support import mcdpf_command, run, run_mpi
+from support import assert_same_outputs, mcdpf_command, run, run_mpi
 
-COMPARED = ("prediction", "squared_error", "theta_mean", "ess", "particles_held",
-            "particles_received", "bytes_sent", "theta_estimates", "skipped")
 JOB_END_TIMEOUT = 60  # a failed rank must end the job within seconds; this only bounds hangs
 
 
@@ -20,14 +18,6 @@ def write_config(tmp_path, algorithm, steps=40, extra=""):
                     '[data]\nsource = "synthetic-lstm"\n[filter]\nparticles = 30\n'
                     'walk_steps = 2\n' + extra)
     return path
-
-
-def assert_same_outputs(a_dir, b_dir, ranks):
-    for node in range(ranks):
-        with h5py.File(a_dir / f"node-{node:04d}.h5") as a, \
-                h5py.File(b_dir / f"node-{node:04d}.h5") as b:
-            for key in COMPARED:
-                np.testing.assert_array_equal(a[key][()], b[key][()], err_msg=f"{node} {key}")
 
 
 @pytest.mark.parametrize("ranks, algorithm, killed, kill_step", [
