@@ -14,6 +14,10 @@ Each entry of :data:`mcdpf.registry.ALGORITHMS` is a builder
     set-up checks that raise :class:`~mcdpf.errors.InputError`;
 ``warnings(config, topology)``
     warnings printed once at set-up;
+``covariances``
+    the ``ekf.covariance`` forms it uses (:data:`mcdpf.registry.COVARIANCES`); any other
+    form is refused (an algorithm that keeps no EKF covariance uses only ``full``, the
+    default);
 ``steady_arrays``
     its arrays keep their size from step to step, so freed memory of every size is kept
     for reuse (:mod:`mcdpf.allocator`) without fragmenting the heap (dpf's populations
@@ -33,9 +37,10 @@ from .baselines import (
     OnlineSGD,
     check_covariance_memory,
 )
+from .covariance import build_covariance
 from .dpf import DistributedParticleFilter
 from .filters import ParticleFilter, StreamPlan
-from .registry import ALGORITHMS
+from .registry import ALGORITHMS, COVARIANCES
 
 CENTRAL_KEY = 0
 LARGE_RELAY = 16  # nodes beyond which rpf's default (hops = diameter) gets a warning
@@ -72,6 +77,10 @@ class LearnerContext:
         value = self.config.ekf.initial_variance
         return value if value is not None else self.config.model.init_std ** 2
 
+    def covariance(self):
+        """The EKF's covariance form (``ekf.covariance``, ``ekf.rank``)."""
+        return ekf_covariance(self.config, self.model)
+
 
 def _no_check(config, model, topology) -> None:
     return None
@@ -81,8 +90,13 @@ def _no_warnings(config, topology) -> list[str]:
     return []
 
 
+def ekf_covariance(config, model):
+    """The form ``ekf.covariance`` (with ``ekf.rank``) for ``model``."""
+    return build_covariance(config.ekf.covariance, model, config.ekf.rank)
+
+
 def _ekf_check(config, model, topology) -> None:
-    check_covariance_memory(model, config.ekf)
+    check_covariance_memory(model, config.ekf, form=ekf_covariance(config, model))
 
 
 def _particle_check(config, model, topology) -> None:
@@ -111,11 +125,12 @@ def _dpf_warnings(config, topology) -> list[str]:
 
 def register(name: str, summary: str, *, communicating: bool = False,
              needs_all_streams: bool = False, check=_no_check, warnings=_no_warnings,
-             steady_arrays: bool = True):
+             steady_arrays: bool = True, covariances: tuple[str, ...] = ("full",)):
     """Register an algorithm builder under ``name`` with its traits."""
     return ALGORITHMS.register(name, summary=summary, communicating=communicating,
                                needs_all_streams=needs_all_streams, check=check,
-                               warnings=warnings, steady_arrays=steady_arrays)
+                               warnings=warnings, steady_arrays=steady_arrays,
+                               covariances=covariances)
 
 
 @register("pf", "particle filter at each node, no communication", check=_particle_check)
@@ -185,22 +200,24 @@ def build_sgd(context: LearnerContext):
     return OnlineSGD(context.model, context.seed, context.node, context.config.sgd.learning_rate)
 
 
-@register("ekf", "extended Kalman filter on the parameters", check=_ekf_check)
+@register("ekf", "extended Kalman filter on the parameters", check=_ekf_check,
+          covariances=COVARIANCES)
 def build_ekf(context: LearnerContext):
     """Extended Kalman filter on the parameters."""
     settings = context.config.filter
     return ExtendedKalmanFilter(context.model, context.seed, context.node, settings.state_noise,
-                                settings.obs_noise, context.initial_variance())
+                                settings.obs_noise, context.initial_variance(),
+                                context.covariance())
 
 
 @register("dekf", "diffusion EKF: neighbours' measurements and estimates",
-          communicating=True, check=_ekf_check)
+          communicating=True, check=_ekf_check, covariances=COVARIANCES)
 def build_dekf(context: LearnerContext):
     """Diffusion EKF."""
     settings = context.config.filter
     return DiffusionEKF(context.model, context.seed, context.node, settings.state_noise,
                         settings.obs_noise, context.initial_variance(), context.topology,
-                        context.neighbourhood)
+                        context.neighbourhood, context.covariance())
 
 
 @register("dsgd", "diffusion (adapt-then-combine) SGD: neighbours' estimates",

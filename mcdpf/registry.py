@@ -8,8 +8,9 @@ added where they are defined, by a decorator::
 
 The configuration's choices, the command line's help and the benchmarks read the
 registries, so a new walk, topology, data source, resampling scheme or algorithm is one
-decorated function. A registry knows the module that fills it (``home``) and imports it
-on first use, so reading the choices never depends on import order.
+decorated function (a covariance form one decorated class). A registry knows the module
+that fills it (``home``) and imports it on first use, so reading the choices never depends
+on import order.
 """
 
 from __future__ import annotations
@@ -96,3 +97,4 @@ WALKS = Registry("walk", "mcdpf.topology.walks")
 TOPOLOGIES = Registry("topology", "mcdpf.topology.graph")
 SOURCES = Registry("data source", "mcdpf.sources")
 RESAMPLING = Registry("resampling scheme", "mcdpf.kernels.resampling")
+COVARIANCES = Registry("covariance form", "mcdpf.covariance")
