@@ -6,7 +6,9 @@ Each entry of :data:`mcdpf.registry.ALGORITHMS` is a builder
 it shares, its label and line in figures, ...). A builder reads what it needs from the
 :class:`LearnerContext` and calls the learner's constructor by keyword. A plugin
 registers the same way, through :func:`register` or ``ALGORITHMS.register`` directly
-(traits it leaves out take their defaults).
+(traits it leaves out take their defaults). The ``covariances`` trait lists the
+``ekf.covariance`` forms an algorithm uses (:data:`mcdpf.registry.COVARIANCES`); any
+other form is refused.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from .baselines import (
     OnlineSGD,
     check_covariance_memory,
 )
+from .covariance import build_covariance
 from .dpf import DistributedParticleFilter
 from .errors import InputError
 from .filters import ParticleFilter, StreamPlan
 from .learner import AlgorithmTraits
-from .registry import ALGORITHMS, KERNELS
+from .registry import ALGORITHMS, COVARIANCES, KERNELS
 
 CENTRAL_KEY = 0
 LARGE_RELAY = 16  # nodes beyond which rpf's default (hops = diameter) gets a warning
@@ -65,9 +68,18 @@ class LearnerContext:
         value = self.config.ekf.initial_variance
         return value if value is not None else self.config.model.init_std ** 2
 
+    def covariance(self):
+        """The EKF's covariance form (``ekf.covariance``, ``ekf.rank``)."""
+        return ekf_covariance(self.config, self.model)
+
+
+def ekf_covariance(config, model):
+    """The form ``ekf.covariance`` (with ``ekf.rank``) for ``model``."""
+    return build_covariance(config.ekf.covariance, model, config.ekf.rank)
+
 
 def _ekf_check(config, model, topology) -> None:
-    check_covariance_memory(model, config.ekf)
+    check_covariance_memory(model, config.ekf, form=ekf_covariance(config, model))
 
 
 def _kernel_check(config) -> None:
@@ -200,18 +212,19 @@ def build_sgd(context: LearnerContext):
 
 
 @register("ekf", "extended Kalman filter on the parameters", check=_ekf_check, label="EKF",
-          color="tab:green")
+          color="tab:green", covariances=tuple(COVARIANCES))
 def build_ekf(context: LearnerContext):
     """Extended Kalman filter on the parameters."""
     settings = context.config.filter
     return ExtendedKalmanFilter(model=context.model, seed=context.seed, node=context.node,
                                 state_noise=settings.state_noise,
                                 obs_noise=settings.obs_noise,
-                                initial_variance=context.initial_variance())
+                                initial_variance=context.initial_variance(),
+                                covariance=context.covariance())
 
 
 @register("dekf", "diffusion EKF: neighbours' measurements and estimates",
-          communicating=True, check=_ekf_check,
+          communicating=True, check=_ekf_check, covariances=tuple(COVARIANCES),
           shares="measurements (sequence, label, starting state) and estimates",
           label="diffusion EKF", color="tab:olive")
 def build_dekf(context: LearnerContext):
@@ -220,7 +233,8 @@ def build_dekf(context: LearnerContext):
     return DiffusionEKF(model=context.model, seed=context.seed, node=context.node,
                         state_noise=settings.state_noise, obs_noise=settings.obs_noise,
                         initial_variance=context.initial_variance(),
-                        topology=context.topology, neighbourhood=context.neighbourhood)
+                        topology=context.topology, neighbourhood=context.neighbourhood,
+                        covariance=context.covariance())
 
 
 @register("dsgd", "diffusion (adapt-then-combine) SGD: neighbours' estimates",

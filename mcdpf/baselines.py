@@ -7,14 +7,18 @@
 ``ekf``
     Extended Kalman filter on ``theta``: random-walk transition ``Q = q I``, measurement
     ``d = d_hat(theta) + N(0, r)`` linearised by the exact Jacobian ``H = grad d_hat``.
-    The covariance has ``n_theta^2`` entries (float64); runs that would need more than
-    ``ekf.max_memory_gb`` are refused at set-up.
+    The covariance is stored in the form ``ekf.covariance`` (:mod:`mcdpf.covariance`):
+    ``full`` (``n_theta^2`` float64 entries, the textbook EKF), ``diagonal``,
+    ``decoupled`` (one block per LSTM unit) or ``lowrank`` (``ekf.rank``); runs whose
+    covariance (and its working copy) would need more than ``ekf.max_memory_gb`` are
+    refused at set-up.
 ``dekf``
     Diffusion EKF (Cattivelli & Sayed 2010): each node shares its measurement (sequence,
     label, starting state) with its neighbours, updates incrementally with every
     measurement of its neighbourhood (linearised at its running estimate), then combines
     its neighbours' intermediate estimates with Metropolis weights. Covariances are not
-    combined.
+    combined (Cattivelli & Sayed's diffusion EKF: each node keeps its own covariance, in
+    any ``ekf.covariance`` form, and only estimates are sent).
 ``dsgd``
     Adapt-then-combine diffusion SGD (Yuan et al.): a local SGD step, then the Metropolis
     combination of the neighbours' adapted estimates.
@@ -34,8 +38,9 @@ exact Kalman filter); for the LSTM a draw from ``N(0, init_std^2 I)``, because
 ``theta = 0`` is a stationary point of the LSTM (every gradient vanishes there).
 Estimates and covariances are float64; the LSTM kernels run in ``model.dtype``. The
 state (:class:`EstimateState`) is passed in and returned, and left valid (the ownership
-rule of :mod:`mcdpf.learner`): the EKF's time update works on a copy of the covariance
-(``O(n_theta^2)``, the order of the update itself), so a state can be replayed.
+rule of :mod:`mcdpf.learner`): the EKF's time update makes the step's new covariance
+arrays (the form's ``time_update``), and the step's measurement updates act on those in
+place (so at most two covariances exist, the two ``ekf.max_memory_gb`` counts).
 """
 
 from __future__ import annotations
@@ -44,8 +49,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .covariance import CovarianceForm, FullCovariance
 from .errors import InputError
-from .kernels import adam_update, add_diagonal, gaussian_update, normal_rows
+from .kernels import adam_update, normal_rows
 from .learner import StepInfo
 from .particles import Keys
 from .topology import metropolis_walk
@@ -67,15 +73,20 @@ def initial_estimate(model, seed: int, node: int) -> np.ndarray:
     return draw[0]
 
 
-def check_covariance_memory(model, ekf_settings, copies: int = 1) -> None:
+def check_covariance_memory(model, ekf_settings, copies: int = 1,
+                            form: CovarianceForm | None = None) -> None:
     """Refuse covariances (and one working copy) that would not fit the memory budget.
 
-    ``copies``: how many ``n_theta x n_theta`` covariances (Gaussian particles).
+    ``copies``: how many covariances (Gaussian particles); ``form``: their
+    :mod:`~mcdpf.covariance` form (default ``full``, ``n_theta x n_theta``).
     """
-    needed = 2 * copies * model.n_params ** 2 * 8 / BYTES_PER_GB
+    form = form or FullCovariance(model.n_params)
+    needed = 2 * form.nbytes(copies) / BYTES_PER_GB
     if needed > ekf_settings.max_memory_gb:
-        what = "covariance" if copies == 1 else f"covariances of {copies} Gaussian particles"
-        raise InputError(f"ekf: the {model.n_params} x {model.n_params} {what} need"
+        what = form.describe()
+        if copies > 1:
+            what = f"{what}s of {copies} Gaussian particles"
+        raise InputError(f"ekf: the {what} need"
                          f"{'s' if copies == 1 else ''} {needed:.1f} GB, more than "
                          f"ekf.max_memory_gb = {ekf_settings.max_memory_gb:g}; use a smaller "
                          "model.n (or fewer particles) or raise the limit")
@@ -89,11 +100,14 @@ def metropolis_row(topology, node: int) -> tuple[float, np.ndarray]:
 
 @dataclass(frozen=True)
 class EstimateState:
-    """A single-estimate learner between steps (float64 estimate, carried state, P)."""
+    """A single-estimate learner between steps (float64 estimate, carried state, P).
+
+    ``covariance``: the EKF's state of its :mod:`~mcdpf.covariance` form (one Gaussian).
+    """
 
     estimate: np.ndarray
     carry: np.ndarray
-    covariance: np.ndarray | None = None
+    covariance: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -153,16 +167,12 @@ class GradientLearner:
         return prediction, pending
 
     def state_arrays(self, state: EstimateState) -> dict:
-        """Estimate, carried state (and covariance)."""
-        arrays = {"estimate": state.estimate, "carry": state.carry}
-        if state.covariance is not None:
-            arrays["covariance"] = state.covariance
-        return arrays
+        """Estimate and carried state."""
+        return {"estimate": state.estimate, "carry": state.carry}
 
     def restore(self, arrays: dict) -> EstimateState:
         """The state saved by :meth:`state_arrays`."""
-        return EstimateState(estimate=arrays["estimate"], carry=arrays["carry"],
-                             covariance=arrays.get("covariance"))
+        return EstimateState(estimate=arrays["estimate"], carry=arrays["carry"])
 
 
 class OnlineSGD(GradientLearner):
@@ -186,36 +196,35 @@ class OnlineSGD(GradientLearner):
 
 
 class ExtendedKalmanFilter(GradientLearner):
-    """``ekf``: EKF on the parameters with ``Q = q I`` and ``R = r``."""
+    """``ekf``: EKF on the parameters with ``Q = q I`` and ``R = r``.
+
+    ``covariance`` is the form of ``P`` (:mod:`mcdpf.covariance`; default ``full``).
+    """
 
     def __init__(self, model, seed: int, node: int, state_noise: float, obs_noise: float,
-                 initial_variance: float):
+                 initial_variance: float, covariance: CovarianceForm | None = None):
         super().__init__(model=model, seed=seed, node=node)
         self.state_noise = state_noise
         self.obs_noise = obs_noise
         self.initial_variance = initial_variance
+        self.form = covariance or FullCovariance(model.n_params)
 
     def initial_state(self) -> EstimateState:
         """Initial estimate, zero state, ``P0 = initial_variance * I``."""
         state = super().initial_state()
-        return replace(state, covariance=self.initial_variance * np.eye(self.model.n_params))
+        return replace(state, covariance=self.form.initial(1, self.initial_variance))
 
-    def time_update(self, covariance: np.ndarray) -> np.ndarray:
-        """``P + q I`` (a new matrix; ``covariance`` is not written)."""
-        predicted = covariance.copy()
-        add_diagonal(predicted[None], self.state_noise)
-        return predicted
+    def time_update(self, covariance: dict) -> dict:
+        """``P + q I``, new arrays (the step's working covariance)."""
+        return self.form.time_update(covariance, self.state_noise)
 
     def measurement_update(self, estimate, covariance, target, prediction, jacobian):
-        """One scalar EKF update (the Gaussian-particle kernel with one particle).
+        """One scalar EKF update: returns the new estimate, updates ``covariance`` in place.
 
-        Returns the new estimate; updates ``covariance`` in place (symmetric to rounding:
-        :mod:`mcdpf.kernels.gaussian`).
+        ``covariance`` must be the step's own (from :meth:`time_update`).
         """
-        updated = np.array(estimate, dtype=np.float64)[None, :]
-        gaussian_update(updated, covariance[None], np.asarray(jacobian)[None, :],
-                        np.array([prediction], dtype=np.float64), target,
-                        np.array([self.obs_noise]))
+        updated, _ = self.form.update(covariance, estimate, jacobian, prediction, target,
+                                      self.obs_noise)
         return updated[0]
 
     def local_update(self, state, pending, target):
@@ -232,6 +241,18 @@ class ExtendedKalmanFilter(GradientLearner):
         estimate, covariance = self.local_update(state, pending, target)
         return EstimateState(estimate=estimate, carry=pending.carry_after(target),
                              covariance=covariance), StepInfo()
+
+    def state_arrays(self, state: EstimateState) -> dict:
+        """Estimate, carried state and the covariance form's arrays (``covariance``: full)."""
+        arrays = super().state_arrays(state)
+        arrays.update({name: array[0] for name, array in state.covariance.items()})
+        return arrays
+
+    def restore(self, arrays: dict) -> EstimateState:
+        """The state saved by :meth:`state_arrays`."""
+        covariance = self.form.restore({name: np.asarray(arrays[name])[None]
+                                        for name in self.form.shapes(1)})
+        return replace(super().restore(arrays), covariance=covariance)
 
 
 class Diffusion:
@@ -266,9 +287,10 @@ class DiffusionEKF(Diffusion, ExtendedKalmanFilter):
     """``dekf``: incremental update with the neighbourhood's measurements, then combine."""
 
     def __init__(self, model, seed, node, state_noise, obs_noise, initial_variance, topology,
-                 neighbourhood):
+                 neighbourhood, covariance: CovarianceForm | None = None):
         super().__init__(model=model, seed=seed, node=node, state_noise=state_noise,
-                         obs_noise=obs_noise, initial_variance=initial_variance)
+                         obs_noise=obs_noise, initial_variance=initial_variance,
+                         covariance=covariance)
         self.connect(topology, neighbourhood, node)
 
     def pack_measurement(self, pending: Linearisation, target) -> np.ndarray:

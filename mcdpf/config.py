@@ -27,7 +27,16 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .registry import ALGORITHMS, KERNELS, PROPOSALS, RESAMPLING, SOURCES, TOPOLOGIES, WALKS
+from .registry import (
+    ALGORITHMS,
+    COVARIANCES,
+    KERNELS,
+    PROPOSALS,
+    RESAMPLING,
+    SOURCES,
+    TOPOLOGIES,
+    WALKS,
+)
 
 PARTITIONS = ("replicate", "interleave", "shard")
 MIGRATIONS = ("free", "balanced")
@@ -211,6 +220,12 @@ class EKFConfig:
                                           positive=True, optional=True)
     max_memory_gb: float = _key(4.0, "refuse runs whose covariance needs more memory",
                                 "float", positive=True)
+    covariance: str = _key("full", "form of the covariance P (ekf, dekf): full (dense, "
+                           "O(n_theta^2)), diagonal, decoupled (one block per LSTM unit) or "
+                           "lowrank (diagonal plus rank-r precision, LoFi)", "str",
+                           choices=COVARIANCES)
+    rank: int | None = _key(None, "r of covariance = \"lowrank\" (1 <= r < n_theta); "
+                            "default min(10, n_theta - 1)", "int", minimum=1, optional=True)
 
 
 RELAY_WEIGHTS = ("uniform", "walk")
@@ -500,6 +515,16 @@ def _check_consistency(config: Config) -> None:
                          "only")
     if data.columns is not None and data.source != "csv":
         raise InputError(f"{src}: [data] 'columns' goes with source = \"csv\" only")
+    ekf = config.ekf
+    if ekf.rank is not None and ekf.covariance != "lowrank":
+        raise InputError(f"{src}: [ekf] rank goes with covariance = \"lowrank\" only "
+                         f"(covariance = \"{ekf.covariance}\")")
+    if ekf.covariance not in ALGORITHMS.entry(config.run.algorithm).traits["covariances"]:
+        users = [name for name in ALGORITHMS
+                 if ekf.covariance in ALGORITHMS.entry(name).traits["covariances"]]
+        raise InputError(f"{src}: [ekf] covariance = \"{ekf.covariance}\" is for "
+                         f"{', '.join(users)}; run.algorithm = \"{config.run.algorithm}\" "
+                         "cannot use it")
     wire = config.filter.wire_dtype
     if wire is not None and np.dtype(wire).itemsize > np.dtype(config.model.dtype).itemsize:
         raise InputError(f"{src}: [filter] wire_dtype = \"{wire}\" is wider than "

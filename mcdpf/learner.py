@@ -156,6 +156,9 @@ class AlgorithmTraits:
         populations change size at every walk step: only buffers below 32 MB are kept).
     shares
         What crosses the network, for tables and the docs ("nothing" for a local one).
+    covariances
+        The ``ekf.covariance`` forms it uses (:data:`mcdpf.registry.COVARIANCES`); any
+        other form is refused (an algorithm that keeps no EKF covariance: ``full`` only).
     label
         Its name in figures and comparison tables (default: the registered name).
     color, linestyle
@@ -169,6 +172,7 @@ class AlgorithmTraits:
     warnings: Callable = no_warnings
     steady_arrays: bool = True
     shares: str = "nothing"
+    covariances: tuple[str, ...] = ("full",)
     label: str | None = None
     color: str | None = None
     linestyle: str = "-"

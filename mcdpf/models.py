@@ -124,6 +124,18 @@ class LSTMModel(NormalInitialisation):
         next_carry = state if self.carry_state else np.empty(0, dtype=self.dtype)
         return prediction, gradient.astype(np.float64, copy=False), next_carry
 
+    def parameter_groups(self) -> list[np.ndarray]:
+        """Indices of ``theta`` by unit (decoupled EKF), then the read-out ``w``.
+
+        Unit ``u``'s group: its gate rows of ``[W R]`` and biases (rows ``g n + u``, gates
+        i, f, z, o).
+        """
+        n, width = self.hidden, self.hidden + self.inputs
+        rows = np.arange(4)[:, None] * n + np.arange(n)[None, :]  # (gate, unit)
+        groups = [np.concatenate([(rows[:, u, None] * width + np.arange(width)).ravel(),
+                                  4 * n * width + rows[:, u]]) for u in range(n)]
+        return groups + [np.arange(self.n_params - n, self.n_params)]
+
     def layout(self) -> str:
         """One-line description of the flat ``theta`` layout."""
         n, p = self.hidden, self.inputs
@@ -175,6 +187,10 @@ class LinearModel(NormalInitialisation):
         """``(theta^T x_bar, x_bar, empty carried state)``."""
         mean_column = columns.mean(axis=0, dtype=np.float64)
         return float(theta.astype(np.float64) @ mean_column), mean_column, carry
+
+    def parameter_groups(self) -> list[np.ndarray]:
+        """One group: the single output unit's weights (decoupled EKF = full EKF here)."""
+        return [np.arange(self.inputs)]
 
     def layout(self) -> str:
         """One-line description of ``theta``."""

@@ -143,3 +143,49 @@ def adam_update(theta, first_moment, second_moment, gradient, step_size, beta1, 
     second_unbiased = second_moment / (1.0 - beta2 ** updates)
     return (theta - step_size * first_unbiased / (np.sqrt(second_unbiased) + eps),
             first_moment, second_moment)
+
+
+def ekf_update(mean, covariance, gradient, prediction, target, noise_variance):
+    """Textbook scalar EKF update with a dense covariance: (mean, covariance, log density)."""
+    gain_direction = covariance @ gradient
+    s = gradient @ gain_direction + noise_variance
+    residual = target - prediction
+    mean = mean + gain_direction * residual / s
+    covariance = covariance - np.outer(gain_direction, gain_direction) / s
+    return mean, covariance, -0.5 * (residual ** 2 / s + np.log(2 * np.pi * s))
+
+
+def block_diagonal_part(covariance, groups):
+    """The blocks of ``covariance`` on ``groups`` (everything else zero)."""
+    out = np.zeros_like(covariance)
+    for group in groups:
+        out[np.ix_(group, group)] = covariance[np.ix_(group, group)]
+    return out
+
+
+def lofi_predict(upsilon, factor, state_noise):
+    """LoFi's predict step (gamma = 1) from the dense matrices: the exact precision of
+    P + q I, as (diagonal, low-rank part) = (upsilon / (1 + q upsilon), its remainder)."""
+    precision = np.diag(upsilon) + factor @ factor.T
+    exact = np.linalg.inv(np.linalg.inv(precision) + state_noise * np.eye(upsilon.size))
+    diagonal = upsilon / (1 + state_noise * upsilon)
+    return diagonal, exact - np.diag(diagonal)
+
+
+def lofi_condition(mean, upsilon, factor, gradient, prediction, target, noise_variance):
+    """LoFi's condition step from dense matrices: the exact mean update of the precision
+    diag(upsilon) + W W^T + g g^T / rho, then the eigendecomposition of the low-rank part
+    keeping the leading rank(W) directions and moving the rest's diagonal into upsilon.
+    Returns (mean, upsilon, low-rank precision part W W^T)."""
+    rank = factor.shape[1]
+    extended = np.column_stack([factor, gradient / np.sqrt(noise_variance)])
+    precision = np.diag(upsilon) + extended @ extended.T
+    covariance = np.linalg.inv(precision)
+    residual = target - prediction
+    mean = mean + covariance @ gradient * residual / noise_variance
+    values, vectors = np.linalg.eigh(extended @ extended.T)
+    order = np.argsort(values)[::-1]
+    values, vectors = np.clip(values[order], 0, None), vectors[:, order]
+    kept = (vectors[:, :rank] * values[:rank]) @ vectors[:, :rank].T
+    dropped = (vectors[:, rank:] ** 2) @ values[rank:]
+    return mean, upsilon + dropped, kept

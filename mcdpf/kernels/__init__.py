@@ -35,6 +35,12 @@ from .counter_rng import (
     uniforms_kernel,
 )
 from .counter_rng import stream_key as stream_key
+from .covariance import (
+    block_add_diagonal_kernel,
+    block_quadratic_kernel,
+    block_update_kernel,
+    diagonal_update_kernel,
+)
 from .gaussian import (
     add_diagonal_kernel,
     gaussian_update_kernel,
@@ -443,6 +449,73 @@ def adam_update(theta: np.ndarray, first_moment: np.ndarray, second_moment: np.n
                        1.0 - float(beta2) ** updates)
 
 
+def _check_gaussians(means: np.ndarray, state: np.ndarray, name: str) -> None:
+    if means.dtype != np.float64 or not means.flags.c_contiguous:
+        raise TypeError("means must be C-contiguous float64")
+    if state.dtype != np.float64 or not state.flags.c_contiguous \
+            or state.shape[0] != means.shape[0]:
+        raise TypeError(f"{name} must be C-contiguous float64 with {means.shape[0]} rows")
+
+
+def _measurement(means, gradients, predictions, noise_variance):
+    gradients = np.ascontiguousarray(gradients, dtype=np.float64)
+    if gradients.shape != means.shape:
+        raise ValueError(f"gradients have shape {gradients.shape}, expected {means.shape}")
+    return (gradients, np.ascontiguousarray(predictions, dtype=np.float64),
+            np.ascontiguousarray(noise_variance, dtype=np.float64))
+
+
+def diagonal_update(means: np.ndarray, variances: np.ndarray, gradients: np.ndarray,
+                    predictions: np.ndarray, target: float,
+                    noise_variance: np.ndarray) -> np.ndarray:
+    """EKF update of diagonal-covariance Gaussians, in place; log predictive densities.
+
+    ``means`` and ``variances`` (N, P) float64 C-contiguous, ``gradients`` (N, P),
+    ``predictions`` and ``noise_variance`` (N,).
+    """
+    _check_gaussians(means, variances, "variances")
+    if variances.shape != means.shape:
+        raise TypeError(f"variances have shape {variances.shape}, expected {means.shape}")
+    gradients, predictions, noise_variance = _measurement(means, gradients, predictions,
+                                                          noise_variance)
+    log_density = np.empty(means.shape[0])
+    diagonal_update_kernel(means, variances, gradients, predictions, float(target),
+                           noise_variance, log_density)
+    return log_density
+
+
+def block_update(means: np.ndarray, blocks: np.ndarray, layout, gradients: np.ndarray,
+                 predictions: np.ndarray, target: float,
+                 noise_variance: np.ndarray) -> np.ndarray:
+    """EKF update of block-diagonal-covariance Gaussians, in place; log predictive densities.
+
+    ``blocks`` (N, S) float64 holds every block row-major; ``layout`` is ``(starts, index,
+    offsets)`` (:func:`mcdpf.kernels.covariance.block_update_kernel`).
+    """
+    _check_gaussians(means, blocks, "blocks")
+    gradients, predictions, noise_variance = _measurement(means, gradients, predictions,
+                                                          noise_variance)
+    log_density = np.empty(means.shape[0])
+    block_update_kernel(means, blocks, *layout, gradients, predictions, float(target),
+                        noise_variance, log_density)
+    return log_density
+
+
+def block_quadratic(blocks: np.ndarray, layout, gradients: np.ndarray) -> np.ndarray:
+    """``g_i^T P_i g_i`` (N,) of block-diagonal covariances (see :func:`block_update`)."""
+    out = np.empty(blocks.shape[0])
+    block_quadratic_kernel(blocks, *layout, np.ascontiguousarray(gradients, dtype=np.float64),
+                           out)
+    return out
+
+
+def block_add_diagonal(blocks: np.ndarray, layout, value: float) -> np.ndarray:
+    """``P_i += value * I`` in place of block-diagonal covariances (see :func:`block_update`)."""
+    starts, _, offsets = layout
+    block_add_diagonal_kernel(blocks, starts, offsets, float(value))
+    return blocks
+
+
 def set_threads(count: int) -> None:
     """Use ``count`` numba threads for the ``parallel`` kernels (at most NUMBA_NUM_THREADS)."""
     if count > get_num_threads_limit():
@@ -572,6 +645,13 @@ def _warm_up_calls(dtype, parallel: bool) -> list:
             gaussian_update(means, covariances, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2),
                             parallel=threaded)
 
+    def structured():
+        diagonal_update(means, np.ones((2, 3)), np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2))
+        layout = (np.array([0, 4, 5]), np.arange(3), np.array([0, 2, 3]))
+        blocks = block_add_diagonal(np.zeros((2, 5)), layout, 1.0)
+        block_update(means, blocks, layout, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2))
+        block_quadratic(blocks, layout, np.ones((2, 3)))
+
     def adam():
         adam_update(np.zeros(3), np.zeros(3), np.zeros(3), np.ones(3), 0.1, 0.9, 0.999, 1e-8,
                     1)
@@ -586,8 +666,8 @@ def _warm_up_calls(dtype, parallel: bool) -> list:
             pack_records(records, ids, ids, log_weight, rows, rows)
             unpack_records(records, ids.copy(), log_weight.copy(), rows.copy(), rows.copy())
 
-    return [forward, gradients, predict, weighting, resampling, random_rows, gaussian, adam,
-            walk]
+    return [forward, gradients, predict, weighting, resampling, random_rows, gaussian, structured,
+            adam, walk]
 
 
 # Time spent in numba's compiler by this process (compiling, or loading the disk cache).
