@@ -9,8 +9,9 @@ added where they are defined, by a decorator::
 The configuration's choices, the command line's help and the benchmarks read the
 registries, so a new walk, topology, data source, resampling scheme or algorithm is one
 decorated function (a covariance form one decorated class). A registry knows the module
-that fills it (``home``) and imports it exactly once, on its first registration or read, so neither reading the choices nor
-registering a plugin depends on import order: the built-ins come first, then the plugins.
+that fills it (``home``) and imports it exactly once, on its first registration or read,
+so neither reading the choices nor registering a plugin depends on import order: the
+built-ins come first, then the plugins.
 A registry may give its traits a type (``traits``, a frozen dataclass with defaults:
 :class:`~mcdpf.learner.AlgorithmTraits`); an entry registered directly gets its defaults.
 """
