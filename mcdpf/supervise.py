@@ -226,7 +226,7 @@ class Supervisor:
         if self.plan() is None:
             return None
         args = self.args
-        program = ["mcdpf"] if shutil.which("mcdpf") else [sys.executable, "-m", "mcdpf"]
+        program = ["mcdpf"] if shutil.which("mcdpf") else [sys.executable, "-P", "-m", "mcdpf"]
         command = [*program, "supervise", "-n", str(args.nodes), "--resume",
                    str(self.run_dir.path), "--retries", str(args.retries)]
         if args.mpiexec:
