@@ -167,7 +167,7 @@ class Supervisor:
         if args.resume:
             plan = self.plan()
             if plan is None or plan.membership.network_size != args.nodes:
-                found = "no checkpoint" if plan is None else \
+                found = "no checkpoint to resume from" if plan is None else \
                     f"{plan.membership.network_size} nodes"
                 raise InputError(f"supervise -n {args.nodes}: the run in {self.run_dir.path} "
                                  f"has {found}")
