@@ -295,6 +295,11 @@ class Supervisor:
                 return EXIT_GAVE_UP
             failure = f"attempt {attempt} failed (exit code {code}, {what})"
             plan = self.plan(lost)
+            if plan is None and not args.config:
+                self._log(attempt, code, lost, "gave up", -1)
+                print_error(f"supervise: {failure}; {self.run_dir.path} has no checkpoint to "
+                            "resume from, and no CONFIG was given to start again with")
+                return EXIT_GAVE_UP
             if plan is None:
                 self.members, step = tuple(range(args.nodes)), -1
                 action, command = "restart", self.command(resume=False, force=True)
