@@ -61,9 +61,10 @@ def configuration(base: str, algorithm: str, asynchronous: bool, every: int):
 
 def one_pass(comm, config, steps: int, run_dir):
     """(step times, checkpoint times, seconds of the whole loop) of one training pass."""
-    from mcdpf.driver import Checkpointer, Recorder
+    from mcdpf.checkpointing import Checkpointer
     from mcdpf.node import Node
     from mcdpf.preparation import load_stream
+    from mcdpf.recording import Recorder
     from mcdpf.resume import checkpoints_to_keep
     from mcdpf.topology import build_topology
 

@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(algorithms: " + "; ".join(
                                     f"{name}: {ALGORITHMS.entry(name).traits.summary}"
                                     for name in ALGORITHMS) + ")")
-    train.add_argument("config", help="configuration file (TOML)")
+    train.add_argument("config", nargs="?", help="configuration file (TOML); optional with "
+                       "--resume (the run directory keeps its configuration)")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a configuration key (VALUE is a TOML value; a bare "
                        "word is a string); repeatable")
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="overwrite an existing run in the output directory")
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue RUN_DIR from the newest checkpoint every rank has "
-                       "(same configuration and nodes)")
+                       "(its kept configuration; a CONFIG or --set given must agree)")
     train.add_argument("--without", metavar="NODE[,NODE...]",
                        help="with --resume: continue on the other nodes (start K - |nodes "
                        "left out so far| ranks); the nodes leave at the resumed step as "
@@ -84,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         "supervise", help="not under mpiexec: run `mpiexec -n K mcdpf train` and, when "
         "the job fails, resume it on the surviving nodes (or all of them when none was "
         "lost); restarts are logged in RUN_DIR/restarts.json")
-    supervise.add_argument("config", help="configuration file (TOML)")
+    supervise.add_argument("config", nargs="?", help="configuration file (TOML); optional "
+                           "with --resume")
     supervise.add_argument("-n", dest="nodes", type=int, required=True, metavar="K",
                            help="nodes of the network: ranks of the first job")
     supervise.add_argument("--set", action="append", default=[],
@@ -162,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         if launcher_rank() == 0:
             print_error(str(error))
         return EXIT_INPUT_ERROR
+    if args.command in ("train", "supervise"):
+        try:
+            check_run_arguments(args)
+        except InputError as error:
+            if launcher_rank() == 0:
+                print_error(str(error))
+            return EXIT_INPUT_ERROR
     if args.command in ("train", "compare"):
         marker = None
         if args.command == "train" and args.markers:
@@ -209,6 +218,16 @@ def _writing(path, write):
         raise InputError(f"{path}: cannot write ({error.strerror or error})") from None
 
 
+def check_run_arguments(args) -> None:
+    """The run-directory arguments of ``train`` and ``supervise``, checked once."""
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        raise InputError(f"{args.command}: --resume RUN_DIR continues in RUN_DIR; drop --out")
+    if args.config is None and not args.resume:
+        raise InputError(f"{args.command}: give a CONFIG (or --resume RUN_DIR)")
+    if getattr(args, "without", None) is not None and not args.resume:
+        raise InputError("--without continues a run: give --resume RUN_DIR")
+
+
 def mpi_command(args, marker=None) -> int:
     """``mcdpf train`` and ``compare``: every rank runs this; abort on an unexpected error.
 
@@ -217,7 +236,7 @@ def mpi_command(args, marker=None) -> int:
     started = time.perf_counter()
     from mpi4py import MPI
 
-    from .driver import InjectedFault
+    from .faults import InjectedFault
     from .shutdown import SignalWatch
 
     world = MPI.COMM_WORLD
@@ -281,10 +300,10 @@ def _storage_abort(world, problem, marker) -> int:
 
 def _agreed_config(comm, args, extra_check=None):
     """Load the configuration on every rank; ``None`` (error printed once) if any failed."""
-    from .config import load_config
+    from .resume import command_config
 
     def load():
-        config = load_config(args.config, args.set)
+        config = command_config(args.config, args.set, getattr(args, "resume", None))
         if extra_check is not None:
             extra_check()
         return config
@@ -361,16 +380,10 @@ def _train(comm, args, started: float, watch) -> int:
 
     def check_without():
         if args.without is not None:
-            if not args.resume:
-                raise InputError("--without continues a run: give --resume RUN_DIR")
             without.extend(parse_nodes(args.without))
 
     config = _agreed_config(comm, args, check_without)
     if config is None:
-        return EXIT_INPUT_ERROR
-    if args.resume and args.out and Path(args.out) != Path(args.resume):
-        if rank == 0:
-            print_error("--resume RUN_DIR continues in RUN_DIR; drop --out")
         return EXIT_INPUT_ERROR
     out_dir = args.resume or args.out
     try:

@@ -330,6 +330,14 @@ def process_table(comm) -> list[dict]:
              "pid": int(row[:8].view(np.int64)[0])} for rank, row in enumerate(everyone)]
 
 
+def allgather_pairs(comm, pair: tuple[int, int] | None) -> list[tuple[int, int]]:
+    """Set-up collective: every rank's pair of integers (``None``: none), on every rank."""
+    mine = np.array(pair if pair is not None else (-1, -1), dtype=np.int64)
+    everyone = np.empty((comm.Get_size(), 2), dtype=np.int64)
+    comm.Allgather(mine, everyone)
+    return [(int(a), int(b)) for a, b in everyone if a >= 0]
+
+
 def _agree(comm, value: int, op) -> int:
     mine = np.array([value], dtype=np.int64)
     result = np.empty(1, dtype=np.int64)

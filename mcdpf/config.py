@@ -486,9 +486,12 @@ def load_config(path_or_dict=None, overrides=()) -> Config:
     return config
 
 
-def config_from_json(resolved: dict, origin: str) -> Config:
-    """A configuration from its resolved form (:meth:`Config.to_dict`), validated again."""
-    config = load_config(resolved)
+def config_from_json(resolved: dict, origin: str, overrides=()) -> Config:
+    """A configuration from its resolved form (:meth:`Config.to_dict`), validated again.
+
+    ``overrides`` as in :func:`load_config`.
+    """
+    config = load_config(resolved, overrides)
     return dataclasses.replace(config, source=origin)
 
 

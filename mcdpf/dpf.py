@@ -306,8 +306,9 @@ class DistributedParticleFilter(ParticleFilter):
         new_state = FilterState(particles=update.particles, estimate=update.estimate,
                                 next_serial=update.next_serial, empty_walks=empty_walks,
                                 walk_ids=walkers.ids.copy())
-        info = StepInfo(ess=update.ess, resampled=update.resampled, held=held,
-                        received=received, sent=sent, bytes_sent=bytes_sent,
+        info = StepInfo(ess=update.ess, resampled=update.resampled, particles_held=held,
+                        particles_received=received, particles_sent=sent,
+                        bytes_sent=bytes_sent,
                         degenerate=update.degenerate, empty_walk=empty_walk)
         return new_state, info
 

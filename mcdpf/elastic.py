@@ -28,7 +28,7 @@ data up to ``S``), and the lost node's records up to its newest checkpoint are k
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import InputError
 
@@ -72,7 +72,10 @@ class Membership:
 
 @dataclass(frozen=True)
 class ResumePlan:
-    """What a resume continues: the membership, the recorded history and who leaves now.
+    """What a job continues: the membership, the recorded history, who leaves, the step.
+
+    Decided from the run directory alone by :func:`plan_resume` (a fresh run:
+    :meth:`fresh`), so ``mcdpf train --resume`` and ``mcdpf supervise`` cannot disagree.
 
     Attributes
     ----------
@@ -81,33 +84,54 @@ class ResumePlan:
     history
         The earlier resumes (``resumes.json``), oldest first.
     without
-        Nodes this resume leaves out (they leave at the agreed step).
+        Nodes this resume leaves out (they leave at ``step``).
+    step
+        The step the job continues from (-1: none to continue from; a fresh run).
+    offers
+        ``{node: step}``: the step each member can continue from
+        (:func:`~mcdpf.resume.offered_step`).
     """
 
     membership: Membership
     history: tuple[dict, ...] = ()
     without: tuple[int, ...] = ()
+    step: int = -1
+    offers: dict = field(default_factory=dict)
+
+    @classmethod
+    def fresh(cls, size: int) -> ResumePlan:
+        """A new run on ``size`` ranks: every node has its rank."""
+        return cls(Membership.whole(size))
 
     @property
     def departures(self) -> dict[int, int]:
         """``{node: step}`` of every node an earlier resume left out."""
-        return {node: entry["step"] for entry in self.history for node in entry["without"]}
+        return departures(self.history)
 
-    def drops(self, config_drops, step: int | None = None) -> list[list[int]]:
+    def drops(self, config_drops) -> list[list[int]]:
         """The effective drop schedule ``[[node, step], ...]``.
 
         ``faults.drop``, the earlier resumes' nodes at their steps, and this resume's at
-        ``step`` (``None``: not agreed yet, left out).
+        :attr:`step`.
         """
         schedule = [list(pair) for pair in config_drops or []]
         schedule += [[node, at] for node, at in self.departures.items()]
-        if step is not None:
-            schedule += [[node, step] for node in self.without]
+        schedule += [[node, self.step] for node in self.without]
         return schedule
 
     def describe_without(self) -> str:
         """``--without 0,2`` as given, for messages."""
-        return "--without " + ",".join(map(str, self.without))
+        return describe_without(self.without)
+
+
+def describe_without(nodes) -> str:
+    """``--without 0,2``, for messages."""
+    return "--without " + ",".join(map(str, nodes))
+
+
+def departures(history) -> dict[int, int]:
+    """``{node: step}`` of every node the resumes of ``history`` left out."""
+    return {node: entry["step"] for entry in history for node in entry["without"]}
 
 
 def parse_nodes(text: str) -> tuple[int, ...]:
@@ -121,20 +145,34 @@ def parse_nodes(text: str) -> tuple[int, ...]:
     return nodes
 
 
-def plan_resume(run_dir, ranks: int, without: tuple[int, ...] = ()) -> ResumePlan:
-    """The :class:`ResumePlan` of resuming ``run_dir`` on ``ranks`` ranks without ``without``.
+def plan_resume(run_dir, ranks: int | None, without: tuple[int, ...] = (), *,
+                communicating: bool) -> ResumePlan:
+    """The :class:`ResumePlan` of resuming ``run_dir`` without ``without``.
 
-    Raises :class:`InputError` for an unknown node, a node that already left, a run
-    without checkpoints (``--without`` needs one) or a rank count other than
-    ``K - |nodes left out, earlier and now|``.
+    Pure, no communicator: every rank of a job and ``mcdpf supervise`` compute the same
+    plan from the run directory.
+    ``ranks``: the job's rank count, checked against ``K - |nodes left out, earlier and
+    now|`` (``None``: the job this plan needs, the network size read from the
+    checkpoints). The step is :func:`~mcdpf.resume.resume_step` over the members.
+    Raises :class:`InputError` for an unknown node, a node that already left, a wrong
+    rank count, or (:class:`~mcdpf.rundir.NoCheckpoint`) a run without checkpoints
+    where the network size is needed.
     """
+    from .resume import resume_step
+
     history = tuple(run_dir.read_resumes())
-    plan = ResumePlan(Membership.whole(ranks), history, tuple(without))
-    departed = plan.departures
-    if not without and not departed:
-        return plan  # every node has its rank; the checkpoints check the node count
+    departed = departures(history)
+    if not without and not departed and ranks is not None:
+        membership = Membership.whole(ranks)  # the checkpoints check the node count
+    else:
+        membership = _members(run_dir, ranks, tuple(without), departed)
+    step, offers = resume_step(run_dir, membership.members, tuple(without), communicating)
+    return ResumePlan(membership, history, tuple(without), step, offers)
+
+
+def _members(run_dir, ranks, without, departed) -> Membership:
     size = run_dir.network_size()
-    label = plan.describe_without() if without else f"--resume {run_dir.path}"
+    label = describe_without(without) if without else f"--resume {run_dir.path}"
     unknown = [node for node in without if node >= size]
     if unknown:
         raise InputError(f"{label}: node {unknown[0]} does not exist (nodes 0..{size - 1})")
@@ -144,10 +182,10 @@ def plan_resume(run_dir, ranks: int, without: tuple[int, ...] = ()) -> ResumePla
                          f"{departed[again[0]]} ({run_dir.resumes_file.name})")
     members = tuple(node for node in range(size)
                     if node not in departed and node not in without)
-    if ranks != len(members):
+    if ranks is not None and ranks != len(members):
         earlier = f", {len(departed)} left earlier ({', '.join(map(str, sorted(departed)))})" \
             if departed else ""
         raise InputError(f"{label}: the run has {size} nodes{earlier}, {len(without)} leave "
                          f"now: start {len(members)} ranks (mpiexec -n {len(members)}), not "
                          f"{ranks}")
-    return ResumePlan(Membership(size, members), history, tuple(without))
+    return Membership(size, members)

@@ -279,7 +279,8 @@ class ParticleFilter:
             covariance=moved.covariance)
         new_state = FilterState(particles=update.particles, estimate=update.estimate,
                                 next_serial=update.next_serial)
-        info = StepInfo(ess=update.ess, resampled=update.resampled, held=particles.size,
+        info = StepInfo(ess=update.ess, resampled=update.resampled,
+                        particles_held=particles.size,
                         bytes_sent=bytes_sent, degenerate=update.degenerate)
         return new_state, info
 

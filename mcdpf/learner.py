@@ -39,22 +39,54 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
+from typing import (
+    Annotated,
+    Any,
+    NamedTuple,
+    Protocol,
+    TypeVar,
+    get_type_hints,
+    runtime_checkable,
+)
 
 import numpy as np
 
 
-class StepInfo(NamedTuple):
-    """Diagnostics of one time step at one node (defaults: an algorithm without particles)."""
+class Diagnostic(NamedTuple):
+    """How a :class:`StepInfo` field is recorded per step: its dtype and meaning."""
 
-    ess: float = math.nan
-    resampled: bool = False
-    held: int = 0
-    received: int = 0
-    sent: int = 0
-    bytes_sent: int = 0
-    degenerate: int = 0
-    empty_walk: bool = False
+    dtype: str
+    doc: str
+
+
+class StepInfo(NamedTuple):
+    """Diagnostics of one time step at one node (defaults: an algorithm without particles).
+
+    Every field is declared here once: it is the per-step output record of the same name
+    (:data:`mcdpf.rundir.RECORDS`), with the dtype and meaning of its
+    :class:`Diagnostic`; its default is also the record's value before the step.
+    """
+
+    ess: Annotated[float, Diagnostic("float64", "effective sample size after the step")] \
+        = math.nan
+    particles_held: Annotated[int, Diagnostic("int64", "particles held after the walk")] = 0
+    particles_received: Annotated[int, Diagnostic("int64",
+                                                  "particles received over the walk")] = 0
+    particles_sent: Annotated[int, Diagnostic("int64", "particles sent over the walk")] = 0
+    bytes_sent: Annotated[int, Diagnostic("int64", "bytes this node sent in the step")] = 0
+    resampled: Annotated[bool, Diagnostic("int8", "1 if the particles were resampled")] \
+        = False
+    degenerate: Annotated[int, Diagnostic(
+        "int8", "1 if no weight was finite (reset to uniform)")] = 0
+    empty_walk: Annotated[bool, Diagnostic(
+        "int8", "1 if no particle was held after the walk")] = False
+
+
+def diagnostics() -> dict[str, tuple[Diagnostic, object]]:
+    """``{field: (Diagnostic, default)}`` of every :class:`StepInfo` field, in order."""
+    hints = get_type_hints(StepInfo, include_extras=True)
+    return {name: (hints[name].__metadata__[0], StepInfo._field_defaults[name])
+            for name in StepInfo._fields}
 
 
 class LearnerState(Protocol):
@@ -182,3 +214,4 @@ class AlgorithmTraits:
         if name not in {item.name for item in fields(self)}:
             raise KeyError(name)
         return getattr(self, name)
+

@@ -38,46 +38,7 @@ from .io import read_checkpoint, write_checkpoint
 from .learner import Adopting, CollectiveMeasurements, StepInfo
 from .models import build_model
 from .topology import build_topology
-
-
-def drop_schedule(drops) -> list[tuple[int, list[int]]]:
-    """``[(step, [nodes leaving at that step]), ...]`` in step order, of ``[[node, step]]``."""
-    events: dict[int, list[int]] = {}
-    for node, step in drops or []:
-        events.setdefault(step, []).append(node)
-    return sorted(events.items())
-
-
-def check_drops(faults, topology) -> None:
-    """Every fault names an existing node; every node-loss event leaves a connected graph."""
-    for kind in ("drop", "crash", "kill"):
-        for node, _ in getattr(faults, kind) or []:
-            if node >= topology.nodes:
-                raise InputError(f"faults.{kind}: node {node} does not exist (nodes 0.."
-                                 f"{topology.nodes - 1})")
-    check_schedule(faults.drop, topology, "faults.drop")
-
-
-def check_schedule(drops, topology, label: str) -> None:
-    """Every node-loss event of ``drops`` leaves a connected graph (messages: ``label``)."""
-    network = topology
-    for step, dropped in drop_schedule(drops):
-        try:
-            network = network.without(dropped)
-        except InputError as error:
-            raise InputError(f"{label} at step {step}: {error}") from None
-
-
-def check_threads(threads: int) -> None:
-    """``run.threads`` within what numba may start here; set it (1: serial kernels)."""
-    from .kernels import get_num_threads_limit, set_threads
-
-    limit = get_num_threads_limit()
-    if threads > limit:
-        raise InputError(f"run.threads = {threads}: numba may start at most {limit} threads "
-                         "in this process (NUMBA_NUM_THREADS, default: the core count)")
-    if threads > 1:
-        set_threads(threads)
+from .validation import check_drops, check_node, drop_schedule
 
 
 class Network:
@@ -149,15 +110,20 @@ class Node:
         unless ``membership`` says otherwise).
     input_dim
         ``p``, columns of every sequence.
+    topology, model
+        Both given: already validated for this configuration
+        (:func:`~mcdpf.validation.check_drops`, :func:`~mcdpf.validation.check_node`, as
+        :func:`~mcdpf.preparation.prepare_node` does); else built and validated here, in a
+        set-up collective.
     drops
         The effective drop schedule ``[[node, step], ...]`` (default ``faults.drop``).
     membership
         The :class:`~mcdpf.elastic.Membership` of a resumed job without some nodes.
     """
 
-    def __init__(self, config, comm, input_dim: int, *, topology=None, measurements=None,
-                 start_step: int = 0, state: dict | None = None, drops=None,
-                 membership=None):
+    def __init__(self, config, comm, input_dim: int, *, topology=None, model=None,
+                 measurements=None, start_step: int = 0, state: dict | None = None,
+                 drops=None, membership=None):
         self.config = config
         self.comm = comm
         self.rank = comm.Get_rank()
@@ -165,16 +131,10 @@ class Node:
         self.input_dim = input_dim
         self.algorithm = config.run.algorithm
         self.traits = traits(self.algorithm)
-        def set_up(topology):
-            if topology is None:
-                topology = build_topology(config.topology, comm.Get_size())
-                check_drops(config.faults, topology)
-            model = build_model(config.model, input_dim)
-            self.traits["check"](config, model, topology)
-            check_threads(config.run.threads)
-            return topology, model
-
-        topology, self.model = comm_layer.agreed(comm, lambda: set_up(topology))
+        if model is None or topology is None:
+            topology, model = comm_layer.agreed(comm, lambda: _validated(config, comm,
+                                                                         input_dim))
+        self.model = model
         keep_freed_memory(self.traits["steady_arrays"])
         self.initial_topology = topology
         if measurements is None and self.traits["needs_all_streams"]:
@@ -320,6 +280,15 @@ class Node:
 
     def __exit__(self, kind, value, traceback) -> None:
         self.close(handshake=kind is None)
+
+
+def _validated(config, comm, input_dim: int) -> tuple:
+    """The topology and model of ``config`` for ``comm``'s ranks, validated."""
+    topology = build_topology(config.topology, comm.Get_size())
+    check_drops(config.faults, topology)
+    model = build_model(config.model, input_dim)
+    check_node(config, model, topology)
+    return topology, model
 
 
 class LiveMeasurements:

@@ -1,8 +1,8 @@
 """Set-up of a training run: load and validate everything, then agree across the ranks.
 
 :func:`prepare_node` loads what one rank needs (topology, its stream, the model, faults,
-the output directory) and raises :class:`~mcdpf.errors.InputError`; it touches no
-communicator. :func:`agree_setup` then runs the set-up collectives: every rank learns
+the output directory) once and raises :class:`~mcdpf.errors.InputError`; it touches no
+communicator. :func:`agree_setup` runs it in the set-up collectives: every rank learns
 whether any rank failed, and all agree on the number of steps ``T``. A problem that only
 one rank can see (its own group of a stream file) therefore still stops every rank with
 the same one-line message.
@@ -17,22 +17,23 @@ import numpy as np
 
 from . import comm as comm_layer
 from .algorithms import traits
+from .elastic import Membership, ResumePlan
+from .errors import InputError
 from .memory import check_memory
 from .models import build_model
-from .node import check_drops
 from .rundir import RunDirectory
 from .sources import node_stream, source_label
 from .streams import Stream, handle_nonfinite
 from .topology import build_topology
+from .validation import check_drops, check_node
 
 
-@dataclass
+@dataclass(frozen=True)
 class NodeSetup:
-    """What one rank loaded and validated before the run.
+    """What one rank loaded and validated before the run (built once, by :func:`prepare_node`).
 
     ``drops`` is the effective drop schedule (``faults.drop``, and the nodes resumes left
-    out: :mod:`mcdpf.elastic`); ``membership`` maps the job's ranks to nodes (``None``:
-    rank ``k`` is node ``k``).
+    out: :mod:`mcdpf.elastic`); ``membership`` maps the job's ranks to nodes.
     """
 
     config: object
@@ -42,9 +43,9 @@ class NodeSetup:
     skipped: np.ndarray
     model: object
     run_dir: RunDirectory | None
-    warnings: list[str] = field(default_factory=list)
+    membership: Membership
     drops: list = field(default_factory=list)
-    membership: object = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def default_out_dir(config) -> Path:
@@ -61,14 +62,16 @@ def load_stream(config, nodes: int, node: int) -> tuple[Stream, np.ndarray]:
     return handle_nonfinite(stream, config.data.nonfinite, source_label(config.data, node))
 
 
-def prepare_node(config, nodes: int, node: int, run_dir: RunDirectory | None, force: bool,
-                 resume: bool = False, stream: Stream | None = None) -> NodeSetup:
-    """Validate and load everything rank ``node`` needs; raise :class:`~mcdpf.errors.InputError`.
+def prepare_node(config, plan: ResumePlan, rank: int, run_dir: RunDirectory | None,
+                 force: bool, resume: bool = False, stream: Stream | None = None) -> NodeSetup:
+    """Validate and load everything ``rank`` needs; raise :class:`~mcdpf.errors.InputError`.
 
-    ``stream`` (this rank's, in memory) replaces ``[data]`` when given; ``run_dir`` is
-    ``None`` for a run that writes nothing; with ``resume`` its directory has been checked
-    by the resume plan (:mod:`mcdpf.elastic`).
+    ``plan`` (:class:`~mcdpf.elastic.ResumePlan`) says which node the rank is and which
+    nodes leave when; ``stream`` (this rank's, in memory) replaces ``[data]`` when given;
+    ``run_dir`` is ``None`` for a run that writes nothing; with ``resume`` its directory
+    has been checked by the resume plan.
     """
+    nodes, node = plan.membership.network_size, plan.membership.node_of(rank)
     topology = build_topology(config.topology, nodes)
     check_drops(config.faults, topology)
     if run_dir is not None and not resume:  # a resume's directory was checked by its plan
@@ -80,25 +83,25 @@ def prepare_node(config, nodes: int, node: int, run_dir: RunDirectory | None, fo
         stream, skipped = handle_nonfinite(stream, config.data.nonfinite,
                                            f"the stream of node {node}")
     model = build_model(config.model, stream.input_dim)
-    entry = traits(config.run.algorithm)
-    entry["check"](config, model, topology)
+    check_node(config, model, topology)
     check_memory(config, model, config.run.steps or stream.steps, topology.nodes)
     warnings = []
     if not given and config.data.source == "file" and config.data.partition is not None:
         warnings.append(f"data.partition = \"{config.data.partition}\" is ignored: a stream "
                         "file holds one stream per node")
-    warnings += entry["warnings"](config, topology)
+    warnings += traits(config.run.algorithm)["warnings"](config, topology)
     return NodeSetup(config=config, topology=topology, node=node,
                      stream=stream.astype(model.dtype), skipped=skipped, model=model,
-                     run_dir=run_dir, warnings=warnings,
-                     drops=[list(pair) for pair in config.faults.drop or []])
+                     run_dir=run_dir, membership=plan.membership,
+                     drops=plan.drops(config.faults.drop), warnings=warnings)
 
 
-def agree_setup(comm, setup: NodeSetup | None, error: str | None) -> tuple[str | None, int]:
-    """Set-up collectives: the first error of any rank, else the agreed step count."""
-    error = comm_layer.agree_on_error(comm, error)
-    if error:
-        return error, 0
+def agree_setup(comm, prepare) -> tuple[NodeSetup, int]:
+    """Set-up collectives: ``prepare()`` on this rank, and the agreed step count.
+
+    Raises the first :class:`~mcdpf.errors.InputError` of any rank on every rank.
+    """
+    setup = comm_layer.agreed(comm, prepare)
     config = setup.config
     length = setup.stream.steps
     shortest = comm_layer.agree_min(comm, length)
@@ -123,7 +126,9 @@ def agree_setup(comm, setup: NodeSetup | None, error: str | None) -> tuple[str |
                 problem = f"faults.{kind}: step {late[0][1]} is not before run end ({steps})"
                 break
     error = comm_layer.agree_on_error(comm, problem)
-    return error, steps
+    if error:
+        raise InputError(error)
+    return setup, steps
 
 
 class StreamTable:
@@ -151,11 +156,10 @@ def all_streams(comm, setup: NodeSetup) -> StreamTable:
     """
     gathered, masks = comm_layer.allgather_streams(comm, setup.stream, setup.skipped)
     nodes = setup.topology.nodes
-    table = dict(enumerate(zip(gathered, masks, strict=True)))
-    if setup.membership is not None:
-        table = {setup.membership.node_of(rank): item for rank, item in table.items()}
-        for node in setup.membership.absent:
-            table[node] = load_stream(setup.config, nodes, node)
+    table = {setup.membership.node_of(rank): item
+             for rank, item in enumerate(zip(gathered, masks, strict=True))}
+    for node in setup.membership.absent:
+        table[node] = load_stream(setup.config, nodes, node)
     streams = [table[node][0].astype(setup.model.dtype) for node in range(nodes)]
     masks = [np.array(table[node][1], dtype=bool) for node in range(nodes)]
     for node, step in setup.drops:

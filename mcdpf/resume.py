@@ -18,24 +18,29 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from . import comm as comm_layer
 from .algorithms import traits
 from .errors import InputError
 from .io import DamagedCheckpoint
-from .node import check_schedule
+from .recording import write_departed_outputs
+from .rundir import RunDirectory
+from .validation import check_schedule
 
 # The offer of a node that has left: it does not limit the step the others agree on.
 NO_LIMIT = 2 ** 62
 
+# Injected failures (``[faults]`` crash and kill) hit the job they were given to; a resume
+# from the run's kept configuration does not repeat them.
+INJECTED = {("faults", "crash"), ("faults", "kill")}
 # Resolved-configuration keys that may change between a run and its resumption: they do
 # not affect the results (an injected crash or kill must be removable to resume at all).
 # ``faults.drop`` may not change; the nodes a resume leaves out are not configuration but
 # history (``resumes.json``).
 RESUMABLE_CHANGES = {("run", "out"), ("run", "progress_seconds"), ("run", "checkpoint_every"),
                      ("run", "checkpoint_async"), ("run", "threads"),
-                     ("run", "max_memory_gb"), ("faults", "crash"),
-                     ("faults", "kill")}
+                     ("run", "max_memory_gb"), *INJECTED}
 
 
 def different_keys(saved: dict, current: dict) -> list[str]:
@@ -68,14 +73,13 @@ def checkpoints_to_keep(config, topology) -> int:
     return 2 + in_flight + -(-(topology.diameter + 1) // max(every, 1))
 
 
-def offered_step(run_dir, node: int, communicating: bool, steps=None) -> int:
+def offered_step(run_dir, node: int, communicating: bool) -> int:
     """The step ``node`` can continue from: its newest checkpoint's (-1: none).
 
     For a communicating algorithm a node whose newest checkpoint was written after it
     left the network offers :data:`NO_LIMIT`: it can join any step at or after it.
-    ``steps``: the node's checkpoint steps, if already listed.
     """
-    steps = run_dir.checkpoint_steps(node) if steps is None else steps
+    steps = run_dir.checkpoint_steps(node)
     if not steps:
         return -1
     if communicating and not int(run_dir.checkpoint_attributes(node, steps[-1])
@@ -84,10 +88,25 @@ def offered_step(run_dir, node: int, communicating: bool, steps=None) -> int:
     return steps[-1]
 
 
-def newest_saved(run_dir, nodes, before: int | None = None) -> int:
-    """The newest checkpoint step any of ``nodes`` has (before ``before``; -1: none)."""
-    return max((step for node in nodes for step in run_dir.checkpoint_steps(node)
-                if before is None or step < before), default=-1)
+def newest_saved(run_dir, nodes) -> int:
+    """The newest checkpoint step any of ``nodes`` has (-1: none)."""
+    return max((step for node in nodes for step in run_dir.checkpoint_steps(node)),
+               default=-1)
+
+
+def resume_step(run_dir, members, without, communicating: bool) -> tuple[int, dict]:
+    """The step a job of ``members`` continues from, without ``without`` (-1: none).
+
+    For a communicating algorithm the newest checkpoint every member has; for the
+    independent ones the newest any node has, the nodes left out included. Returns the
+    step and every member's :func:`offered_step`.
+    """
+    offers = {node: offered_step(run_dir, node, communicating) for node in members}
+    if communicating:
+        step = min(offers.values())
+    else:
+        step = max([*offers.values(), newest_saved(run_dir, without)])
+    return (-1 if step == NO_LIMIT else step), offers
 
 
 @dataclass
@@ -112,98 +131,129 @@ class Resumption:
     attributes: dict | None = None
 
 
-def agree_resume(comm, setup, steps: int, plan) -> tuple[str | None, Resumption | None]:
-    """Set-up collectives for ``--resume``: the checkpoint to continue from, checked.
+def agree_resume(comm, setup, steps: int, plan) -> Resumption | None:
+    """Set-up collective for ``--resume``: this rank's checkpoint to continue from, checked.
 
-    ``plan`` is the :class:`~mcdpf.elastic.ResumePlan`. Returns ``(error, resumption)``:
-    the first problem any rank found, or ``None`` and this rank's :class:`Resumption`.
-    A checkpoint that does not match its digest is skipped with one line naming it, and
-    every rank agrees again without it (the newest good checkpoint every rank has).
+    ``plan`` is the :class:`~mcdpf.elastic.ResumePlan` (its step is agreed). Raises the
+    first problem any rank found (:class:`InputError`) on every rank. A checkpoint that
+    does not match its digest is skipped with one line naming it: every rank then marks
+    every damaged file skipped in the run directory and this returns ``None`` (plan
+    again: the newest good checkpoint every rank has).
     """
-    mine = setup.run_dir.checkpoint_steps(setup.node)
-    while True:
-        error, resumption, damaged = _agree_once(comm, setup, steps, plan, mine)
-        if not comm_layer.agree_max(comm, int(damaged is not None)):
-            return error, resumption
-        if damaged is not None:
-            step, message = damaged
-            print(f"mcdpf: warning: {message}; skipped", file=sys.stderr, flush=True)
-            mine.remove(step)
+    damaged = None
 
-
-def _agree_once(comm, setup, steps, plan, mine):
-    """One round of :func:`agree_resume` over ``mine`` (this node's checkpoint steps).
-
-    Returns ``(error, resumption, damaged)``, ``damaged`` the ``(step, message)`` of a
-    checkpoint this rank found damaged (``None``: none).
-    """
-    run_dir = setup.run_dir
-    own = mine[-1] if mine else -1
-    independent = not traits(setup.config.run.algorithm)["communicating"]
-    problem, offer = None, own
-    try:
-        offer = offered_step(run_dir, setup.node, not independent, mine)
-        if independent:
-            # Nodes that do not communicate keep what any of them saved, the nodes left
-            # out too: a lost node that saved later than every survivor leaves at its own
-            # newest checkpoint (a survivor that saved nothing yet starts from step 0).
-            offer = max(offer, newest_saved(run_dir, plan.without, before=steps))
-    except InputError as error:
-        problem = str(error)
-    common = comm_layer.agree_max(comm, offer) if independent \
-        else comm_layer.agree_min(comm, offer)
-    if problem is not None:
-        return comm_layer.agree_on_error(comm, problem), None, None
-    start = own if independent else common
-    # A node that had left continues from its departure checkpoint if it is not newer.
-    newest = own if independent or (offer == NO_LIMIT and own <= common) else common
-    resumption, damaged = None, None
-    if common < 0 or common == NO_LIMIT:
-        holders = "any node" if independent else "every rank"
-        problem = (f"{run_dir.path}: no checkpoint that {holders} has (set "
-                   "run.checkpoint_every to write them)")
-    elif independent and newest < 0:
-        resumption = Resumption(start_step=0, drop_step=common)
-    elif newest not in mine:
-        problem = f"{run_dir.path}: node {setup.node} lacks the checkpoint of step {newest}"
-    else:
+    def resumption() -> Resumption | None:
+        nonlocal damaged
+        run_dir = setup.run_dir
+        mine = run_dir.checkpoint_steps(setup.node)
+        own = mine[-1] if mine else -1
+        independent = not traits(setup.config.run.algorithm)["communicating"]
+        common = plan.step
+        if common < 0:
+            holders = "any node" if independent else "every rank"
+            raise InputError(f"{run_dir.path}: no checkpoint that {holders} has (set "
+                             "run.checkpoint_every to write them)")
+        if independent and own < 0:
+            return Resumption(start_step=0, drop_step=common)
+        # A node that had left continues from its departure checkpoint if it is not newer.
+        newest = own if independent or (plan.offers[setup.node] == NO_LIMIT
+                                        and own <= common) else common
+        if newest not in mine:
+            raise InputError(f"{run_dir.path}: node {setup.node} lacks the checkpoint of "
+                             f"step {newest}")
         try:
             state, records, attributes = run_dir.read_checkpoint(setup.node, newest)
-            problem = _refusal(run_dir, setup, steps, plan, attributes, records, common,
-                               independent)
-            resumption = Resumption(start_step=start, drop_step=common, state=state,
-                                    records=records, attributes=attributes)
         except DamagedCheckpoint as error:
-            damaged = (newest, str(error))
-        except InputError as error:
-            problem = str(error)
-    return comm_layer.agree_on_error(comm, problem), resumption, damaged
+            damaged = (setup.node, newest)
+            print(f"mcdpf: warning: {error}; skipped", file=sys.stderr, flush=True)
+            return None
+        _refuse(run_dir, setup, steps, plan, attributes, records, independent)
+        return Resumption(start_step=own if independent else common, drop_step=common,
+                          state=state, records=records, attributes=attributes)
+
+    result = comm_layer.agreed(comm, resumption)
+    found = comm_layer.allgather_pairs(comm, damaged)
+    for node, step in found:
+        setup.run_dir.skip_checkpoint(node, step)
+    return None if found else result
 
 
-def _refusal(run_dir, setup, steps, plan, attributes, records, common, independent):
-    """Why the loaded checkpoint cannot continue this job, or ``None``."""
+def _refuse(run_dir, setup, steps, plan, attributes, records, independent) -> None:
+    """Raise :class:`InputError` if the loaded checkpoint cannot continue this job."""
     if int(attributes["n_nodes"]) != setup.topology.nodes:
-        return (f"{run_dir.path}: the checkpoint was written by a {attributes['n_nodes']}-"
-                f"node run; this job has {setup.topology.nodes} ranks")
-    changes = different_keys(json.loads(attributes["config"]), setup.config.to_dict())
-    if changes:
-        return (f"{run_dir.path}: cannot resume with a different configuration: "
-                f"{', '.join(changes[:3])}")
+        raise InputError(f"{run_dir.path}: the checkpoint was written by a "
+                         f"{attributes['n_nodes']}-node run; this job has "
+                         f"{setup.topology.nodes} ranks")
+    check_same_configuration(run_dir, json.loads(attributes["config"]), setup.config)
     if int(attributes["step"]) >= steps:
-        return (f"{run_dir.path}: the checkpoint is at step {attributes['step']}, not before "
-                f"the run's end ({steps})")
+        raise InputError(f"{run_dir.path}: the checkpoint is at step {attributes['step']}, "
+                         f"not before the run's end ({steps})")
     recorded = len(records["prediction"])
     if recorded != steps:
-        return (f"{run_dir.path}: the run has {recorded} steps but this job agrees on "
-                f"{steps} (run.steps, or the streams of the nodes left out)")
+        raise InputError(f"{run_dir.path}: the run has {recorded} steps but this job agrees "
+                         f"on {steps} (run.steps, or the streams of the nodes left out)")
     earlier = [entry["step"] for entry in plan.history if entry["without"]]
-    if not independent and earlier and common < max(earlier):
-        return (f"{run_dir.path}: the newest checkpoint every node has (step {common}) "
-                f"precedes the resume at step {max(earlier)} ({run_dir.resumes_file.name})")
+    if not independent and earlier and plan.step < max(earlier):
+        raise InputError(f"{run_dir.path}: the newest checkpoint every node has (step "
+                         f"{plan.step}) precedes the resume at step {max(earlier)} "
+                         f"({run_dir.resumes_file.name})")
     if plan.without:
-        try:
-            check_schedule(plan.drops(setup.config.faults.drop, common), setup.topology,
-                           f"{plan.describe_without()}: the node loss")
-        except InputError as error:
-            return str(error)
-    return None
+        check_schedule(setup.drops, setup.topology, f"{plan.describe_without()}: the node loss")
+
+
+def record_resume(setup, plan, steps: int, cause: str) -> None:
+    """Write the output file of every node left out, then append to ``resumes.json``.
+
+    A node left out now (or earlier, if its file is missing) gets its file from its
+    newest checkpoint at or before the step it left (:func:`write_departed_outputs`).
+    """
+    run_dir = setup.run_dir
+    leaving = {**plan.departures, **{node: plan.step for node in plan.without}}
+    for node, left_at in sorted(leaving.items()):
+        if node in plan.without or not run_dir.node_file(node).is_file():
+            write_departed_outputs(setup, node, left_at, steps)
+    run_dir.append_json(run_dir.resumes_file, {
+        "step": plan.step, "without": list(plan.without), "ranks": len(plan.membership.members),
+        "nodes": list(plan.membership.members), "cause": cause,
+        "time": datetime.now(UTC).isoformat(timespec="seconds")})
+
+
+def check_same_configuration(run_dir, saved: dict, config) -> None:
+    """Refuse a configuration that differs from ``saved`` (the run's, resolved).
+
+    Every key that differs outside :data:`RESUMABLE_CHANGES` is named, in one line.
+    """
+    changes = different_keys(saved, config.to_dict())
+    if changes:
+        raise InputError(f"{run_dir.path}: cannot resume with a different configuration: "
+                         f"{', '.join(changes)}")
+
+
+def command_config(path=None, overrides=(), resume=None):
+    """The configuration of ``mcdpf train`` or ``supervise``: CONFIG ``path`` and ``--set``s.
+
+    Resuming the run directory ``resume``, CONFIG is optional: without it the run's kept
+    configuration (``RUN_DIR/config.json``) with ``overrides``.
+    The kept configuration's injected failures (:data:`INJECTED`) are not repeated. A
+    configuration that differs from the kept one in a key outside
+    :data:`RESUMABLE_CHANGES` is refused, naming every such key.
+    """
+    from .config import config_from_json, load_config
+
+    if resume is None:
+        return load_config(path, overrides)
+    run_dir = RunDirectory(resume)
+    saved = run_dir.read_json(run_dir.config_file, None)
+    if saved is None and path is None:
+        raise InputError(f"{run_dir.config_file}: not found (a run of an older mcdpf, or not "
+                         "a run directory); give the CONFIG the run was started with")
+    if path is None:
+        kept = {section: {key: value for key, value in table.items()
+                          if (section, key) not in INJECTED}
+                for section, table in saved.items()}
+        config = config_from_json(kept, str(run_dir.config_file), overrides)
+    else:
+        config = load_config(path, overrides)
+    if saved is not None:
+        check_same_configuration(run_dir, saved, config)
+    return config

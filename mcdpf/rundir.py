@@ -4,6 +4,7 @@
 
     RUN_DIR/
       node-0000.h5 ...              one output file per node (written by its own rank)
+      config.json                   the resolved configuration, written when the run starts
       processes.json                rank, node, host and PID of every process of the last job
       resumes.json                  every resume: step, nodes left out, ranks, cause, time
       restarts.json                 every automatic restart (``mcdpf supervise``)
@@ -37,8 +38,13 @@ from .io import (
     write_checkpoint,
     write_node_file,
 )
+from .learner import diagnostics
 
 CHECKPOINT_NAME = re.compile(r"node-(\d{4,})-step-(\d{8,})\.h5$")
+
+
+class NoCheckpoint(InputError):
+    """The run directory holds no complete checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -54,14 +60,9 @@ RECORDS = {
     "target": Field(np.float64, np.nan, "label d[k,t] (NaN when skipped)"),
     "prediction": Field(np.float64, np.nan, "prediction made before the label"),
     "squared_error": Field(np.float64, np.nan, "(target - prediction)^2"),
-    "ess": Field(np.float64, np.nan, "effective sample size after the step"),
-    "particles_held": Field(np.int64, 0, "particles held after the walk"),
-    "particles_received": Field(np.int64, 0, "particles received over the walk"),
-    "particles_sent": Field(np.int64, 0, "particles sent over the walk"),
-    "bytes_sent": Field(np.int64, 0, "bytes this node sent in the step"),
-    "resampled": Field(np.int8, 0, "1 if the particles were resampled"),
-    "degenerate": Field(np.int8, 0, "1 if no weight was finite (reset to uniform)"),
-    "empty_walk": Field(np.int8, 0, "1 if no particle was held after the walk"),
+    # the learner's diagnostics, declared once (mcdpf.learner.StepInfo)
+    **{name: Field(np.dtype(spec.dtype).type, np.dtype(spec.dtype).type(default), spec.doc)
+       for name, (spec, default) in diagnostics().items()},
     "skipped": Field(np.int8, 0, "1 if the node had no data (or had left) at this step"),
     "step_seconds": Field(np.float64, 0.0, "wall time of the step"),
 }
@@ -133,6 +134,7 @@ class RunDirectory:
 
     def __init__(self, path):
         self.path = Path(path)
+        self._damaged: set[tuple[int, int]] = set()  # checkpoints whose digest failed
 
     def __repr__(self) -> str:
         return f"RunDirectory({str(self.path)!r})"
@@ -154,6 +156,11 @@ class RunDirectory:
     def checkpoint_file(self, node: int, step: int) -> Path:
         """Checkpoint of ``node`` after ``step`` completed steps."""
         return self.checkpoint_directory / f"node-{node:04d}-step-{step:08d}.h5"
+
+    @property
+    def config_file(self) -> Path:
+        """``config.json``: the resolved configuration (``mcdpf train --resume RUN_DIR``)."""
+        return self.path / "config.json"
 
     @property
     def processes_file(self) -> Path:
@@ -271,9 +278,14 @@ class RunDirectory:
         return sorted(steps)
 
     def checkpoint_steps(self, node: int) -> list[int]:
-        """Steps of ``node``'s complete checkpoints, ascending (torn or foreign skipped)."""
+        """Steps of ``node``'s complete checkpoints, ascending (torn, foreign, damaged skipped)."""
         return [step for step in self._named_checkpoint_steps(node)
-                if is_complete(self.checkpoint_file(node, step))]
+                if (node, step) not in self._damaged
+                and is_complete(self.checkpoint_file(node, step))]
+
+    def skip_checkpoint(self, node: int, step: int) -> None:
+        """Leave ``node``'s checkpoint of ``step`` out from now on (its digest failed)."""
+        self._damaged.add((node, step))
 
     def write_checkpoint(self, node: int, step: int, state: dict, records: dict,
                          attributes: dict, keep: int, named: list[int] | None = None
@@ -308,8 +320,8 @@ class RunDirectory:
         for path in sorted(directory.iterdir()) if directory.is_dir() else []:
             if CHECKPOINT_NAME.match(path.name) and is_complete(path):
                 return int(read_checkpoint_attributes(path)["n_nodes"])
-        raise InputError(f"{self.path}: no checkpoint to resume from (set "
-                         "run.checkpoint_every to write them)")
+        raise NoCheckpoint(f"{self.path}: no checkpoint to resume from (set "
+                           "run.checkpoint_every to write them)")
 
     def read_resumes(self) -> list[dict]:
         """The resume history (``resumes.json``), checked: a list of ``{step, without, ...}``."""

@@ -1,9 +1,12 @@
 """``mcdpf supervise``: run a training job, and resume it by itself when it fails.
 
 ``mcdpf supervise CONFIG -n K [--out DIR] [--set ...] [--retries R]`` is not run under
-``mpiexec``: it launches ``mpiexec -n K python -m mcdpf.guard RUN_DIR/ranks python -m
-mcdpf train CONFIG ... --markers RUN_DIR/ranks`` as a child process and watches it. When
-the job fails it finds the ranks whose nodes are lost, and launches the next job:
+``mpiexec``: it launches ``mpiexec -n K python -P -m mcdpf.guard RUN_DIR/ranks python -P -m
+mcdpf train CONFIG ... --markers RUN_DIR/ranks`` as a child process and watches it (the
+ranks run this Python and this ``mcdpf``, whatever the working directory). When the job
+fails it finds the ranks whose nodes are lost, and launches the next job, as the resume
+plan of the run directory says (:func:`~mcdpf.elastic.plan_resume`, the plan the job
+itself follows):
 
 - nodes were lost (a rank was killed, or failed with an error): ``--resume RUN_DIR
   --without NODES`` on the survivors (:mod:`mcdpf.elastic`);
@@ -21,6 +24,9 @@ fail the same way). SIGTERM, SIGINT, SIGHUP or SIGUSR1 to the supervisor stop th
 the same signal would stop ``mcdpf train`` (it is passed on; SIGHUP as SIGTERM, since
 ``mpiexec`` dies of SIGHUP): every rank saves the step it stopped at, and the supervisor
 exits ``128 + signal`` without a restart; the run directory can be resumed later.
+When it stops or gives up, the supervisor prints the command that resumes the run
+(``mcdpf supervise -n K --resume RUN_DIR``: the run directory keeps its configuration), if
+there is a checkpoint to resume from.
 
 **Who died** (:mod:`mcdpf.markers`, :mod:`mcdpf.guard`): every rank runs under a guard
 process that records how the rank ended. A rank killed by a signal (``kill -9``, the
@@ -38,6 +44,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -49,6 +56,7 @@ from pathlib import Path
 
 from . import markers
 from .errors import EXIT_INPUT_ERROR, EXIT_STORAGE_ERROR, InputError, StorageError, print_error
+from .rundir import NoCheckpoint, RunDirectory
 
 POLL_SECONDS = 0.2
 STOP_SECONDS = 30.0  # a stopped job gets this long to end before it is killed
@@ -66,7 +74,8 @@ def default_launcher() -> str:
 class Job:
     """One launched job: its process, its output (passed through and kept), its markers."""
 
-    def __init__(self, command: list[str], markers_directory: Path, ranks: int):
+    def __init__(self, command: list[str], markers_directory: Path, ranks: int,
+                 env: dict | None = None):
         self.markers_directory = markers_directory
         self.ranks = ranks
         markers.clear(markers_directory)
@@ -74,7 +83,7 @@ class Job:
         try:
             self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
                                             stderr=subprocess.PIPE, text=True, bufsize=1,
-                                            start_new_session=True)
+                                            start_new_session=True, env=env)
         except OSError as error:
             raise InputError(f"supervise: cannot start {command[0]} ({error})") from None
         self.readers = [threading.Thread(target=self._pass_on, args=(pipe, sink), daemon=True)
@@ -156,43 +165,58 @@ class Supervisor:
 
     def __init__(self, args):
         from .algorithms import traits
-        from .config import load_config
         from .preparation import default_out_dir
-        from .rundir import RunDirectory
+        from .resume import command_config
 
         if args.nodes < 1:
             raise InputError(f"supervise -n {args.nodes}: need at least one node")
         if args.retries < 0:
             raise InputError(f"supervise --retries {args.retries}: must be >= 0")
-        if args.resume and args.out and Path(args.out) != Path(args.resume):
-            raise InputError("supervise: --resume RUN_DIR continues in RUN_DIR; drop --out")
         self.args = args
-        config = load_config(args.config, args.set)
+        config = command_config(args.config, args.set, args.resume)
         self.communicating = traits(config.run.algorithm)["communicating"]
         self.run_dir = RunDirectory(args.resume or args.out or default_out_dir(config))
         self.launcher = args.mpiexec or default_launcher()
-        self.members = self._initial_members()
-        self.restarts = self.run_dir.read_json(self.run_dir.restarts_file, []) \
-            if args.resume else []
+        self.members = tuple(range(args.nodes))
+        self.restarts = []
+        if args.resume:
+            plan = self.plan()
+            if plan is None or plan.membership.network_size != args.nodes:
+                found = "no checkpoint to resume from" if plan is None else \
+                    f"{plan.membership.network_size} nodes"
+                raise InputError(f"supervise -n {args.nodes}: the run in {self.run_dir.path} "
+                                 f"has {found}")
+            self.members = plan.membership.members
+            self.restarts = self.run_dir.read_json(self.run_dir.restarts_file, [])
         self.signal_received = None
 
-    def _initial_members(self) -> tuple[int, ...]:
-        if not self.args.resume:
-            return tuple(range(self.args.nodes))
-        departed = {node for entry in self.run_dir.read_resumes() for node in entry["without"]}
-        if departed and self.run_dir.network_size() != self.args.nodes:
-            raise InputError(f"supervise -n {self.args.nodes}: the run in {self.run_dir.path} "
-                             f"has {self.run_dir.network_size()} nodes")
-        return tuple(node for node in range(self.args.nodes) if node not in departed)
+    def plan(self, lost=()):
+        """The :class:`~mcdpf.elastic.ResumePlan` of resuming without ``lost`` nodes.
+
+        The job computes the same; ``None``: no checkpoint to resume from.
+        """
+        from .elastic import plan_resume
+
+        try:
+            plan = plan_resume(self.run_dir, None, tuple(lost),
+                               communicating=self.communicating)
+        except NoCheckpoint:
+            return None
+        return plan if plan.step >= 0 else None
 
     # ---------------------------------------------------------------- commands
     def command(self, *, resume: bool, force: bool = False, without=(), cause="") -> list[str]:
-        """The ``mpiexec ... mcdpf train`` command of the next job."""
+        """The ``mpiexec ... mcdpf train`` command of the next job.
+
+        ``python -P`` keeps the working directory off the ranks' module path: they import
+        the ``mcdpf`` the supervisor runs (first on their ``PYTHONPATH``: :meth:`environment`).
+        """
         args = self.args
         directory = str(self.run_dir.markers_directory)
-        command = [self.launcher, "-n", str(len(self.members)), sys.executable, "-m",
-                   "mcdpf.guard", directory, sys.executable, "-m", "mcdpf", "train",
-                   args.config]
+        command = [self.launcher, "-n", str(len(self.members)), sys.executable, "-P", "-m",
+                   "mcdpf.guard", directory, sys.executable, "-P", "-m", "mcdpf", "train"]
+        if args.config:
+            command.append(args.config)
         for override in args.set:
             command += ["--set", override]
         if args.quiet:
@@ -205,20 +229,32 @@ class Supervisor:
             command += ["--without", ",".join(map(str, without))]
         return command
 
-    def resume_step(self, nodes, lost=()) -> int:
-        """The step a resume on ``nodes`` without ``lost`` will agree on (-1: none).
+    @staticmethod
+    def environment() -> dict:
+        """The jobs' environment: this one, this ``mcdpf``'s directory first on its path."""
+        root = str(Path(__file__).resolve().parent.parent)
+        paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
-        As :func:`mcdpf.resume.agree_resume`: the newest checkpoint every node has, or for
-        an algorithm without communication the newest any node has, ``lost`` included.
-        """
-        from .resume import NO_LIMIT, newest_saved, offered_step
+    def resume_command(self) -> str | None:
+        """The command that resumes the run as printed, or ``None``: nothing to resume."""
+        if self.plan() is None:
+            return None
+        args = self.args
+        program = ["mcdpf"] if shutil.which("mcdpf") else [sys.executable, "-P", "-m", "mcdpf"]
+        command = [*program, "supervise", "-n", str(args.nodes), "--resume",
+                   str(self.run_dir.path), "--retries", str(args.retries)]
+        if args.mpiexec:
+            command += ["--mpiexec", args.mpiexec]
+        if args.quiet:
+            command.append("--quiet")
+        return shlex.join(command)
 
-        offers = [offered_step(self.run_dir, node, self.communicating) for node in nodes]
-        if self.communicating:
-            step = min(offers)
-        else:
-            step = max([*offers, newest_saved(self.run_dir, lost)])
-        return -1 if step == NO_LIMIT else step
+    def how_to_resume(self) -> str:
+        """``resume with: COMMAND``, or why there is nothing to resume."""
+        command = self.resume_command()
+        return f"resume with: {command}" if command else \
+            f"{self.run_dir.path} has no checkpoint to resume from"
 
     # ---------------------------------------------------------------- the loop
     def run(self) -> int:
@@ -243,15 +279,15 @@ class Supervisor:
                                cause="supervise: resume requested")
         attempt = 1
         while True:
-            job = Job(command, self.run_dir.markers_directory, len(self.members))
+            job = Job(command, self.run_dir.markers_directory, len(self.members),
+                      self.environment())
             died = job.watch(lambda: self.signal_received is not None)
             job.stop(self.signal_received or signal.SIGTERM)
             code = job.finish()
             if self.signal_received is not None:
                 name = signal.Signals(self.signal_received).name
                 self._log(attempt, code, [], "stopped", -1)
-                _say(f"stopped by {name}; the run can continue with mcdpf supervise "
-                     f"{args.config} -n {args.nodes} --resume {self.run_dir.path}")
+                _say(f"stopped by {name}; {self.how_to_resume()}")
                 return 128 + self.signal_received
             if code == 0 and not died:
                 self._save()
@@ -279,25 +315,28 @@ class Supervisor:
                 print_error(f"supervise: gave up after {attempt} failed attempt"
                              f"{'s' if attempt > 1 else ''} "
                              f"(--retries {args.retries}); the last exited with code {code}, "
-                             f"{what}; {self.run_dir.path} can be resumed by hand "
-                             "(mcdpf train --resume)")
+                             f"{what}; {self.how_to_resume()}")
                 return EXIT_GAVE_UP
             failure = f"attempt {attempt} failed (exit code {code}, {what})"
-            survivors = tuple(node for node in self.members if node not in lost)
-            step = self.resume_step(survivors, lost)
-            if step < 0:
-                self.members = tuple(range(args.nodes))
+            plan = self.plan(lost)
+            if plan is None and not args.config:
+                self._log(attempt, code, lost, "gave up", -1)
+                print_error(f"supervise: {failure}; {self.run_dir.path} has no checkpoint to "
+                            "resume from, and no CONFIG was given to start again with")
+                return EXIT_GAVE_UP
+            if plan is None:
+                self.members, step = tuple(range(args.nodes)), -1
                 action, command = "restart", self.command(resume=False, force=True)
                 _say(f"{failure}; no checkpoint yet: starting again from step 0 on "
                      f"{len(self.members)} ranks")
             else:
-                self.members = survivors
+                self.members, step = plan.membership.members, plan.step
                 action = "resume without" if lost else "resume"
                 command = self.command(resume=True, without=lost,
                                        cause=f"supervise: {failure}")
                 _say(f"{failure}; resuming at step {step}"
                      f"{' without ' + what.removesuffix(' lost') if lost else ''} on "
-                     f"{len(survivors)} ranks")
+                     f"{len(self.members)} ranks")
             self._log(attempt, code, lost, action, step)
             attempt += 1
 

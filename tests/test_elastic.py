@@ -7,6 +7,7 @@ reference keeps the ``faults.kill`` entries too: a node that has left is never k
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -16,10 +17,11 @@ import numpy as np
 import pytest
 from support import HANG_TIMEOUT, mcdpf_command, run, run_mpi
 
+from mcdpf.cli import build_parser
 from mcdpf.markers import DEAD, ERROR, FINISHED, RUNNING, TERMINATED
 from mcdpf.resume import newest_saved
 from mcdpf.rundir import RunDirectory
-from mcdpf.supervise import lost_ranks
+from mcdpf.supervise import Supervisor, lost_ranks
 
 COMPARED = ("prediction", "squared_error", "theta_mean", "ess", "particles_held",
             "particles_received", "bytes_sent", "theta_estimates", "skipped")
@@ -296,3 +298,46 @@ def test_an_independent_run_keeps_a_lost_nodes_later_checkpoint(tmp_path):
         assert dropped.returncode == 0, dropped.stderr
         assert_survivors_equal(run_dir, reference, 3, [0])
         assert_lost_node_file(run_dir, 0, 15)
+
+
+def test_supervise_resumes_with_the_command_it_prints(tmp_path):
+    """The supervisor, started with --sets from a directory that holds another `mcdpf`
+    package, starts ranks that run this mcdpf; stopped by SIGTERM, it prints a resume
+    command, which run as printed finishes the run equal to an uninterrupted one."""
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "mcdpf").mkdir(parents=True)
+    for name in ("__init__.py", "__main__.py"):
+        (elsewhere / "mcdpf" / name).write_text("raise SystemExit('not this mcdpf')\n")
+    config = write_config(tmp_path, "dpf", steps=600)
+    sets = ["--set", "filter.particles=24", "--set", "run.seed=3"]
+    run_dir = tmp_path / "run"
+    # python -P: the supervisor itself imports this mcdpf (as the `mcdpf` script does)
+    supervisor = subprocess.Popen(
+        [mcdpf_command()[0], "-P", *mcdpf_command("supervise", config, "-n", 2, "--out",
+                                                   run_dir, "--quiet", *sets)[1:]],
+        cwd=elsewhere, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + HANG_TIMEOUT
+    while not all(list(run_dir.glob(f"checkpoints/node-000{node}-step-*.h5"))
+                  for node in range(2)):
+        assert supervisor.poll() is None and time.monotonic() < deadline, \
+            supervisor.communicate()[1]
+        time.sleep(0.02)
+    supervisor.send_signal(signal.SIGTERM)
+    _, stderr = supervisor.communicate(timeout=HANG_TIMEOUT)
+    assert supervisor.returncode == 128 + signal.SIGTERM, stderr
+    (line,) = [line for line in stderr.splitlines() if "stopped by SIGTERM" in line]
+    command = line.split("resume with: ", 1)[1]
+    resumed = run(shlex.split(command), cwd=elsewhere)
+    assert resumed.returncode == 0, resumed.stderr
+    reference = run_mpi(2, "train", config, "--out", tmp_path / "ref", "--quiet", *sets)
+    assert reference.returncode == 0, reference.stderr
+    assert_survivors_equal(run_dir, tmp_path / "ref", 2, [])
+
+
+def test_supervise_offers_a_resume_only_when_there_is_one(tmp_path):
+    config = write_config(tmp_path, "dpf")
+    args = build_parser().parse_args(["supervise", str(config), "-n", "2", "--out",
+                                      str(tmp_path / "run")])
+    supervisor = Supervisor(args)
+    assert supervisor.resume_command() is None
+    assert "no checkpoint to resume from" in supervisor.how_to_resume()

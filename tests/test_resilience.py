@@ -127,3 +127,46 @@ def test_a_drop_that_disconnects_the_network_is_refused(tmp_path):
     late = run_mpi(2, "train", config, "--out", tmp_path / "o", "--set",
                    "faults.drop=[[1, 40]]", timeout=JOB_END_TIMEOUT)
     assert late.returncode == 2 and "not before run end" in late.stderr
+
+
+def one_error_line(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mcdpf: error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("ranks, algorithm, killed, kill_step", [
+    (1, "pf", 0, 13),
+    (2, "dpf", 1, 17),
+    (4, "dekf", 2, 9),
+])
+def test_resume_from_the_run_alone(tmp_path, ranks, algorithm, killed, kill_step):
+    """A run started with --sets, killed, continues from `--resume RUN_DIR` alone (no
+    CONFIG, no --set, from another directory): the run keeps its resolved configuration,
+    its injected kill is not repeated, and the outputs equal the uninterrupted run's. A
+    configuration given again that disagrees is refused naming every differing key."""
+    config = write_config(tmp_path, algorithm)
+    sets = ["--set", "filter.particles=24", "--set", "run.seed=5", "--set",
+            "ekf.initial_variance=0.02"]
+    reference = run_mpi(ranks, "train", config, "--out", tmp_path / "ref", "--quiet", *sets)
+    assert reference.returncode == 0, reference.stderr
+    run_dir = tmp_path / "run"
+    crashed = run_mpi(ranks, "train", config, "--out", run_dir, "--quiet", *sets, "--set",
+                      f"faults.kill=[[{killed}, {kill_step}]]", timeout=JOB_END_TIMEOUT)
+    assert crashed.returncode not in (0, 2), crashed.stderr
+    refused = run_mpi(ranks, "train", "--resume", run_dir, "--set", "filter.particles=30",
+                      "--set", "run.seed=6", timeout=JOB_END_TIMEOUT)
+    assert refused.returncode == 2
+    line = one_error_line(refused)
+    assert "filter.particles (24 vs 30)" in line and "run.seed (5 vs 6)" in line
+    again = run_mpi(ranks, "train", config, "--resume", run_dir, "--quiet",
+                    timeout=JOB_END_TIMEOUT)  # the CONFIG without the --sets
+    assert again.returncode == 2
+    line = one_error_line(again)
+    assert all(key in line for key in ("filter.particles", "run.seed", "ekf.initial_variance"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    resumed = run_mpi(ranks, "train", "--resume", run_dir.resolve(), "--quiet",
+                      "--set", "run.threads=1", cwd=elsewhere)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_outputs(tmp_path / "ref", run_dir, ranks)

@@ -74,7 +74,7 @@ def test_dpf_walk_keeps_every_particle(mpi_tmp_path):
         state, info = learner.learn(state, pending, float(rng.standard_normal()))
         after = np.sort(np.concatenate(comm.allgather(state.walk_ids)))
         np.testing.assert_array_equal(after, before)
-        assert sum(comm.allgather(info.held)) == 25 * comm.size
+        assert sum(comm.allgather(info.particles_held)) == 25 * comm.size
         assert state.particles.size == 25
         assert np.unique(state.particles.ids).size == 25
     neighbourhood.free()
