@@ -128,7 +128,7 @@ class DistributedParticleFilter(ParticleFilter):
         super().__init__(model, settings, seed, node, settings.particles, StreamPlan((node,)),
                          parallel)
         self.node = node
-        self.walk_steps = settings.walk_steps
+        self.walk_steps = topology.walk_steps(settings.walk_steps)
         self.neighbourhood = neighbourhood
         self.visit_exponent = 1.0 / (self.walk_steps * topology.stationary_distribution[node])
         row = topology.transition[node]

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import __version__
 from . import comm as comm_layer
-from .algorithms import traits
+from .algorithms import traits, walk_steps_used
 from .elastic import Membership, ResumePlan, plan_resume
 from .errors import InputError
 from .kernels import warm_up
@@ -412,4 +412,5 @@ def output_attributes(setup, node: int, steps: int, records: dict, loop_seconds:
         "skipped_steps": int(records["skipped"].sum()),
         "dropped_at": -1 if departs is None else departs,
         "valid_until": valid_until,
+        "walk_steps": walk_steps_used(config, setup.topology),
     }

@@ -84,6 +84,7 @@ def summarize(run_dir) -> dict:
         "steps": steps,
         "model": first["model_kind"],
         "n_params": int(first["n_params"]),
+        "walk_steps": int(first.get("walk_steps", 0)),
         "network_mse": float(np.mean([n["mse"] for n in nodes])),
         "network_final_mse": float(np.mean([n["final_mse"] for n in nodes])),
         "steps_per_second": steps / slowest if slowest > 0 else math.inf,
