@@ -177,6 +177,9 @@ class FilterConfig:
     visit_centering: bool = _key(False, "dpf: weight each visit by the likelihood relative to "
                                  "the mean over the particles at that node (a control "
                                  "variate for the walk's randomness)", "bool")
+    visit_tempering: float = _key(1.0, "dpf: beta, every visit's exponent is beta / (s pi_j) "
+                                  "(1: the papers'; below 1 flattens the walk's weights, "
+                                  "docs/notes/walk.md)", "float", positive=True, maximum=1.0)
     wire_dtype: str | None = _key(None, "dpf: float type of migrating particles on the wire; "
                                   "default: the model dtype (float32 halves a float64 "
                                   "run's bytes)", "str", choices=DTYPES, optional=True)

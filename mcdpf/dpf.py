@@ -130,7 +130,8 @@ class DistributedParticleFilter(ParticleFilter):
         self.node = node
         self.walk_steps = topology.walk_steps(settings.walk_steps)
         self.neighbourhood = neighbourhood
-        self.visit_exponent = 1.0 / (self.walk_steps * topology.stationary_distribution[node])
+        self.visit_exponent = settings.visit_tempering / (
+            self.walk_steps * topology.stationary_distribution[node])
         row = topology.transition[node]
         self.move_probabilities = np.array([row[node]] + [row[j] for j in
                                                           topology.neighbours(node)])
