@@ -24,8 +24,11 @@ Studies (``--study``): ``torus16`` (the 4x4 torus, where the rule was tuned),
 
 import argparse
 import json
+import subprocess
+import sys
+import tempfile
 import threading
-import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from importlib import resources
 from pathlib import Path
 
@@ -39,6 +42,7 @@ from mcdpf import load_config
 from mcdpf.algorithms import LearnerContext, build_learner
 from mcdpf.models import build_model
 from mcdpf.preparation import StreamTable, load_stream
+from mcdpf.rundir import read_run
 from mcdpf.topology.files import build_topology
 
 
@@ -153,3 +157,154 @@ def simulate(overrides: dict, nodes: int) -> dict:
     if algorithm == "dpf":
         result["walk_steps"] = int(learners[0].walk_steps)
     return result
+
+
+def series(name: str) -> str:
+    """Path of a real series shipped in ``mcdpf/datasets/series``."""
+    return str(resources.files("mcdpf.datasets").joinpath("series").joinpath(f"{name}.csv"))
+
+
+SYNTHETIC = {"data.source": "synthetic-lstm", "data.partition": "interleave", "model.n": 2,
+             "run.steps": 400}
+TORUS16 = {"topology.name": "torus", "topology.nodes": 16}
+REAL = {"data.partition": "interleave", "data.window": 2, "model.n": 2}
+STUDIES = {
+    # name: (nodes, overrides, role)
+    "torus16": (16, {**TORUS16, **SYNTHETIC}, "tuned on"),
+    "random16": (16, {"topology.file": str(REPO / "topologies" / "random16.toml"),
+                      **SYNTHETIC}, "validation"),
+    "hk16": (16, {**TORUS16, **REAL, "data.source": "hk-exchange"}, "validation (real)"),
+    "co2-16": (16, {**TORUS16, **REAL, "data.source": "csv", "data.path": series("co2")},
+               "validation (real)"),
+    "sunspots16": (16, {**TORUS16, **REAL, "data.source": "csv",
+                        "data.path": series("sunspots")}, "validation (real)"),
+    "torus64": (64, {"topology.name": "torus", "topology.nodes": 64, **SYNTHETIC,
+                     "run.steps": 100}, "accuracy only (64 nodes)"),
+}
+COMMON = {"filter.particles": 80, "run.progress_seconds": 0}
+RECOMMENDED = {"filter.walk_steps": "auto", "filter.visit_tempering": 0.5}
+VARIANTS = {
+    "pf": {"run.algorithm": "pf"},
+    "cpf (oracle)": {"run.algorithm": "cpf"},
+    "dpf s=3": {"run.algorithm": "dpf", "filter.walk_steps": 3},
+    "dpf auto": {"run.algorithm": "dpf", "filter.walk_steps": "auto"},
+    "dpf recommended": {"run.algorithm": "dpf", **RECOMMENDED},
+}
+
+
+def run_one(job):
+    """One (study, variant, seed) cell, in its own process."""
+    study, variant, seed = job
+    nodes, overrides, _ = STUDIES[study]
+    result = simulate({**COMMON, **overrides, **VARIANTS[variant], "run.seed": seed}, nodes)
+    result.pop("errors")
+    return study, variant, seed, result
+
+
+def spread(values) -> str:
+    """``mean (min .. max)``."""
+    values = np.asarray(values)
+    return f"{values.mean():.5f} ({values.min():.5f} .. {values.max():.5f})"
+
+
+def markdown(rows: list[dict]) -> str:
+    """One table per study: the variants' final MSE and ESS with their spread over seeds."""
+    lines = []
+    for study in dict.fromkeys(row["study"] for row in rows):
+        nodes, _, role = STUDIES[study]
+        lines += [f"\n### {study} ({nodes} nodes; {role})",
+                  "", "| variant | s | final MSE, mean (min .. max) | vs pf | vs cpf | "
+                  "ESS / N after the walk | bytes / node / step | seeds |",
+                  "|---|---|---|---|---|---|---|---|"]
+        cells = {row["variant"]: row for row in rows if row["study"] == study}
+        reference = {name: np.mean(cells[name]["final_mse"]) for name in ("pf", "cpf (oracle)")
+                     if name in cells}
+        seeds = lambda row: ",".join(map(str, sorted(row["seeds"])))  # noqa: E731
+        for variant, row in cells.items():
+            mean = np.mean(row["final_mse"])
+            versus = [f"{100 * (mean / reference[name] - 1):+.1f} %" if name in reference
+                      else "" for name in ("pf", "cpf (oracle)")]
+            lines.append(f"| {variant} | {row['walk_steps'] or ''} | {spread(row['final_mse'])} "
+                         f"| {versus[0]} | {versus[1]} | {spread(row['ess'])} "
+                         f"| {np.mean(row['bytes']):.0f} | {seeds(row)} |")
+    return "\n".join(lines)
+
+
+def check_mpi(steps: int = 30) -> None:
+    """The in-process network against ``mpiexec -n 4 mcdpf train`` on a 4-node ring."""
+    overrides = {**COMMON, "topology.name": "ring", "topology.nodes": 4, **SYNTHETIC,
+                 "run.steps": steps, "run.algorithm": "dpf", "filter.walk_steps": "auto",
+                 "filter.particles": 30}
+    here = simulate(overrides, 4)
+    with tempfile.TemporaryDirectory() as out:
+        command = [mpiexec(), "-n", "4", sys.executable, "-m", "mcdpf", "train", "--out", out]
+        command += [f"--set={key}={value!r}".replace("'", '"') for key, value in
+                    overrides.items()]
+        subprocess.run(command, check=True, capture_output=True, timeout=900)
+        errors = np.array([record.datasets["squared_error"] for record in read_run(out)])
+    if not np.array_equal(errors, here["errors"]):
+        raise SystemExit("the in-process network differs from mpiexec")
+    print("in-process network = mpiexec -n 4 (squared errors bit for bit)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--study", default="torus16,random16,hk16,co2-16,torus64")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--jobs", type=int, default=2, help="processes in parallel")
+    parser.add_argument("--out", default=str(RESULTS / "network_size"))
+    parser.add_argument("--check-mpi", action="store_true")
+    parser.add_argument("--report", action="store_true", help="only print the stored tables")
+    args = parser.parse_args()
+    if args.check_mpi:
+        check_mpi()
+    if args.report:
+        report(Path(args.out))
+        return
+    seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = [(study, variant, seed) for study in args.study.split(",")
+            for variant in args.variants.split(",") for seed in seeds]
+    out = Path(args.out)
+    stored = out / "network_size.json"
+    cells = {}
+    if stored.exists():  # earlier invocations' cells: this one adds the missing seeds
+        for row in json.loads(stored.read_text())["rows"]:
+            cells[row["study"], row["variant"]] = row
+    jobs = [job for job in jobs if job[2] not in cells.get(job[:2], {}).get("seeds", ())]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for future in as_completed([pool.submit(run_one, job) for job in jobs]):
+            study, variant, seed, result = future.result()
+            print(f"{study:>10} {variant:>18} seed {seed}: final MSE "
+                  f"{result['final_mse']:.5f}, ESS/N {result['ess']:.3f}", flush=True)
+            cell = cells.setdefault((study, variant), {
+                "study": study, "variant": variant, "seeds": [], "final_mse": [], "mse": [],
+                "ess": [], "bytes": [], "walk_steps": result.get("walk_steps", 0)})
+            cell["seeds"].append(seed)
+            for key in ("final_mse", "mse", "ess", "bytes"):
+                cell[key].append(result[key])
+            write(out, cells)
+    report(out)
+
+
+def write(out: Path, cells: dict) -> None:
+    """The tables (Markdown) and every number (JSON) of the cells so far."""
+    rows = sorted(cells.values(), key=lambda row: (list(STUDIES).index(row["study"]),
+                                                   list(VARIANTS).index(row["variant"])))
+    table = markdown(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "network_size.md").write_text(table + "\n")
+    payload = {"variants": VARIANTS, "common": COMMON, "rows": rows,
+               "studies": {name: {"nodes": nodes, "overrides": overrides, "role": role}
+                           for name, (nodes, overrides, role) in STUDIES.items()}}
+    (out / "network_size.json").write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def report(out: Path) -> None:
+    """Print the stored tables and record the machine in the JSON."""
+    print((out / "network_size.md").read_text())
+    write_json(out / "network_size.json", json.loads((out / "network_size.json").read_text()))
+
+
+if __name__ == "__main__":
+    main()
