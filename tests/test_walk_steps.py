@@ -60,3 +60,25 @@ def test_config_accepts_auto_and_refuses_other_words():
         with pytest.raises(InputError, match=problem) as error:
             load_config({**ring, "filter": {"walk_steps": bad}})
         assert "walk_steps" in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("setting, beta", [(3, 1.0), ("auto", 1.0), ("auto", 0.5)])
+def test_dpf_walks_the_resolved_steps_with_the_tempered_exponent(setting, beta):
+    from mcdpf.algorithms import LearnerContext, build_learner
+    from mcdpf.models import build_model
+
+    config = load_config({"topology": {"name": "torus", "nodes": 16},
+                          "filter": {"walk_steps": setting, "visit_tempering": beta}})
+    topology = named_topology("torus", 16)
+    learner = build_learner("dpf", LearnerContext(config, build_model(config.model, 2),
+                                                  topology, 5, None))
+    steps = topology.walk_steps(setting)
+    assert learner.walk_steps == steps == (3 if setting == 3 else topology.auto_walk_steps)
+    assert learner.visit_exponent == beta / (steps * topology.stationary_distribution[5])
+
+
+def test_visit_tempering_outside_zero_one_is_refused():
+    for bad in (0, -0.5, 1.5, "half"):
+        with pytest.raises(InputError, match="visit_tempering") as error:
+            load_config({"topology": {"name": "ring"}, "filter": {"visit_tempering": bad}})
+        assert "\n" not in str(error.value)

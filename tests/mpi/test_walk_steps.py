@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import config_file
 from mpi4py import MPI
 
 from mcdpf.config import load_config
@@ -17,11 +18,8 @@ COMPARED = ("prediction", "theta_mean", "ess", "particles_held", "particles_rece
 
 def test_auto_walk_steps_is_reported_and_equals_that_explicit_walk(mpi_tmp_path):
     comm = MPI.COMM_WORLD
-    path = mpi_tmp_path / "c.toml"
-    if comm.rank == 0:
-        path.write_text('[topology]\nname = "ring"\nwalk = "lazy"\n'
-                        '[data]\nsource = "synthetic-lstm"\n')
-    comm.Barrier()
+    path = config_file(comm, mpi_tmp_path, '[topology]\nname = "ring"\nwalk = "lazy"\n'
+                       '[data]\nsource = "synthetic-lstm"\n')
     overrides = ["run.steps=12", "filter.particles=20", "run.progress_seconds=0"]
     expected = named_topology("ring", comm.size, walk="lazy").auto_walk_steps
     auto = train(comm, load_config(path, overrides + ["filter.walk_steps=\"auto\""]),
@@ -41,10 +39,8 @@ def test_auto_walk_steps_is_reported_and_equals_that_explicit_walk(mpi_tmp_path)
 
 def test_algorithms_without_a_walk_report_zero_walk_steps(mpi_tmp_path):
     comm = MPI.COMM_WORLD
-    path = mpi_tmp_path / "c.toml"
-    if comm.rank == 0:
-        path.write_text('[topology]\nname = "ring"\n[data]\nsource = "synthetic-lstm"\n')
-    comm.Barrier()
+    path = config_file(comm, mpi_tmp_path, '[topology]\nname = "ring"\n'
+                       '[data]\nsource = "synthetic-lstm"\n')
     config = load_config(path, ["run.algorithm=pf", "run.steps=5", "filter.particles=10",
                                 "run.progress_seconds=0", "filter.walk_steps=\"auto\""])
     assert train(comm, config, mpi_tmp_path / "pf")["attributes"]["walk_steps"] == 0
