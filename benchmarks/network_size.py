@@ -271,11 +271,17 @@ def check_mpi(steps: int = 30) -> None:
                  "run.steps": steps, "run.algorithm": "dpf", "filter.walk_steps": "auto",
                  "filter.particles": 30}
     here = simulate(overrides, 4)
-    with tempfile.TemporaryDirectory() as out:
-        command = [mpiexec(), "-n", "4", sys.executable, "-m", "mcdpf", "train", "--out", out]
-        command += [f"--set={key}={value!r}".replace("'", '"') for key, value in
-                    overrides.items()]
-        subprocess.run(command, check=True, capture_output=True, timeout=900)
+    with tempfile.TemporaryDirectory() as scratch:
+        config, out = Path(scratch) / "c.toml", Path(scratch) / "run"
+        sections = {}
+        for name, value in overrides.items():
+            section, key = name.split(".")
+            sections.setdefault(section, []).append(f"{key} = {json.dumps(value)}")
+        config.write_text("".join(f"[{section}]\n" + "\n".join(lines) + "\n"
+                                  for section, lines in sections.items()))
+        subprocess.run([mpiexec(), "-n", "4", sys.executable, "-m", "mcdpf", "train",
+                        str(config), "--out", str(out)], check=True, capture_output=True,
+                       timeout=900)
         errors = np.array([record.datasets["squared_error"] for record in read_run(out)])
     if not np.array_equal(errors, here["errors"]):
         raise SystemExit("the in-process network differs from mpiexec")
