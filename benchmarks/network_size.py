@@ -1,7 +1,7 @@
 """dpf on networks of 16-64 nodes: the walk length and exponent that make migration help.
 
-    python benchmarks/network_size.py [--seeds 1,2,3] [--steps 400] [--study NAME,...]
-        [--out benchmarks/results/network_size]
+    python benchmarks/network_size.py [--seeds 1,2,3] [--study NAME,...] [--variants ...]
+        [--jobs 2] [--out benchmarks/results/network_size] [--check-mpi] [--report]
 
 The setting of issue 16 ("network size"): a teacher LSTM (``data.source =
 "synthetic-lstm"``, n = 2) interleaved over the nodes, model n = 2, N = 80 particles per
@@ -11,15 +11,17 @@ seeds) of the final MSE and of dpf's mean ESS after the walk (as a fraction of N
 
 A network of K nodes runs **in one process** (:class:`InProcessNetwork`): each node's
 learner is built exactly as ``mcdpf train`` builds it, on a neighbourhood whose
-exchanges go through shared memory between K threads instead of MPI, so a 64-node study
-fits a 2-core machine. The learners, random streams and data are the CLI's, so a run here
+exchanges go through shared memory between K greenlets (``pip install greenlet``) or
+threads instead of MPI, so a 64-node study fits a 2-core machine. Results are stored
+cell by cell; a rerun adds only the missing seeds (``--report`` prints the tables). The learners, random streams and data are the CLI's, so a run here
 gives the same predictions as ``mpiexec -n K mcdpf train`` with the same configuration
 (``--check-mpi`` compares them on a 4-node ring and fails if they differ).
 
 Studies (``--study``): ``torus16`` (the 4x4 torus, where the rule was tuned),
 ``random16`` (``topologies/random16.toml``, validation), ``hk16``, ``co2-16`` and
 ``sunspots16`` (real series interleaved over the 4x4 torus, validation) and ``torus64``
-(8x8 torus, accuracy only, 60 steps).
+(8x8 torus, accuracy only, 60 steps; run it with ``--out
+benchmarks/results/network_size/k64``).
 """
 
 import argparse
@@ -291,8 +293,8 @@ def check_mpi(steps: int = 30) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--study", default="torus16,random16,hk16,co2-16,torus64")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--study", default="torus16,random16,co2-16,hk16,sunspots16")
+    parser.add_argument("--variants", default="dpf recommended,pf,cpf (oracle),dpf s=3")
     parser.add_argument("--jobs", type=int, default=2, help="processes in parallel")
     parser.add_argument("--out", default=str(RESULTS / "network_size"))
     parser.add_argument("--check-mpi", action="store_true")
