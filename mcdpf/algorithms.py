@@ -121,6 +121,17 @@ def _dpf_warnings(config, topology) -> list[str]:
     return warnings
 
 
+def walk_steps_used(config, topology) -> int:
+    """The walk length ``s`` a run of ``config`` uses on ``topology`` (0: no walk).
+
+    dpf walks ``s`` steps; rpf with ``relay.weights = "walk"`` weights by an ``s``-step
+    walk's expected visits. ``filter.walk_steps = "auto"`` resolves on the topology.
+    """
+    walks = config.run.algorithm == "dpf" or (config.run.algorithm == "rpf"
+                                              and config.relay.weights == "walk")
+    return topology.walk_steps(config.filter.walk_steps) if walks else 0
+
+
 def register(name: str, summary: str, **traits):
     """Register an algorithm builder under ``name`` with its traits.
 
@@ -173,13 +184,13 @@ def _rpf_warnings(config, topology) -> list[str]:
     from .rpf import walk_reach_beyond
 
     hops = config.relay.hops or topology.diameter
+    walk_steps = topology.walk_steps(config.filter.walk_steps)
     # Particles stay; only relay.weights = "walk" uses the walk (its expected visits).
     warnings = topology.warnings() if config.relay.weights == "walk" else []
     if config.relay.weights == "walk" and any(
-            walk_reach_beyond(topology, node, hops, config.filter.walk_steps)
-            for node in topology.active):
+            walk_reach_beyond(topology, node, hops, walk_steps) for node in topology.active):
         warnings.append(f"relay.weights = \"walk\" with relay.hops = {hops} < "
-                        f"filter.walk_steps = {config.filter.walk_steps}: the walk's visits "
+                        f"filter.walk_steps = {walk_steps}: the walk's visits "
                         f"beyond {hops} hops are left out")
     if config.relay.hops is None and topology.nodes > LARGE_RELAY:
         warnings.append(f"rpf on {topology.nodes} nodes with relay.hops = the diameter "

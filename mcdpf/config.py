@@ -37,6 +37,7 @@ from .registry import (
     TOPOLOGIES,
     WALKS,
 )
+from .topology.walks import AUTO_WALK_STEPS
 
 PARTITIONS = ("replicate", "interleave", "shard")
 MIGRATIONS = ("free", "balanced")
@@ -47,12 +48,12 @@ NONFINITE_POLICIES = ("error", "skip")
 def _key(default: Any, doc: str, kind: str, **limits: Any):
     """Declare a configuration key: its default, description, kind and limits.
 
-    ``kind`` is one of ``int``, ``float``, ``bool``, ``str``, ``path``, ``pairs`` (a list
-    of ``[int, int]``) or ``matrix`` (a list of lists of numbers). ``limits`` may hold
-    ``choices`` (a tuple, or a :class:`~mcdpf.registry.Registry` read when checking),
-    ``minimum``,
-    ``maximum``, ``below`` (strictly less than), ``positive`` (strictly greater than zero)
-    and ``optional`` (the key
+    ``kind`` is one of ``int``, ``steps`` (an int or ``"auto"``), ``float``, ``bool``,
+    ``str``, ``path``, ``pairs`` (a list of ``[int, int]``) or ``matrix`` (a list of lists
+    of numbers). ``limits`` may hold ``choices`` (a tuple, or a
+    :class:`~mcdpf.registry.Registry` read when checking), ``minimum``, ``maximum``,
+    ``below`` (strictly less than), ``positive`` (strictly greater than zero) and
+    ``optional`` (the key
     may be absent; its default is then ``None``).
     """
     return field(default=default, metadata={"doc": doc, "kind": kind, **limits})
@@ -166,7 +167,10 @@ class FilterConfig:
                               "state component", "float", minimum=0.0)
     obs_noise: float = _key(0.01, "r, variance of the Gaussian label noise", "float",
                             positive=True)
-    walk_steps: int = _key(3, "s, random-walk steps per time step (dpf)", "int", minimum=1)
+    walk_steps: int | str = _key(3, "s, random-walk steps per time step (dpf), or \"auto\": "
+                                 "the shortest walk whose per-node visit exponents are within "
+                                 "1 (rms) of the centralized 1 (docs/notes/walk.md)",
+                                 "steps", minimum=1)
     resampling: str = _key("systematic", "resampling scheme", "str", choices=RESAMPLING)
     ess_threshold: float = _key(1.0, "resample when ESS < threshold * N (pf, cpf); 1.0: "
                                 "every step", "float", minimum=0.0, maximum=1.0)
@@ -185,6 +189,9 @@ class FilterConfig:
     visit_centering: bool = _key(False, "dpf: weight each visit by the likelihood relative to "
                                  "the mean over the particles at that node (a control "
                                  "variate for the walk's randomness)", "bool")
+    visit_tempering: float = _key(1.0, "dpf: beta, every visit's exponent is beta / (s pi_j) "
+                                  "(1: the papers'; below 1 flattens the walk's weights, "
+                                  "docs/notes/walk.md)", "float", positive=True, maximum=1.0)
     wire_dtype: str | None = _key(None, "dpf: float type of migrating particles on the wire; "
                                   "default: the model dtype (float32 halves a float64 "
                                   "run's bytes)", "str", choices=DTYPES, optional=True)
@@ -310,7 +317,12 @@ def _check_value(section: str, key: str, value: Any, meta: dict, origin: str,
     """Type- and range-check one value; return it converted (paths resolved)."""
     label = f"{origin}: [{section}] {key} = {_describe(value)}"
     kind = meta["kind"]
-    if kind == "int":
+    if kind == "steps" and value == AUTO_WALK_STEPS:
+        return value
+    if kind == "steps":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{label}: must be an integer or \"{AUTO_WALK_STEPS}\"")
+    elif kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise InputError(f"{label}: must be an integer")
     elif kind == "float":

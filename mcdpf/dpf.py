@@ -8,6 +8,10 @@ reaches its weight is multiplied by ``p(d[j,t] | a)^(1 / (s pi_j))``, scored on 
 resamples the ``M`` particles it holds back to ``N`` and estimates. The carried state a
 particle keeps is the one computed on the data of the node where its walk ended.
 
+``filter.walk_steps = "auto"`` takes ``s`` from the walk's mixing
+(:attr:`~mcdpf.topology.Topology.auto_walk_steps`); ``filter.visit_tempering = beta``
+multiplies every visit's exponent, ``beta / (s pi_j)`` (docs/notes/walk.md).
+
 With ``filter.ess_threshold < 1`` a node resamples only when the ESS of what it holds
 falls below ``threshold * M``; otherwise its particles keep their walk weights into the
 next step (scaled to mean 1, the scale of a resampled population, so particles of nodes
@@ -133,9 +137,10 @@ class DistributedParticleFilter(ParticleFilter):
         super().__init__(model=model, settings=settings, seed=seed, key=node,
                          count=settings.particles, plan=StreamPlan((node,)), parallel=parallel)
         self.node = node
-        self.walk_steps = settings.walk_steps
+        self.walk_steps = topology.walk_steps(settings.walk_steps)
         self.neighbourhood = neighbourhood
-        self.visit_exponent = 1.0 / (self.walk_steps * topology.stationary_distribution[node])
+        self.visit_exponent = settings.visit_tempering / (
+            self.walk_steps * topology.stationary_distribution[node])
         row = topology.transition[node]
         self.move_probabilities = np.array([row[node]] + [row[j] for j in
                                                           topology.neighbours(node)])

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from . import __version__
+from .algorithms import walk_steps_used
 from .learner import StepInfo
 from .report import finite_mean
 from .rundir import ESTIMATES, empty_records
@@ -160,4 +161,5 @@ def output_attributes(setup, node: int, steps: int, records: dict, loop_seconds:
         "skipped_steps": int(records["skipped"].sum()),
         "dropped_at": -1 if departs is None else departs,
         "valid_until": valid_until,
+        "walk_steps": walk_steps_used(config, setup.topology),
     }

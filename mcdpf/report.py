@@ -102,6 +102,7 @@ def summarize(run_dir) -> dict:
         "steps": steps,
         "model": first["model_kind"],
         "n_params": int(first["n_params"]),
+        "walk_steps": int(first.get("walk_steps", 0)),
         "network_mse": float(np.mean([n["mse"] for n in nodes])),
         "network_final_mse": float(np.mean([n["final_mse"] for n in nodes])),
         "mse_units": _common([n["mse_units"] for n in nodes]),

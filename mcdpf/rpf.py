@@ -166,7 +166,7 @@ class RelayParticleFilter(ParticleFilter):
         relay_plan = RelayPlan(topology, node, hops)
         ball = relay_plan.ball
         exponents = relay_exponents(topology, node, ball, relay_settings.weights,
-                                    settings.walk_steps)
+                                    topology.walk_steps(settings.walk_steps))
         self.relay = Relay(relay_plan, neighbourhood, model)
         plan = StreamPlan(tuple(ball), own=ball.index(node), exponents=exponents,
                           measurements=self.relay)

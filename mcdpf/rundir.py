@@ -93,6 +93,8 @@ ATTRIBUTES = {
     "dropped_at": "-1, or the step this node left the network",
     "valid_until": "steps whose records are valid (the run's steps, or a lost node's last "
                    "checkpoint)",
+    "walk_steps": "s, the random-walk steps per time step the run used (dpf; the value "
+                  "filter.walk_steps = \"auto\" chose), 0 for an algorithm without a walk",
 }
 
 

@@ -189,3 +189,27 @@ def lofi_condition(mean, upsilon, factor, gradient, prediction, target, noise_va
     kept = (vectors[:, :rank] * values[:rank]) @ vectors[:, :rank].T
     dropped = (vectors[:, rank:] ** 2) @ values[rank:]
     return mean, upsilon + dropped, kept
+
+
+def walk_visit_spread(transition, stationary, steps):
+    """Visit spread of ``steps``-step walks by enumerating every path (tiny graphs only).
+
+    Mean over start nodes of ``sum_j pi_j E[(N_j / (s pi_j) - 1)^2]``, ``N_j`` the visits
+    to ``j`` after the start.
+    """
+    import itertools
+
+    nodes = transition.shape[0]
+    total = 0.0
+    for start in range(nodes):
+        for path in itertools.product(range(nodes), repeat=steps):
+            probability, here = 1.0, start
+            for there in path:
+                probability *= transition[here, there]
+                here = there
+            if probability == 0.0:
+                continue
+            counts = np.bincount(np.array(path), minlength=nodes)
+            exponents = counts / (steps * stationary)
+            total += probability * float(np.sum(stationary * (exponents - 1.0) ** 2))
+    return total / nodes

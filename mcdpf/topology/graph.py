@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..registry import TOPOLOGIES, WALKS
-from .walks import make_walk
+from .walks import AUTO_WALK_STEPS, auto_walk_steps, make_walk
 
 ROW_SUM_TOLERANCE = 1e-5
 UNREACHED = -1
@@ -152,6 +152,19 @@ class Topology:
         return float(moduli[1]) if moduli.size > 1 else 0.0
 
     @cached_property
+    def auto_walk_steps(self) -> int:
+        """The walk length ``filter.walk_steps = "auto"`` picks on this walk.
+
+        :func:`~mcdpf.topology.walks.auto_walk_steps` on the active nodes.
+        """
+        return auto_walk_steps(self._active_transition,
+                               self.stationary_distribution[self.active])
+
+    def walk_steps(self, setting: int | str) -> int:
+        """The walk length a ``filter.walk_steps`` setting (an int or ``"auto"``) means here."""
+        return self.auto_walk_steps if setting == AUTO_WALK_STEPS else int(setting)
+
+    @cached_property
     def period(self) -> int:
         """Period of the walk's support graph on the active nodes (1: aperiodic)."""
         return walk_period(self._active_transition)
@@ -210,6 +223,7 @@ class Topology:
             "periodic": self.period > 1,
             "regular": bool(np.all(self.degrees == self.degrees[0])),
             "diameter": self.diameter,
+            "auto_walk_steps": self.auto_walk_steps,
         }
 
     def to_toml(self) -> str:

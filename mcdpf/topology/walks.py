@@ -96,3 +96,62 @@ def make_walk(walk: str | None, nodes: int, edges, given: np.ndarray | None,
         return walk, WALKS[walk](nodes, edges, given)
     except InputError as error:
         raise InputError(f"{source}: {error}") from None
+
+
+
+AUTO_WALK_STEPS = "auto"
+AUTO_SPREAD = 1.0
+AUTO_MAX_FACTOR = 4
+
+
+def visit_spreads(transition: np.ndarray, stationary: np.ndarray, max_steps: int,
+                  stop_below: float | None = None) -> np.ndarray:
+    """How far the visit exponents of walks of 1 .. ``max_steps`` steps are from 1.
+
+    A particle that starts at node ``k`` and walks ``s`` steps collects node ``j``'s
+    likelihood with the total exponent ``E_j = N_j / (s pi_j)`` (``N_j``: its visits to
+    ``j``, the start not counted); the centralized filter has ``E_j = 1`` for every node.
+    Entry ``s - 1`` is the mean over start nodes of ``sum_j pi_j E[(E_j - 1)^2]``, exact
+    (first and second moments of a Markov chain's visit counts, from the powers of
+    ``A``). It falls like ``tau / (s pi_j)``, ``tau`` the walk's integrated
+    autocorrelation time: about ``K / s`` for a well-mixing walk on ``K`` nodes with
+    uniform ``pi``. With ``stop_below``, stops at the first ``s`` whose spread is at most
+    that (the array ends there).
+    """
+    nodes = transition.shape[0]
+    active = stationary > 0
+    pi = stationary[active]
+    powers = np.empty((max_steps, nodes, nodes))
+    spreads = []
+    power = np.eye(nodes)
+    returns = np.zeros((max_steps, nodes))  # sum_{d <= m} A^d[j, j], m = 1 .. s
+    for s in range(1, max_steps + 1):
+        power = power @ transition
+        powers[s - 1] = power
+        returns[s - 1] = (returns[s - 2] if s > 1 else 0.0) + np.diagonal(power)
+        visits = powers[:s].sum(axis=0)                       # E[N_j | start k]
+        pairs = np.einsum("tkj,tj->kj", powers[:s - 1], returns[s - 2::-1]) if s > 1 \
+            else np.zeros((nodes, nodes))
+        second = visits + 2.0 * pairs                         # E[N_j^2 | start k]
+        scale = s * pi
+        error = (second[:, active] / scale ** 2 - 2.0 * visits[:, active] / scale + 1.0)
+        spreads.append(float(np.mean((error @ pi)[active])))
+        if stop_below is not None and spreads[-1] <= stop_below:
+            break
+    return np.array(spreads)
+
+
+def auto_walk_steps(transition: np.ndarray, stationary: np.ndarray,
+                    spread: float = AUTO_SPREAD) -> int:
+    """``filter.walk_steps = "auto"``: the shortest walk whose visit spread is at most 1.
+
+    The visit spread (:func:`visit_spreads`) is the mean squared distance of the walk's
+    per-node exponents from the centralized filter's 1; at most 1 means every node's
+    likelihood is, in root mean square, counted between not at all and twice. Capped at
+    ``4 K`` steps (a ring's slow mixing would ask for ``O(K^2)``); 1 for a single node.
+    """
+    active = int(np.count_nonzero(stationary > 0))
+    if active <= 1:
+        return 1
+    spreads = visit_spreads(transition, stationary, AUTO_MAX_FACTOR * active, spread)
+    return int(spreads.size)

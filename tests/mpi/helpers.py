@@ -74,3 +74,12 @@ def kalman_distance(comm, config, estimates, steps, burn_in, nodes=None):
     precision = np.linalg.inv(covariances[burn_in:])
     distance = np.sqrt(np.einsum("ti,tij,tj->t", gap, precision, gap)).mean()
     return float(np.mean(comm.allgather(distance)))
+
+
+def config_file(comm, directory, text: str):
+    """``directory/c.toml`` holding ``text``, written by rank 0, seen by every rank."""
+    path = directory / "c.toml"
+    if comm.rank == 0:
+        path.write_text(text)
+    comm.Barrier()
+    return path
