@@ -14,8 +14,9 @@ learner is built exactly as ``mcdpf train`` builds it, on a neighbourhood whose
 exchanges go through shared memory between K greenlets (``pip install greenlet``) or
 threads instead of MPI, so a 64-node study fits a 2-core machine. Results are stored
 cell by cell; a rerun adds only the missing seeds (``--report`` prints the tables). The
-learners, random streams and data are the CLI's, so a run here gives the same predictions as ``mpiexec -n K mcdpf train`` with the same configuration
-(``--check-mpi`` compares them on a 4-node ring and fails if they differ).
+learners, random streams and data are the CLI's, so a run here gives the same
+predictions as ``mpiexec -n K mcdpf train`` with the same configuration (``--check-mpi``
+compares them on a 4-node ring and fails if they differ).
 
 Studies (``--study``): ``torus16`` (the 4x4 torus, where the rule was tuned),
 ``random16`` (``topologies/random16.toml``, validation), ``hk16``, ``co2-16`` and
