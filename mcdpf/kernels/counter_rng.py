@@ -168,19 +168,6 @@ def _uniform64(a, b):
     return np.float64(np.int64(bits)) * 2.0 ** -53
 
 
-@register_jitable(forceinline=True)
-def _box_muller32(u, v, scale):
-    """``scale * (R(u) cos(2 pi v), R(u) sin(2 pi v))``, ``R(u) = sqrt(-2 log u)``."""
-    radius = scale * np.sqrt(np.float32(-2.0) * log_positive(u))
-    s, c = sincospi_reduced32(v + v)
-    return radius * c, radius * s
-
-
-@register_jitable(forceinline=True)
-def _box_muller64(u, v, scale):
-    radius = scale * np.sqrt(-2.0 * log_positive(u))
-    s, c = sincospi_reduced64(v + v)
-    return radius * c, radius * s
 
 
 @intrinsic
@@ -196,6 +183,41 @@ def _add_rounded(typingctx, a, b):
         return builder.fadd(args[0], args[1], flags=("nsz",))
 
     return signature, codegen
+
+
+@intrinsic
+def _mul_rounded(typingctx, a, b):
+    """``a * b`` rounded on its own: never re-associated or fused with its neighbours.
+
+    Under ``reassoc``/``contract`` LLVM may regroup ``scale * R * cos`` differently in
+    kernels that vectorise differently (seen on AVX2 but not AVX-512), which changed the
+    last bit of the same normal between :func:`normal_rows_kernel` and the fused kernels.
+    """
+    signature = a(a, b)
+
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1], flags=("nsz",))
+
+    return signature, codegen
+
+
+@register_jitable(forceinline=True)
+def _box_muller32(u, v, scale):
+    """``scale * (R(u) cos(2 pi v), R(u) sin(2 pi v))``, ``R(u) = sqrt(-2 log u)``.
+
+    The products are rounded as written (:func:`_mul_rounded`), so every kernel that
+    inlines this gives the same values whatever the vector width of the machine.
+    """
+    radius = _mul_rounded(scale, np.sqrt(np.float32(-2.0) * log_positive(u)))
+    s, c = sincospi_reduced32(v + v)
+    return _mul_rounded(radius, c), _mul_rounded(radius, s)
+
+
+@register_jitable(forceinline=True)
+def _box_muller64(u, v, scale):
+    radius = _mul_rounded(scale, np.sqrt(-2.0 * log_positive(u)))
+    s, c = sincospi_reduced64(v + v)
+    return _mul_rounded(radius, c), _mul_rounded(radius, s)
 
 
 @register_jitable(forceinline=True)
