@@ -401,13 +401,12 @@ def _train(comm, args, started: float, watch) -> int:
     if stop is None or stop.finished:
         return _stopped(comm, stop, watch, f"all {result['attributes']['steps']} steps are "
                         f"done; outputs in {result['out_dir']}")
-    # --resume needs CONFIG and every --set again until it reads them from the run.
-    resume = ["mpiexec", "-n", str(comm.Get_size()), "mcdpf", "train", args.config]
-    for override in args.set:
-        resume += ["--set", override]
+    # The run directory keeps its configuration: --resume RUN_DIR needs nothing else.
+    resume = ["mpiexec", "-n", str(comm.Get_size()), "mcdpf", "train", "--resume",
+              str(result["out_dir"])]
     return _stopped(comm, stop, watch, f"every node saved a checkpoint and its outputs so far "
                     f"(valid until step {stop.step} of {stop.steps}) in {result['out_dir']}; "
-                    f"resume with: {shlex.join(resume + ['--resume', str(result['out_dir'])])}")
+                    f"resume with: {shlex.join(resume)}")
 
 
 def _stopped(comm, stop, watch, what: str) -> int:

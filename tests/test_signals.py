@@ -201,8 +201,7 @@ def test_signal_stops_every_rank_and_resume_is_bit_identical(tmp_path, algorithm
           f"exited {seconds:.2f} s after the signal")
     reference = run_mpi(ranks, "train", config, "--out", tmp_path / "ref", "--quiet")
     assert reference.returncode == 0, reference.stderr
-    # After the merge of `--resume RUN_DIR` without CONFIG (branch runloop): drop `config`.
-    resumed = run_mpi(ranks, "train", config, "--resume", run_dir, "--quiet")
+    resumed = run_mpi(ranks, "train", "--resume", run_dir, "--quiet")  # the run alone
     assert resumed.returncode == 0, resumed.stderr
     assert_same_outputs(tmp_path / "ref", run_dir, ranks)
 
@@ -212,7 +211,7 @@ def test_a_stop_writes_a_checkpoint_without_checkpoint_every(tmp_path):
                                         seed=11, checkpoint_every=0)
     assert len(list((run_dir / "checkpoints").glob("node-*.h5"))) == 3
     reference = run_mpi(3, "train", config, "--out", tmp_path / "ref", "--quiet")
-    resumed = run_mpi(3, "train", config, "--resume", run_dir, "--quiet")  # runloop: no config
+    resumed = run_mpi(3, "train", "--resume", run_dir, "--quiet")
     assert reference.returncode == 0 and resumed.returncode == 0, resumed.stderr
     assert_same_outputs(tmp_path / "ref", run_dir, 3)
 
