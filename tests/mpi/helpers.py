@@ -54,9 +54,10 @@ class TracingComm:
         return call
 
 
-def kalman_distance(comm, config, estimates, steps, burn_in, nodes=None):
+def kalman_distance(comm, config, estimates, steps, burn_in, nodes=None, prior_mean=None):
     """Mean over steps >= burn_in and over the ranks of the Mahalanobis distance between
-    each node's estimates and the exact Kalman posterior of ``nodes`` (default: all).
+    each node's estimates and the exact Kalman posterior of ``nodes`` (default: all),
+    from ``prior_mean`` (default 0).
 
     In units of the exact posterior's own spread: 1 means one posterior sd off.
     """
@@ -69,7 +70,7 @@ def kalman_distance(comm, config, estimates, steps, burn_in, nodes=None):
     chosen = streams if nodes is None else [streams[k] for k in nodes]
     prior = config.ekf.initial_variance or config.model.init_std ** 2
     means, covariances = kalman_filter(chosen, config.filter.state_noise,
-                                       config.filter.obs_noise, prior)
+                                       config.filter.obs_noise, prior, prior_mean=prior_mean)
     gap = (estimates - means)[burn_in:]
     precision = np.linalg.inv(covariances[burn_in:])
     distance = np.sqrt(np.einsum("ti,tij,tj->t", gap, precision, gap)).mean()
