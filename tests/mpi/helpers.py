@@ -75,3 +75,24 @@ def kalman_distance(comm, config, estimates, steps, burn_in, nodes=None, prior_m
     precision = np.linalg.inv(covariances[burn_in:])
     distance = np.sqrt(np.einsum("ti,tij,tj->t", gap, precision, gap)).mean()
     return float(np.mean(comm.allgather(distance)))
+
+
+def dpf_on_a_random_graph(comm, directory, overrides):
+    """``(learner, model, neighbourhood)``: dpf at this rank on ``random_topology(size, 4)``
+    with ``overrides``, the model of 2 inputs."""
+    from mcdpf.algorithms import LearnerContext, build_learner
+    from mcdpf.comm import Neighbourhood
+    from mcdpf.config import load_config
+    from mcdpf.models import build_model
+
+    topology = random_topology(comm.size, 4)
+    path = directory / "c.toml"
+    if comm.rank == 0:
+        path.write_text('[topology]\nname = "ring"\n')
+    comm.Barrier()
+    config = load_config(path, overrides)
+    model = build_model(config.model, 2)
+    neighbourhood = Neighbourhood(comm, topology.neighbours(comm.rank))
+    learner = build_learner("dpf", LearnerContext(config, model, topology, comm.rank,
+                                                  neighbourhood))
+    return learner, model, neighbourhood

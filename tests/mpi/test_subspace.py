@@ -8,7 +8,7 @@
 
 import numpy as np
 import pytest
-from helpers import kalman_distance, random_topology
+from helpers import dpf_on_a_random_graph, kalman_distance
 from mpi4py import MPI
 
 from mcdpf.config import load_config
@@ -61,23 +61,11 @@ def test_a_full_dimensional_subspace_is_the_full_space_filter(directory, algorit
 
 
 def test_dpf_in_a_subspace_keeps_every_particle_and_sends_d_sized_records(mpi_tmp_path):
-    from mcdpf.algorithms import LearnerContext, build_learner
-    from mcdpf.comm import Neighbourhood
-    from mcdpf.models import build_model
-
     comm = MPI.COMM_WORLD
-    topology = random_topology(comm.size, 4)
-    path = mpi_tmp_path / "c.toml"
-    if comm.rank == 0:
-        path.write_text('[topology]\nname = "ring"\n')
-    comm.Barrier()
     dimension, walk_steps = 6, 4
-    config = load_config(path, ["filter.particles=25", f"filter.walk_steps={walk_steps}",
-                                f"filter.subspace={dimension}"])
-    model = build_model(config.model, 2)
-    neighbourhood = Neighbourhood(comm, topology.neighbours(comm.rank))
-    learner = build_learner("dpf", LearnerContext(config, model, topology, comm.rank,
-                                                  neighbourhood))
+    learner, model, neighbourhood = dpf_on_a_random_graph(
+        comm, mpi_tmp_path, ["filter.particles=25", f"filter.walk_steps={walk_steps}",
+                             f"filter.subspace={dimension}"])
     record = 16 + (dimension + model.n_carry) * model.dtype.itemsize
     assert learner.wire_dtype.itemsize == record < 16 + model.n_params * 8
     rng = np.random.default_rng(comm.rank)
