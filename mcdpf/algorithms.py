@@ -32,6 +32,7 @@ from .errors import InputError
 from .filters import ParticleFilter, StreamPlan
 from .learner import AlgorithmTraits
 from .registry import ALGORITHMS, COVARIANCES, KERNELS
+from .subspace import check_subspace
 
 CENTRAL_KEY = 0
 LARGE_RELAY = 16  # nodes beyond which rpf's default (hops = diameter) gets a warning
@@ -82,18 +83,19 @@ def _ekf_check(config, model, topology) -> None:
     check_covariance_memory(model, config.ekf, form=ekf_covariance(config, model))
 
 
-def _kernel_check(config) -> None:
+def _kernel_check(config, model) -> None:
+    check_subspace(config, model)
     KERNELS[config.filter.kernel]().check(config)
 
 
 def _particle_check(config, model, topology) -> None:
-    _kernel_check(config)
+    _kernel_check(config, model)
     if config.filter.kernel == "gaussian":
         check_covariance_memory(model, config.ekf, copies=config.filter.particles)
 
 
 def _cpf_check(config, model, topology) -> None:
-    _kernel_check(config)
+    _kernel_check(config, model)
     if config.filter.kernel == "gaussian":
         check_covariance_memory(model, config.ekf, copies=central_particles(config.filter,
                                                                              topology.nodes))
@@ -104,7 +106,7 @@ def _dpf_check(config, model, topology) -> None:
         raise InputError(f"{config.source}: [filter] kernel = \"gaussian\" is for particles "
                          "that stay (pf, cpf, rpf): dpf would send every particle's n_theta^2 "
                          "covariance")
-    _kernel_check(config)
+    _kernel_check(config, model)
 
 
 def central_particles(settings, nodes: int) -> int:

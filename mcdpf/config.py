@@ -195,6 +195,10 @@ class FilterConfig:
     wire_dtype: str | None = _key(None, "dpf: float type of migrating particles on the wire; "
                                   "default: the model dtype (float32 halves a float64 "
                                   "run's bytes)", "str", choices=DTYPES, optional=True)
+    subspace: int = _key(0, "d: particles live in a d-dimensional affine subspace of the "
+                         "weights, theta = anchor + P z, P and the anchor from the seed "
+                         "(pf, cpf, rpf, dpf; point particles, prior proposal); 0: off",
+                         "int", minimum=0)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ that did and did not resample mix on equal terms). The default 1.0 resamples aft
 walk, as Algorithm 1.
 
 **The wire.** A migrating particle is one record (:func:`wire_record_dtype`): its 64-bit
-id, walk log-weight, ``theta`` and step-(t-1) carried state, in ``filter.wire_dtype``
+id, walk log-weight, ``theta`` (``z``, ``d`` values, with ``filter.subspace = d``) and
+step-(t-1) carried state, in ``filter.wire_dtype``
 (the model dtype by default; float32 halves a float64 run's bytes, and a particle that
 moves is then rounded to float32 — documented in the README). Its state noise does not
 travel: the node that scores it regenerates it from the counter-based generator keyed
@@ -56,7 +57,11 @@ SCORE_BLOCK_VALUES = 1 << 22
 
 
 def wire_record_dtype(model, wire_dtype=None) -> np.dtype:
-    """A migrating particle on the wire: id, walk log-weight, theta, carried state."""
+    """A migrating particle on the wire: id, walk log-weight, theta, carried state.
+
+    ``model`` is the filter's: with ``filter.subspace = d`` the ``theta`` field holds the
+    particle's ``d`` subspace coordinates ``z``.
+    """
     wire = np.dtype(wire_dtype or model.dtype)
     return np.dtype([("id", "<i8"), ("log_weight", "<f8"),
                      ("theta", wire, (model.n_params,)),
@@ -145,7 +150,7 @@ class DistributedParticleFilter(ParticleFilter):
         self.move_probabilities = np.array([row[node]] + [row[j] for j in
                                                           topology.neighbours(node)])
         self.move_cumulative = np.cumsum(self.move_probabilities)
-        self.wire_dtype = wire_record_dtype(model, settings.wire_dtype)
+        self.wire_dtype = wire_record_dtype(self.model, settings.wire_dtype)
 
     def initial_state(self) -> FilterState:
         """As the local filter, with an empty record of walked ids."""
@@ -308,7 +313,8 @@ class DistributedParticleFilter(ParticleFilter):
             count=self.count, threshold=None if threshold >= 1.0 else threshold,
             scheme=self.settings.resampling, step=step, keys=self.keys, rank=self.node,
             next_serial=state.next_serial, parallel=self.parallel)
-        new_state = FilterState(particles=update.particles, estimate=update.estimate,
+        new_state = FilterState(particles=update.particles,
+                                estimate=self.space.estimate(update.estimate),
                                 next_serial=update.next_serial, empty_walks=empty_walks,
                                 walk_ids=walkers.ids.copy())
         info = StepInfo(ess=update.ess, resampled=update.resampled, particles_held=held,

@@ -57,6 +57,7 @@ from .particles import (
     weighted_mean,
 )
 from .registry import KERNELS, PROPOSALS
+from .subspace import parameter_space
 
 
 @dataclass(frozen=True)
@@ -143,11 +144,16 @@ class ParticleFilter:
         Run the kernels on numba's threads (bit-identical results).
     initial_variance
         ``P0`` scale of Gaussian particles (``filter.kernel = "gaussian"``).
+
+    With ``filter.subspace = d`` the particles are the coordinates ``z`` of an affine
+    subspace of the weights (:mod:`mcdpf.subspace`): :attr:`model` is then the subspace
+    model and :attr:`space` maps the particles' mean to the weights' estimate.
     """
 
     def __init__(self, model, settings, seed: int, key: int, count: int, plan: StreamPlan,
                  parallel: bool = False, initial_variance: float | None = None):
-        self.model = model
+        self.space = parameter_space(model, settings, seed)
+        self.model = self.space.model
         self.settings = settings
         self.keys = Keys.of(seed)
         self.key = key
@@ -158,7 +164,7 @@ class ParticleFilter:
         self.proposal = PROPOSALS[settings.proposal]()
         self.kernel = KERNELS[settings.kernel]()
         self.initial_variance = initial_variance if initial_variance is not None \
-            else model.init_std ** 2
+            else self.model.init_std ** 2
 
     @property
     def carry_width(self) -> int:
@@ -175,7 +181,8 @@ class ParticleFilter:
                                              dtype=self.model.dtype),
                               log_weights=np.full(self.count, -np.log(self.count)), ids=ids,
                               covariance=covariance)
-        estimate = weighted_mean(np.full(self.count, 1.0 / self.count), theta, self.parallel)
+        estimate = self.space.estimate(weighted_mean(np.full(self.count, 1.0 / self.count),
+                                                     theta, self.parallel))
         return FilterState(particles=particles, estimate=estimate, next_serial=self.count)
 
     # ------------------------------------------------------------------ pieces
@@ -277,7 +284,8 @@ class ParticleFilter:
             scheme=self.settings.resampling, step=pending.step, keys=self.keys,
             rank=self.key, next_serial=state.next_serial, parallel=self.parallel,
             covariance=moved.covariance)
-        new_state = FilterState(particles=update.particles, estimate=update.estimate,
+        new_state = FilterState(particles=update.particles,
+                                estimate=self.space.estimate(update.estimate),
                                 next_serial=update.next_serial)
         info = StepInfo(ess=update.ess, resampled=update.resampled,
                         particles_held=particles.size,

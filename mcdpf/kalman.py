@@ -21,7 +21,8 @@ def mean_columns(stream) -> np.ndarray:
 
 
 def kalman_filter(streams, state_noise: float, obs_noise: float, prior_variance: float,
-                  steps: int | None = None, skipped=None) -> tuple[np.ndarray, np.ndarray]:
+                  steps: int | None = None, skipped=None,
+                  prior_mean: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Posterior means (T, p) and covariances (T, p, p) of ``theta_t`` given ``streams``.
 
     Parameters
@@ -34,12 +35,14 @@ def kalman_filter(streams, state_noise: float, obs_noise: float, prior_variance:
         Number of steps (default: the streams' length).
     skipped
         Optional boolean masks (one per stream) of steps that node did not observe.
+    prior_mean
+        Mean of ``theta_0`` (default 0; a subspace filter's anchor, :mod:`mcdpf.subspace`).
     """
     designs = [mean_columns(s) for s in streams]
     targets = [np.asarray(s.targets, dtype=np.float64) for s in streams]
     steps = steps if steps is not None else targets[0].shape[0]
     p = designs[0].shape[1]
-    mean = np.zeros(p)
+    mean = np.zeros(p) if prior_mean is None else np.asarray(prior_mean, dtype=np.float64)
     covariance = prior_variance * np.eye(p)
     means = np.empty((steps, p))
     covariances = np.empty((steps, p, p))

@@ -54,10 +54,11 @@ class Keys:
     observation: tuple[int, int]
     balance: tuple[int, int]
     estimate: tuple[int, int]
+    subspace: tuple[int, int]
 
     @classmethod
     def of(cls, seed: int) -> Keys:
-        """The keys of ``seed``: purposes 1 (initial particles) to 8, in field order."""
+        """The keys of ``seed``: purposes 1 (initial particles) to 9, in field order."""
         names = [field for field in cls.__dataclass_fields__]
         return cls(**{name: stream_key(seed, purpose)
                       for purpose, name in enumerate(names, start=1)})

@@ -162,6 +162,8 @@ VARIANTS = {
                 'proposal = "linearized"\ness_threshold = 0.5\n',
     "cpf-gaussian": '[run]\nalgorithm = "cpf"\n[filter]\nkernel = "gaussian"\n'
                     'central_particles = 6\n',
+    "dpf-subspace": '[filter]\nsubspace = 12\n',
+    "rpf-subspace": '[run]\nalgorithm = "rpf"\n[filter]\nsubspace = 12\n',
 }
 
 

@@ -54,9 +54,10 @@ class TracingComm:
         return call
 
 
-def kalman_distance(comm, config, estimates, steps, burn_in, nodes=None):
+def kalman_distance(comm, config, estimates, steps, burn_in, nodes=None, prior_mean=None):
     """Mean over steps >= burn_in and over the ranks of the Mahalanobis distance between
-    each node's estimates and the exact Kalman posterior of ``nodes`` (default: all).
+    each node's estimates and the exact Kalman posterior of ``nodes`` (default: all),
+    from ``prior_mean`` (default 0).
 
     In units of the exact posterior's own spread: 1 means one posterior sd off.
     """
@@ -69,7 +70,7 @@ def kalman_distance(comm, config, estimates, steps, burn_in, nodes=None):
     chosen = streams if nodes is None else [streams[k] for k in nodes]
     prior = config.ekf.initial_variance or config.model.init_std ** 2
     means, covariances = kalman_filter(chosen, config.filter.state_noise,
-                                       config.filter.obs_noise, prior)
+                                       config.filter.obs_noise, prior, prior_mean=prior_mean)
     gap = (estimates - means)[burn_in:]
     precision = np.linalg.inv(covariances[burn_in:])
     distance = np.sqrt(np.einsum("ti,tij,tj->t", gap, precision, gap)).mean()
@@ -83,3 +84,21 @@ def config_file(comm, directory, text: str):
         path.write_text(text)
     comm.Barrier()
     return path
+
+
+def dpf_on_a_random_graph(comm, directory, overrides):
+    """``(learner, model, neighbourhood)``: dpf at this rank on ``random_topology(size, 4)``
+    with ``overrides``, the model of 2 inputs."""
+    from mcdpf.algorithms import LearnerContext, build_learner
+    from mcdpf.comm import Neighbourhood
+    from mcdpf.config import load_config
+    from mcdpf.models import build_model
+
+    topology = random_topology(comm.size, 4)
+    path = config_file(comm, directory, '[topology]\nname = "ring"\n')
+    config = load_config(path, overrides)
+    model = build_model(config.model, 2)
+    neighbourhood = Neighbourhood(comm, topology.neighbours(comm.rank))
+    learner = build_learner("dpf", LearnerContext(config, model, topology, comm.rank,
+                                                  neighbourhood))
+    return learner, model, neighbourhood

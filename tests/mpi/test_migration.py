@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers import TracingComm, random_topology
+from helpers import TracingComm, dpf_on_a_random_graph, random_topology
 from mpi4py import MPI
 
 from mcdpf.comm import Neighbourhood
@@ -52,20 +52,9 @@ def test_exchange_conserves_particles_on_random_topologies(seed):
 
 def test_dpf_walk_keeps_every_particle(mpi_tmp_path):
     """Inside the real filter: the ids held after each walk are exactly those before it."""
-    from mcdpf.algorithms import LearnerContext, build_learner
-    from mcdpf.models import build_model
-
     comm = MPI.COMM_WORLD
-    topology = random_topology(comm.size, 4)
-    path = mpi_tmp_path / "c.toml"
-    if comm.rank == 0:
-        path.write_text('[topology]\nname = "ring"\n')
-    comm.Barrier()
-    config = load_config(path, ["filter.particles=25", "filter.walk_steps=4"])
-    model = build_model(config.model, 2)
-    neighbourhood = Neighbourhood(comm, topology.neighbours(comm.rank))
-    learner = build_learner("dpf", LearnerContext(config, model, topology, comm.rank,
-                                                  neighbourhood))
+    learner, _, neighbourhood = dpf_on_a_random_graph(
+        comm, mpi_tmp_path, ["filter.particles=25", "filter.walk_steps=4"])
     rng = np.random.default_rng(comm.rank)
     state = learner.initial_state()
     for step in range(5):
