@@ -38,7 +38,7 @@ from pathlib import Path
 
 # common pins the BLAS and numba threads before numpy loads
 # isort: off
-from common import REPO, RESULTS, machine_info, mpiexec
+from common import REPO, RESULTS, machine_info, mpiexec, spread
 import numpy as np
 # isort: on
 
@@ -200,12 +200,6 @@ def to_toml(document) -> str:
     return "\n".join(lines) + "\n"
 
 
-def spread(values):
-    values = np.asarray(values, dtype=float)
-    return {"mean": float(values.mean()),
-            "std": float(values.std(ddof=1)) if values.size > 1 else 0.0}
-
-
 def summarise(rows):
     """Per cell and variant: mean and std over seeds, or the reason it did not run."""
     cells = {}
@@ -345,15 +339,21 @@ def main():
                                   flush=True)
                             if row["status"] != "ok":
                                 break  # the other seeds fail for the same reason
+                    # after every cell, so that an interrupted grid keeps what it ran
+                    write(out, rows, command, grid, datasets, plan, time.time() - started)
+    print(f"written: {out / 'scale.md'}, scale.json, scale.png")
+
+
+def write(out, rows, command, grid, datasets, plan, seconds):
+    """scale.md, scale.json and scale.png of the runs so far."""
     cells = summarise(rows)
     machine = machine_info()
     (out / "scale.md").write_text(markdown(cells, command, machine["cores"]))
     (out / "scale.json").write_text(json.dumps(
         {"machine": machine, "command": command, "grid": grid, "datasets": datasets,
          "variants": [[label, overrides] for label, _, overrides in plan],
-         "seconds": time.time() - started, "cells": cells, "runs": rows}, indent=1) + "\n")
+         "seconds": seconds, "cells": cells, "runs": rows}, indent=1) + "\n")
     figure(cells, out / "scale.png")
-    print(f"written: {out / 'scale.md'}, scale.json, scale.png")
 
 
 if __name__ == "__main__":
