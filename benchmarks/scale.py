@@ -281,8 +281,8 @@ def figure(cells, path):
         ax.set_yticks(range(len(entries)), [label for label, _ in entries], fontsize=7)
         for index, value in enumerate(values):
             if not np.isfinite(value):
-                ax.text(0, index, " not run", va="center", fontsize=7, color="tab:red")
-        ax.set_xscale("log")
+                ax.text(0.01, index, "not run", va="center", fontsize=7, color="tab:red",
+                        transform=ax.get_yaxis_transform())
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("final-10 % MSE", fontsize=8)
     for ax in list(axes.flat)[len(keys):]:
