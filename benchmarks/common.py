@@ -110,6 +110,13 @@ def write_json(path, payload: dict) -> None:
     print(f"\nwritten: {path}")
 
 
+def spread(values) -> dict:
+    """Mean and sample standard deviation (0 for one value) of ``values``."""
+    values = np.asarray(values, dtype=float)
+    return {"mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if values.size > 1 else 0.0}
+
+
 def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     """Plain-text table; ``columns`` are (key, header, format)."""
     headers = [header for _, header, _ in columns]

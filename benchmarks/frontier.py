@@ -33,7 +33,7 @@ from pathlib import Path
 
 # common pins the BLAS and numba threads before numpy loads
 # isort: off
-from common import REPO, RESULTS, mpiexec, write_json
+from common import REPO, RESULTS, mpiexec, spread, write_json
 import numpy as np
 # isort: on
 
@@ -142,12 +142,6 @@ def worker(setting, seeds, variants, output, steps):
                       f"{rows[-1]['steps_per_second']:.0f} steps/s", flush=True)
     if comm.rank == 0:
         Path(output).write_text(json.dumps(rows))
-
-
-def spread(values):
-    values = np.asarray(values, dtype=float)
-    return {"mean": float(values.mean()),
-            "std": float(values.std(ddof=1)) if values.size > 1 else 0.0}
 
 
 def summarise(rows):

@@ -134,10 +134,11 @@ class DataConfig:
                             "float", minimum=0.0)
     teacher_hidden: int = _key(2, "output size n of the synthetic-lstm teacher", "int",
                                minimum=1)
-    window: int = _key(2, "hk-exchange, csv: previous rows in each input sequence", "int",
-                       minimum=1)
-    scaling: str = _key("minmax", "hk-exchange, csv: minmax (each series to [-1, 1]) or zscore "
-                        "(zero mean, unit variance), by whole-series statistics", "str",
+    window: int = _key(2, "hk-exchange, seattle-weather, csv: previous rows in each input "
+                       "sequence", "int", minimum=1)
+    scaling: str = _key("minmax", "hk-exchange, seattle-weather, csv: minmax (each series to "
+                        "[-1, 1]) or zscore (zero mean, unit variance), by whole-series "
+                        "statistics", "str",
                         choices=("minmax", "zscore"))
     nonfinite: str = _key("error", "non-finite values in a stream: error, or skip the step",
                           "str", choices=NONFINITE_POLICIES)

@@ -7,6 +7,11 @@
     series is scaled affinely by whole-file statistics (``data.scaling``: to [-1, 1] by
     its minimum and maximum, or to zero mean and unit variance) - a look-ahead of two
     numbers per series, documented in the README.
+``seattle-weather``
+    Daily Seattle weather, 2012-2015 (1461 days, shipped in ``mcdpf/datasets``): a real
+    multivariate series. Sequence ``t`` holds the previous ``window`` days as columns
+    ``(temp_max, temp_min, precipitation, wind)`` (p = 4); the label is the next day's
+    ``temp_max``. Scaled like ``hk-exchange`` (``data.scaling``).
 ``sentences``
     The UCI sentence corpus (see :mod:`mcdpf.sentences`).
 ``synthetic-lstm``
@@ -75,6 +80,16 @@ def hk_exchange_stream(window: int, scaling: str = "minmax") -> Stream:
     """Global HK exchange-rate stream: previous ``window`` days -> next day's HKD/USD."""
     _, rates = hk_exchange_table()
     return window_stream(*scale_series(rates, scaling), window)
+
+
+SEATTLE_COLUMNS = ["temp_max", "temp_min", "precipitation", "wind"]
+
+
+def seattle_weather_stream(window: int, scaling: str = "minmax") -> Stream:
+    """Global Seattle weather stream: previous ``window`` days -> next day's ``temp_max``."""
+    path = resources.files("mcdpf.datasets").joinpath("seattle_weather.csv")
+    _, values = csv_table(path, SEATTLE_COLUMNS)
+    return window_stream(scale_series(values, scaling), window)
 
 
 def csv_table(path, columns: list[str] | None) -> tuple[list[str], np.ndarray]:
@@ -202,6 +217,11 @@ def generated_length(steps: int, nodes: int, scheme: str) -> int:
 @SOURCES.register("hk-exchange")
 def _hk_exchange(data, steps, nodes) -> Stream:
     return hk_exchange_stream(data.window, data.scaling)
+
+
+@SOURCES.register("seattle-weather")
+def _seattle_weather(data, steps, nodes) -> Stream:
+    return seattle_weather_stream(data.window, data.scaling)
 
 
 @SOURCES.register("sentences")

@@ -42,3 +42,26 @@ def test_adam_study_chooses_by_mean_relative_error_on_the_tuning_settings_only()
     assert chosen == 0.1
     assert relative[0.01] == (1 + 1 + 3) / 3
     assert abs(relative[0.1] - (1.1 + 1.1 + 1) / 3) < 1e-12
+
+
+def test_scale_grid_quick_writes_its_table_json_and_figure(tmp_path):
+    result = run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--quick", "--out",
+                  tmp_path], timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((tmp_path / "scale.json").read_text())
+    assert data["machine"]["cores"] >= 1 and data["command"].startswith("python benchmarks")
+    assert set(data["cells"]) == {"seattle-weather K=2 n=2", "synthetic K=2 n=2"}
+    for cell in data["cells"].values():
+        assert cell["winner"] in {"sgd", "ekf", "dekf", "ekf diagonal"}
+        for name in ("sgd", "ekf", "dekf"):
+            entry = cell["variants"][name]
+            assert entry["final_mse"]["mean"] > 0 and entry["peak_mb"]["mean"] > 0
+        assert cell["variants"]["dekf"]["bytes_per_node_step"]["mean"] > 0
+    # a variant is never dropped: it ran, or it says why not
+    labels = {row["variant"] for row in data["runs"]}
+    assert "ekf diagonal" in labels
+    for row in data["runs"]:
+        assert row["status"] == "ok" or row["reason"]
+    table = (tmp_path / "scale.md").read_text()
+    assert "python benchmarks/scale.py --quick" in table and "Winner: **" in table

@@ -12,6 +12,7 @@ from mcdpf.sources import (
     hk_exchange_table,
     node_stream,
     partition_indices,
+    seattle_weather_stream,
     synthetic_lstm_stream,
 )
 from mcdpf.streams import Stream, handle_nonfinite
@@ -37,6 +38,25 @@ def test_hk_exchange_shipped_and_scaled():
     scaled_hk = 2 * (rates[:, 0] - rates[:, 0].min()) / np.ptp(rates[:, 0]) - 1
     np.testing.assert_allclose(stream.targets, scaled_hk[2:])
     np.testing.assert_allclose(stream.sequence(10)[:, 0], scaled_hk[10:12])
+
+
+def test_seattle_weather_shipped_scaled_and_interleaved(tmp_path):
+    stream = seattle_weather_stream(window=3)
+    assert stream.steps == 1461 - 3 and stream.input_dim == 4
+    assert np.all(np.diff(stream.offsets) == 3)
+    assert stream.columns.min() == pytest.approx(-1) and stream.columns.max() == pytest.approx(1)
+    # the label is the next day's temp_max, column 0 of the day after the window
+    np.testing.assert_allclose(stream.targets[:-1], [stream.sequence(t + 1)[-1, 0]
+                                                     for t in range(stream.steps - 1)])
+    zscored = seattle_weather_stream(window=3, scaling="zscore")
+    assert abs(zscored.targets.mean()) < 0.01 and zscored.targets.std() == pytest.approx(1, 0.01)
+    data = data_config(tmp_path, source="seattle-weather", window=3, partition="interleave")
+    parts = [node_stream(data, None, 16, k) for k in range(16)]
+    assert all(part.steps == (1461 - 3) // 16 for part in parts)
+    # node k holds days k, k + 16, ...: at each step the 16 nodes see 16 consecutive days
+    np.testing.assert_array_equal(parts[5].targets[:3], stream.targets[[5, 21, 37]])
+    with pytest.raises(InputError, match="gives each of 16 nodes only 91 steps"):
+        node_stream(data, 92, 16, 0)
 
 
 @pytest.mark.parametrize("scheme", ["replicate", "interleave", "shard"])
