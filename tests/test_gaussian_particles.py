@@ -6,6 +6,7 @@ deterministic and resuming bit-exactly, and the refusals of bad inputs.
 """
 
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
@@ -95,6 +96,12 @@ def test_bad_filter_covariance_keys_are_refused(overrides, message):
         load_config(MINIMAL, overrides)
 
 
+def run_with(algorithm, ranks, command, config, *args, **kwargs):
+    """``mcdpf command config ...`` with ``run.algorithm = algorithm``."""
+    return run_mpi(ranks, command, config, *args, "--set", f"run.algorithm={algorithm}",
+                   **kwargs)
+
+
 def check(algorithm, overrides, nodes=2):
     from mcdpf.algorithms import traits
     from mcdpf.models import build_model
@@ -129,8 +136,9 @@ def test_every_form_is_deterministic_and_resumes_bit_exactly(tmp_path, algorithm
     rank = "rank = 3\n" if name == "lowrank" else ""
     config = write_config(tmp_path, f"{algorithm}-{name}",
                           f'kernel = "gaussian"\ncovariance = "{name}"\n{rank}'
-                          f'ess_threshold = 0.5\n[run]\nalgorithm = "{algorithm}"\n')
+                          "ess_threshold = 0.5\n")
     ranks = 3
+    run_mpi = partial(run_with, algorithm)
     reference = run_mpi(ranks, "train", config, "--out", tmp_path / "ref", "--quiet")
     assert reference.returncode == 0, reference.stderr
     again = run_mpi(ranks, "train", config, "--out", tmp_path / "again", "--quiet")
