@@ -21,7 +21,7 @@ from test_covariance import (
     correlated_linear_stream,
     kalman_distance,
 )
-from test_particle_options import assert_same, write_config
+from test_particle_options import assert_resumes_bit_exactly, assert_same, write_config
 
 from mcdpf.config import load_config
 from mcdpf.errors import InputError
@@ -144,9 +144,4 @@ def test_every_form_is_deterministic_and_resumes_bit_exactly(tmp_path, algorithm
     again = run_mpi(ranks, "train", config, "--out", tmp_path / "again", "--quiet")
     assert again.returncode == 0, again.stderr
     assert_same(tmp_path / "ref", tmp_path / "again", ranks)
-    crashed = run_mpi(ranks, "train", config, "--out", tmp_path / "run", "--quiet", "--set",
-                      "faults.kill=[[1, 17]]", timeout=120)
-    assert crashed.returncode not in (0, 2)
-    resumed = run_mpi(ranks, "train", config, "--resume", tmp_path / "run", "--quiet")
-    assert resumed.returncode == 0, resumed.stderr
-    assert_same(tmp_path / "ref", tmp_path / "run", ranks)
+    assert_resumes_bit_exactly(tmp_path, config, ranks, run=run_mpi)
