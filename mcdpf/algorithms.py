@@ -83,22 +83,21 @@ def _ekf_check(config, model, topology) -> None:
     check_covariance_memory(model, config.ekf, form=ekf_covariance(config, model))
 
 
-def _kernel_check(config, model) -> None:
+def _kernel_check(config, model, copies: int) -> None:
+    """The kernel's rules; Gaussian particles' ``copies`` covariances fit the memory."""
     check_subspace(config, model)
-    KERNELS[config.filter.kernel]().check(config)
+    kernel = KERNELS[config.filter.kernel].of(config.filter, model)
+    kernel.check(config)
+    if config.filter.kernel == "gaussian":
+        check_covariance_memory(model, config.ekf, copies=copies, form=kernel.form)
 
 
 def _particle_check(config, model, topology) -> None:
-    _kernel_check(config, model)
-    if config.filter.kernel == "gaussian":
-        check_covariance_memory(model, config.ekf, copies=config.filter.particles)
+    _kernel_check(config, model, config.filter.particles)
 
 
 def _cpf_check(config, model, topology) -> None:
-    _kernel_check(config, model)
-    if config.filter.kernel == "gaussian":
-        check_covariance_memory(model, config.ekf, copies=central_particles(config.filter,
-                                                                             topology.nodes))
+    _kernel_check(config, model, central_particles(config.filter, topology.nodes))
 
 
 def _dpf_check(config, model, topology) -> None:
@@ -106,7 +105,7 @@ def _dpf_check(config, model, topology) -> None:
         raise InputError(f"{config.source}: [filter] kernel = \"gaussian\" is for particles "
                          "that stay (pf, cpf, rpf): dpf would send every particle's n_theta^2 "
                          "covariance")
-    _kernel_check(config, model)
+    _kernel_check(config, model, config.filter.particles)
 
 
 def central_particles(settings, nodes: int) -> int:

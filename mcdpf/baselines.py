@@ -85,7 +85,8 @@ def check_covariance_memory(model, ekf_settings, copies: int = 1,
     if needed > ekf_settings.max_memory_gb:
         what = form.describe()
         if copies > 1:
-            what = f"{what}s of {copies} Gaussian particles"
+            what = f"{what.replace('covariance', 'covariances', 1)} of {copies} Gaussian " \
+                   "particles"
         raise InputError(f"ekf: the {what} need"
                          f"{'s' if copies == 1 else ''} {needed:.1f} GB, more than "
                          f"ekf.max_memory_gb = {ekf_settings.max_memory_gb:g}; use a smaller "

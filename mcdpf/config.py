@@ -184,6 +184,12 @@ class FilterConfig:
     kernel: str = _key("point", "particles: point (a parameter vector each, the papers') or "
                        "gaussian (a Gaussian N(m, P) each, updated by the EKF: a Gaussian-sum "
                        "particle filter; pf, cpf, rpf)", "str", choices=KERNELS)
+    covariance: str = _key("full", "form of each Gaussian particle's covariance (kernel = "
+                           "\"gaussian\"): full (dense, O(n_theta^2)), diagonal, decoupled "
+                           "(one block per LSTM unit) or lowrank (diagonal plus rank-r "
+                           "precision, LoFi)", "str", choices=COVARIANCES)
+    rank: int | None = _key(None, "r of covariance = \"lowrank\" (1 <= r < n_theta); "
+                            "default min(10, n_theta - 1)", "int", minimum=1, optional=True)
     proposal: str = _key("prior", "importance proposal: prior (the transition, as the "
                          "papers) or linearized (optimal proposal of the model linearised at "
                          "each particle, exact weights)", "str", choices=PROPOSALS)
@@ -545,6 +551,14 @@ def _check_consistency(config: Config) -> None:
         raise InputError(f"{src}: [ekf] covariance = \"{ekf.covariance}\" is for "
                          f"{', '.join(users)}; run.algorithm = \"{config.run.algorithm}\" "
                          "cannot use it")
+    particle = config.filter
+    if particle.rank is not None and particle.covariance != "lowrank":
+        raise InputError(f"{src}: [filter] rank goes with covariance = \"lowrank\" only "
+                         f"(covariance = \"{particle.covariance}\")")
+    if particle.covariance != "full" and particle.kernel != "gaussian":
+        raise InputError(f"{src}: [filter] covariance = \"{particle.covariance}\" is for "
+                         f"Gaussian particles (kernel = \"gaussian\"); kernel = "
+                         f"\"{particle.kernel}\" keeps no covariance")
     wire = config.filter.wire_dtype
     if wire is not None and np.dtype(wire).itemsize > np.dtype(config.model.dtype).itemsize:
         raise InputError(f"{src}: [filter] wire_dtype = \"{wire}\" is wider than "

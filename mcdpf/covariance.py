@@ -105,7 +105,8 @@ class CovarianceForm:
         """``P + q I`` of a state owned by the caller, in place."""
         raise NotImplementedError
 
-    def _update(self, state, means, gradients, predictions, target, noise_variance):
+    def _update(self, state, means, gradients, predictions, target, noise_variance,
+                parallel=False):
         """The measurement update of ``state`` and ``means`` in place; log densities."""
         raise NotImplementedError
 
@@ -139,12 +140,16 @@ class CovarianceForm:
 
     def update(self, state: dict, means: np.ndarray, gradients: np.ndarray,
                predictions: np.ndarray, target: float, noise_variance: np.ndarray,
-               exponent: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-        """New means (N, n_theta) and log predictive densities (N,); ``state`` in place."""
+               exponent: float = 1.0, parallel: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """New means (N, n_theta) and log predictive densities (N,); ``state`` in place.
+
+        ``parallel``: run the kernel on numba's threads (full; bit-identical results).
+        """
         means = np.array(means, dtype=np.float64, ndmin=2)
         noise = np.ascontiguousarray(np.broadcast_to(
             np.asarray(noise_variance, dtype=np.float64) / exponent, means.shape[:1]))
-        return means, self._update(state, means, gradients, predictions, target, noise)
+        return means, self._update(state, means, gradients, predictions, target, noise,
+                                   parallel)
 
     def nbytes(self, count: int = 1) -> int:
         """Memory of ``count`` covariances (float64)."""
@@ -195,10 +200,11 @@ class FullCovariance(CovarianceForm):
         add_diagonal(state["covariance"], state_noise)
         return state
 
-    def _update(self, state, means, gradients, predictions, target, noise_variance):
+    def _update(self, state, means, gradients, predictions, target, noise_variance,
+                parallel=False):
         return gaussian_update(means, state["covariance"], np.atleast_2d(gradients),
                                np.atleast_1d(np.asarray(predictions, dtype=np.float64)),
-                               target, noise_variance)
+                               target, noise_variance, parallel)
 
     def predictive_variance(self, state, gradients):
         """``g^T P g``."""
@@ -232,7 +238,8 @@ class DiagonalCovariance(CovarianceForm):
         state["variances"] += state_noise
         return state
 
-    def _update(self, state, means, gradients, predictions, target, noise_variance):
+    def _update(self, state, means, gradients, predictions, target, noise_variance,
+                parallel=False):
         return diagonal_update(means, state["variances"], np.atleast_2d(gradients),
                                np.atleast_1d(predictions), target, noise_variance)
 
@@ -298,7 +305,8 @@ class DecoupledCovariance(CovarianceForm):
         block_add_diagonal(state["blocks"], self.layout, state_noise)
         return state
 
-    def _update(self, state, means, gradients, predictions, target, noise_variance):
+    def _update(self, state, means, gradients, predictions, target, noise_variance,
+                parallel=False):
         return block_update(means, state["blocks"], self.layout, np.atleast_2d(gradients),
                             np.atleast_1d(predictions), target, noise_variance)
 
@@ -368,7 +376,8 @@ class LowRankCovariance(CovarianceForm):
         inner = np.eye(factor.shape[1]) + factor.T @ scaled
         return vector / upsilon - scaled @ np.linalg.solve(inner, scaled.T @ vector)
 
-    def _update(self, state, means, gradients, predictions, target, noise_variance):
+    def _update(self, state, means, gradients, predictions, target, noise_variance,
+                parallel=False):
         upsilon, factor = state["precision_diagonal"], state["precision_factor"]
         gradients = np.atleast_2d(gradients)
         predictions = np.atleast_1d(predictions)

@@ -17,10 +17,11 @@ The variants are registered strategies the filter calls (:mod:`mcdpf.variants`):
 proposal (``filter.proposal``) and the particle kernel (``filter.kernel``). Particles are
 point particles (a parameter vector each, the papers'), or with
 ``filter.kernel = "gaussian"`` Gaussian particles ``N(m_i, P_i)`` each updated by the
-extended Kalman filter with every measured stream (:mod:`mcdpf.kernels.gaussian`) and
-weighted by its predictive density: a Gaussian-sum particle filter (Alspach & Sorenson
-1972; Kotecha & Djuric 2003). With one particle it is the EKF; with several, a mixture of
-EKFs started from the prior's draws, resampled when the ESS is low.
+extended Kalman filter with every measured stream, its covariance in the form
+``filter.covariance`` (:mod:`mcdpf.covariance`), and weighted by its predictive density:
+a Gaussian-sum particle filter (Alspach & Sorenson 1972; Kotecha & Djuric 2003). With one
+particle it is the EKF; with several, a mixture of EKFs started from the prior's draws,
+resampled when the ESS is low.
 
 At every step (the online protocol):
 
@@ -162,7 +163,7 @@ class ParticleFilter:
         self.parallel = parallel
         self.noise_std = float(np.sqrt(settings.state_noise))
         self.proposal = PROPOSALS[settings.proposal]()
-        self.kernel = KERNELS[settings.kernel]()
+        self.kernel = KERNELS[settings.kernel].of(settings, model)
         self.initial_variance = initial_variance if initial_variance is not None \
             else self.model.init_std ** 2
 
@@ -315,14 +316,14 @@ class ParticleFilter:
                   "estimate": state.estimate, "id_serial": state.next_serial,
                   "empty_walks": state.empty_walks}
         if particles.covariance is not None:
-            arrays["covariance"] = particles.covariance
+            arrays.update(particles.covariance)
         return arrays
 
     def restore(self, arrays: dict) -> FilterState:
         """The state saved by :meth:`state_arrays`."""
         particles = Particles(theta=arrays["theta"], carry=arrays["carry"],
                               log_weights=arrays["log_weights"], ids=arrays["ids"],
-                              covariance=arrays.get("covariance"))
+                              covariance=self.kernel.restore(arrays))
         return FilterState(particles=particles, estimate=arrays["estimate"],
                            next_serial=int(arrays["id_serial"]),
                            empty_walks=int(arrays.get("empty_walks", 0)))

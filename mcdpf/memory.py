@@ -15,8 +15,9 @@ import os
 
 import numpy as np
 
-from .algorithms import central_particles
+from .algorithms import central_particles, ekf_covariance
 from .baselines import BYTES_PER_GB
+from .covariance import build_covariance
 from .errors import InputError
 from .rundir import RECORDS
 
@@ -62,9 +63,10 @@ def needed_bytes(config, model, steps: int, nodes: int) -> dict[str, int]:
     row = (n_params + model.n_carry) * itemsize + 2 * 8  # theta, carry, log-weight, id
     covariances = 0
     if particles and config.filter.kernel == "gaussian":
-        covariances = 2 * particles * n_params ** 2 * 8
+        covariances = 2 * build_covariance(config.filter.covariance, model, config.filter.rank,
+                                           section="filter").nbytes(particles)
     elif algorithm in COVARIANCE_ALGORITHMS:
-        covariances = 2 * n_params ** 2 * 8
+        covariances = 2 * ekf_covariance(config, model).nbytes()
     per_step = sum(np.dtype(field.dtype).itemsize for field in RECORDS.values())
     if config.run.record_estimates:
         per_step += n_params * 8

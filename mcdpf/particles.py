@@ -70,7 +70,9 @@ class Particles:
 
     With ``ancestors`` the population's parameters are ``theta[ancestors]`` (a resampled
     population whose gather is deferred to the next propagation). Gaussian particles
-    (``filter.kernel = "gaussian"``) are ``N(theta_i, covariance_i)``, ``theta`` float64.
+    (``filter.kernel = "gaussian"``) are ``N(theta_i, covariance_i)``, ``theta`` float64,
+    ``covariance`` the state of their :mod:`~mcdpf.covariance` form (arrays by name, first
+    axis the particles).
     """
 
     theta: np.ndarray
@@ -78,7 +80,7 @@ class Particles:
     log_weights: np.ndarray
     ids: np.ndarray
     ancestors: np.ndarray | None = None
-    covariance: np.ndarray | None = None
+    covariance: dict | None = None
 
     @property
     def size(self) -> int:
@@ -187,7 +189,8 @@ def reweight_estimate_resample(theta, carry, log_weights, ids, *, count: int,
     rank, next_serial
         Id prefix (and resampling stream) and the next free serial of this rank.
     covariance
-        Gaussian particles' covariances (resampled with them).
+        Gaussian particles' covariance state (arrays by name, first axis the particles;
+        resampled with them).
     """
     weights, degenerate, log_weights = normalised(log_weights)
     ess = effective_sample_size(weights)
@@ -200,7 +203,8 @@ def reweight_estimate_resample(theta, carry, log_weights, ids, *, count: int,
                               log_weights=np.full(count, -np.log(count)),
                               ids=fresh_ids(rank, next_serial, count), ancestors=ancestors,
                               covariance=None if covariance is None
-                              else np.ascontiguousarray(covariance[ancestors]))
+                              else {name: np.ascontiguousarray(array[ancestors])
+                                    for name, array in covariance.items()})
         next_serial += count
     else:
         particles = Particles(theta=theta, carry=carry, log_weights=log_weights, ids=ids,

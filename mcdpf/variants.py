@@ -18,9 +18,11 @@ registry from ``[filter]`` and calls it; it never branches on the choice itself.
     a parameter vector (the papers'); moved by the proposal, weighted by the likelihood.
 ``gaussian``
     ``N(m_i, P_i)``, updated by the extended Kalman filter with every measured stream
-    and weighted by its predictive density. Its covariance operations sit behind a
-    covariance form (:class:`FullCovariance`: ``initial``, ``predicted``, ``update``),
-    so another form (diagonal, low rank, ...) is another object with those three methods.
+    and weighted by its predictive density. ``P_i`` is held in the covariance form
+    ``filter.covariance`` (:mod:`mcdpf.covariance`: full, diagonal, decoupled, lowrank
+    with ``filter.rank``), whose state holds the N covariances at once.
+
+A kernel is built by ``KERNELS[name].of(settings, model)``.
 
 A strategy is a small object; its methods take the filter (``pf``) for the model, the
 plan, the keys and the settings. It writes no array of the state or the pending value it
@@ -33,9 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .covariance import build_covariance
 from .errors import InputError
 from .filters import Evaluation
-from .kernels import add_diagonal, gaussian_update
 from .particles import propagate, standard_normals
 from .proposals import linearized_step
 from .registry import KERNELS, PROPOSALS
@@ -128,12 +130,21 @@ class Moved:
     theta: np.ndarray
     log_likelihood: np.ndarray
     next_carry: np.ndarray
-    covariance: np.ndarray | None = None
+    covariance: dict | None = None
 
 
 @KERNELS.register("point")
 class PointKernel:
     """Point particles: moved by the proposal, weighted by the plan's likelihoods."""
+
+    @classmethod
+    def of(cls, settings, model):
+        """The kernel (point particles have no settings)."""
+        return cls()
+
+    def restore(self, arrays: dict):
+        """No covariance."""
+        return None
 
     def check(self, config) -> None:
         """Every proposal goes with point particles."""
@@ -157,38 +168,28 @@ class PointKernel:
         return Moved(theta=draw.theta, log_likelihood=log_likelihood, next_carry=next_carry)
 
 
-class FullCovariance:
-    """The full covariance form: one ``(n_theta, n_theta)`` float64 matrix per particle."""
-
-    def initial(self, count: int, n_params: int, variance: float) -> np.ndarray:
-        """``P0 = variance * I`` of ``count`` particles, ``(count, n_params, n_params)``."""
-        covariance = np.zeros((count, n_params, n_params))
-        add_diagonal(covariance, variance)
-        return covariance
-
-    def predicted(self, covariance: np.ndarray, state_noise: float) -> np.ndarray:
-        """``P + q I`` of every particle (a new array; ``covariance`` is not written)."""
-        return add_diagonal(covariance.copy(), state_noise)
-
-    def update(self, means, covariance, gradient, predictions, target: float,
-               noise: np.ndarray, parallel: bool) -> np.ndarray:
-        """One scalar EKF update of every particle in place; the log predictive densities."""
-        return gaussian_update(means, covariance, gradient, predictions, target, noise,
-                               parallel)
-
-
 @KERNELS.register("gaussian")
 class GaussianKernel:
     """Gaussian particles ``N(m_i, P_i)``, each updated by the EKF with every stream.
 
     Parameters
     ----------
-    covariance
-        The covariance form (default :class:`FullCovariance`).
+    form
+        The covariance form (:class:`mcdpf.covariance.CovarianceForm`).
     """
 
-    def __init__(self, covariance=None):
-        self.covariance = FullCovariance() if covariance is None else covariance
+    def __init__(self, form):
+        self.form = form
+
+    @classmethod
+    def of(cls, settings, model):
+        """The kernel with the form ``filter.covariance`` (``filter.rank``) for ``model``."""
+        return cls(build_covariance(settings.covariance, model, settings.rank,
+                                    section="filter"))
+
+    def restore(self, arrays: dict) -> dict:
+        """The covariances saved under the form's names (checked)."""
+        return self.form.restore({name: arrays[name] for name in self.form.shapes(1)})
 
     def check(self, config) -> None:
         """Gaussian particles take the prior proposal (the EKF update is their move)."""
@@ -200,8 +201,7 @@ class GaussianKernel:
     def initial(self, pf, theta: np.ndarray):
         """Float64 means at the prior draws and ``P0 = initial_variance * I``."""
         theta = theta.astype(np.float64)
-        return theta, self.covariance.initial(theta.shape[0], theta.shape[1],
-                                              pf.initial_variance)
+        return theta, self.form.initial(theta.shape[0], pf.initial_variance)
 
     def predict(self, pf, particles, step: int, columns):
         """The own stream's prediction and gradient at the means."""
@@ -216,7 +216,7 @@ class GaussianKernel:
         """
         particles = state.particles
         means = np.array(pending.theta, dtype=np.float64)
-        covariance = self.covariance.predicted(particles.covariance, pf.settings.state_noise)
+        covariance = self.form.time_update(particles.covariance, pf.settings.state_noise)
         total = np.zeros(particles.size)
         own = pf.plan.own
         carries = [pf.stream_carry(particles.carry, index)
@@ -232,9 +232,10 @@ class GaussianKernel:
             else:
                 predictions, gradient, carries[index] = pf.model.population_gradient(
                     pf.in_model_dtype(means), carries[index], columns, pf.parallel)
-            noise = np.full(particles.size, pf.settings.obs_noise / pf.plan.exponent(index))
-            total += self.covariance.update(means, covariance, gradient, predictions, label,
-                                            noise, pf.parallel)
+            means, log_density = self.form.update(
+                covariance, means, gradient, predictions, label, pf.settings.obs_noise,
+                exponent=pf.plan.exponent(index), parallel=pf.parallel)
+            total += log_density
         return Moved(theta=means, log_likelihood=total,
                      next_carry=pf.joined_carry(carries, particles.carry),
                      covariance=covariance)

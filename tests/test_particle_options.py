@@ -194,9 +194,14 @@ def test_variants_are_deterministic_across_threads_and_resume_bit_exactly(tmp_pa
                        "run.threads=2")
     assert threaded.returncode == 0, threaded.stderr
     assert_same(tmp_path / "ref", tmp_path / "two", ranks)
-    crashed = run_mpi(ranks, "train", config, "--out", tmp_path / "run", "--quiet", "--set",
-                      "faults.kill=[[1, 17]]", timeout=120)
+    assert_resumes_bit_exactly(tmp_path, config, ranks)
+
+
+def assert_resumes_bit_exactly(tmp_path, config, ranks, run=run_mpi):
+    """A run killed at step 17 and resumed equals the run in ``tmp_path / "ref"``."""
+    crashed = run(ranks, "train", config, "--out", tmp_path / "run", "--quiet", "--set",
+                  "faults.kill=[[1, 17]]", timeout=120)
     assert crashed.returncode not in (0, 2)
-    resumed = run_mpi(ranks, "train", config, "--resume", tmp_path / "run", "--quiet")
+    resumed = run(ranks, "train", config, "--resume", tmp_path / "run", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert_same(tmp_path / "ref", tmp_path / "run", ranks)

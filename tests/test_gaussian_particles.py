@@ -1,0 +1,147 @@
+"""Gaussian particles in every covariance form (``filter.covariance``, ``filter.rank``).
+
+One Gaussian particle on the linear-Gaussian model against the exact Kalman filter (the
+setting and the bounds of tests/test_covariance.py), every form through pf and rpf
+deterministic and resuming bit-exactly, and the refusals of bad inputs.
+"""
+
+from dataclasses import replace
+from functools import partial
+
+import numpy as np
+import pytest
+from support import run_mpi
+from test_covariance import (
+    BURN_IN,
+    P_LINEAR,
+    PRIOR,
+    STEPS,
+    Q,
+    R,
+    correlated_linear_stream,
+    kalman_distance,
+)
+from test_particle_options import assert_resumes_bit_exactly, assert_same, write_config
+
+from mcdpf.config import load_config
+from mcdpf.errors import InputError
+from mcdpf.registry import COVARIANCES
+
+FORMS = tuple(COVARIANCES)
+MINIMAL = {"topology": {"name": "ring"}}
+
+
+def particle_means(name, stream, rank=None):
+    """One Gaussian particle of pf (prior mean 0, ``P0 = PRIOR I``) on the linear model."""
+    from mcdpf.filters import ParticleFilter, StreamPlan
+    from mcdpf.models import LinearModel
+
+    overrides = {"filter.kernel": "gaussian", "filter.covariance": name,
+                 "filter.state_noise": Q, "filter.obs_noise": R}
+    if rank is not None:
+        overrides["filter.rank"] = rank
+    settings = load_config(MINIMAL, overrides).filter
+    model = LinearModel(inputs=P_LINEAR, init_std=1.0, dtype=np.dtype("float64"))
+    pf = ParticleFilter(model=model, settings=settings, seed=3, key=0, count=1,
+                        plan=StreamPlan(nodes=(0,)), initial_variance=PRIOR)
+    state = pf.initial_state()
+    state = replace(state, particles=replace(state.particles,
+                                             theta=np.zeros((1, P_LINEAR))))
+    means = np.empty((STEPS, P_LINEAR))
+    for t in range(STEPS):
+        columns = stream.columns[stream.offsets[t]:stream.offsets[t + 1]]
+        _, pending = pf.predict(state, t, columns)
+        state, _ = pf.learn(state, pending, float(stream.targets[t]))
+        means[t] = state.estimate
+    return means
+
+
+def test_one_full_gaussian_particle_is_the_exact_kalman_filter():
+    from mcdpf.kalman import kalman_filter
+
+    stream = correlated_linear_stream()
+    exact, _ = kalman_filter([stream], Q, R, PRIOR)
+    for name in ("full", "decoupled"):  # the linear model is one unit: one block
+        np.testing.assert_allclose(particle_means(name, stream), exact, rtol=1e-9,
+                                   atol=1e-11, err_msg=name)
+
+
+def test_structured_gaussian_particles_stay_near_the_exact_posterior():
+    """Mean Mahalanobis distance (steps 30..299, exact-posterior sd units; seeded, so
+    exact): the bounds of tests/test_covariance.py, which measured diagonal 2.3 and
+    lowrank r = 1 / 3 / 5: 5.0 / 2.7 / 0.53 for the same forms outside a particle filter —
+    within 8 sd and a tenth of the prior mean's distance; lowrank at r = n_theta - 1
+    within 1 sd."""
+    assert BURN_IN < STEPS
+    stream = correlated_linear_stream()
+    prior = kalman_distance(np.zeros((STEPS, P_LINEAR)), stream)
+    for name, rank in (("diagonal", None), ("lowrank", 1), ("lowrank", 3)):
+        distance = kalman_distance(particle_means(name, stream, rank), stream)
+        assert 0 < distance < 8.0 and distance < 0.1 * prior, (name, rank, distance)
+    assert kalman_distance(particle_means("lowrank", stream, P_LINEAR - 1), stream) < 1.0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"filter.covariance": "banded"}, r"covariance = \"banded\": must be one of full, "
+                                      "diagonal, decoupled, lowrank"),
+    ({"filter.kernel": "gaussian", "filter.covariance": "diagonal", "filter.rank": 2},
+     r"\[filter\] rank goes with covariance = \"lowrank\" only"),
+    ({"filter.kernel": "gaussian", "filter.covariance": "lowrank", "filter.rank": 0},
+     "rank = 0: must be >= 1"),
+    ({"filter.covariance": "diagonal"}, r"\[filter\] covariance = \"diagonal\" is for "
+                                        "Gaussian particles"),
+])
+def test_bad_filter_covariance_keys_are_refused(overrides, message):
+    with pytest.raises(InputError, match=message):
+        load_config(MINIMAL, overrides)
+
+
+def run_with(algorithm, ranks, command, config, *args, **kwargs):
+    """``mcdpf command config ...`` with ``run.algorithm = algorithm``."""
+    return run_mpi(ranks, command, config, *args, "--set", f"run.algorithm={algorithm}",
+                   **kwargs)
+
+
+def check(algorithm, overrides, nodes=2):
+    from mcdpf.algorithms import traits
+    from mcdpf.models import build_model
+    from mcdpf.topology import named_topology
+
+    config = load_config(MINIMAL, {"run.algorithm": algorithm, "filter.kernel": "gaussian",
+                                   **overrides})
+    traits(algorithm).check(config, build_model(config.model, 2),
+                            named_topology("ring", nodes))
+
+
+def test_rank_at_least_n_theta_and_memory_are_refused_at_set_up():
+    """n = 2, p = 2: 42 weights. Memory: 1000 particles' full covariances (2 x 14 MB)
+    exceed 1 GB; the diagonal form's (2 x 0.34 MB) fit it."""
+    for algorithm in ("pf", "cpf", "rpf"):
+        with pytest.raises(InputError, match="filter.rank = 42: lowrank needs 1 <= rank < "
+                                             "n_theta = 42"):
+            check(algorithm, {"filter.covariance": "lowrank", "filter.rank": 42})
+    big = {"filter.particles": 1000, "ekf.max_memory_gb": 0.01}
+    with pytest.raises(InputError, match="42 x 42 covariances of 1000 Gaussian particles"):
+        check("pf", big)
+    with pytest.raises(InputError, match="rank-10 lowrank covariances of 42 weights of 1000"):
+        check("rpf", {**big, "filter.covariance": "lowrank", "ekf.max_memory_gb": 0.001})
+    check("pf", {**big, "filter.covariance": "diagonal"})
+    with pytest.raises(InputError, match="kernel = \"gaussian\" is for particles that stay"):
+        check("dpf", {"filter.covariance": "diagonal"})
+
+
+@pytest.mark.parametrize("algorithm", ["pf", "rpf"])
+@pytest.mark.parametrize("name", ["diagonal", "decoupled", "lowrank"])
+def test_every_form_is_deterministic_and_resumes_bit_exactly(tmp_path, algorithm, name):
+    rank = "rank = 3\n" if name == "lowrank" else ""
+    config = write_config(tmp_path, f"{algorithm}-{name}",
+                          f'kernel = "gaussian"\ncovariance = "{name}"\n{rank}'
+                          "ess_threshold = 0.5\n")
+    ranks = 3
+    run_mpi = partial(run_with, algorithm)
+    reference = run_mpi(ranks, "train", config, "--out", tmp_path / "ref", "--quiet")
+    assert reference.returncode == 0, reference.stderr
+    again = run_mpi(ranks, "train", config, "--out", tmp_path / "again", "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert_same(tmp_path / "ref", tmp_path / "again", ranks)
+    assert_resumes_bit_exactly(tmp_path, config, ranks, run=run_mpi)
