@@ -313,6 +313,7 @@ def _agreed_config(comm, args, extra_check=None):
 
 def _compare(comm, args, watch) -> int:
     from .compare import (
+        check_variants,
         comparison_table,
         comparison_variants,
         describe_run,
@@ -349,6 +350,12 @@ def _compare(comm, args, watch) -> int:
         return EXIT_INPUT_ERROR
     algorithms, seeds, variants = loaded
     rank = comm.Get_rank()
+    try:
+        check_variants(comm, variants)
+    except InputError as problem:
+        if rank == 0:
+            print_error(str(problem))
+        return EXIT_INPUT_ERROR
 
     def report(algorithm, seed, result):
         if rank == 0:

@@ -51,6 +51,21 @@ def comparison_variants(load, algorithms: list[str], seeds: list[int]) -> dict:
     return variants
 
 
+def check_variants(comm, variants: dict) -> None:
+    """Set-up collectives: every variant passes the set-up checks ``mcdpf train`` makes.
+
+    Raises the first :class:`~mcdpf.errors.InputError` of any rank on every rank, before
+    any run starts (nothing is written).
+    """
+    from .elastic import ResumePlan
+    from .preparation import agree_setup, prepare_node
+
+    size, rank = comm.Get_size(), comm.Get_rank()
+    for variant in variants.values():
+        agree_setup(comm, lambda variant=variant: prepare_node(
+            variant, ResumePlan.fresh(size), rank, None, False))
+
+
 def run_comparison(comm, variants: dict, out_dir: Path, force: bool = False,
                    report=None, watch=None):
     """Train every variant (:func:`comparison_variants`); all ranks call this.

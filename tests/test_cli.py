@@ -299,10 +299,11 @@ def test_compare_takes_the_configuration_seed_and_refuses_what_train_refuses(
 def test_periodic_walk_warning_only_for_algorithms_that_use_the_walk(algorithm,
                                                                      relay_weights, warned):
     from mcdpf.config import load_config
+    from mcdpf.elastic import ResumePlan
     from mcdpf.preparation import prepare_node
 
     config = load_config({"run": {"algorithm": algorithm}, "relay": {"weights": relay_weights},
                           "topology": {"name": "ring", "nodes": 4},
                           "data": {"source": "synthetic-lstm"}})
-    warnings = prepare_node(config, 4, 0, None, False).warnings
+    warnings = prepare_node(config, ResumePlan.fresh(4), 0, None, False).warnings
     assert any("walk is periodic" in warning for warning in warnings) == warned, warnings
