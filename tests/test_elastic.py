@@ -325,7 +325,9 @@ def test_supervise_resumes_with_the_command_it_prints(tmp_path):
     supervisor.send_signal(signal.SIGTERM)
     _, stderr = supervisor.communicate(timeout=HANG_TIMEOUT)
     assert supervisor.returncode == 128 + signal.SIGTERM, stderr
-    (line,) = [line for line in stderr.splitlines() if "stopped by SIGTERM" in line]
+    # the job's own stop line (every rank saved) comes first; the supervisor's, its command
+    (line,) = [line for line in stderr.splitlines()
+               if line.startswith("mcdpf: supervise:") and "stopped by SIGTERM" in line]
     command = line.split("resume with: ", 1)[1]
     resumed = run(shlex.split(command), cwd=elsewhere)
     assert resumed.returncode == 0, resumed.stderr
