@@ -1,4 +1,4 @@
-"""The seeded study that chose ``[adam] learning_rate``'s default (docs/notes/adam.md).
+"""The seeded study that chose ``[adam] learning_rate``'s default (docs/algorithms.md).
 
     python benchmarks/adam_study.py [--seeds 1,2,3,4,5] [--rates 0.003,0.01,0.03,0.1,0.3]
         [--out benchmarks/results/adam]

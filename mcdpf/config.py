@@ -170,7 +170,7 @@ class FilterConfig:
                             positive=True)
     walk_steps: int | str = _key(3, "s, random-walk steps per time step (dpf), or \"auto\": "
                                  "the shortest walk whose per-node visit exponents are within "
-                                 "1 (rms) of the centralized 1 (docs/notes/walk.md)",
+                                 "1 (rms) of the centralized 1 (docs/algorithms.md)",
                                  "steps", minimum=1)
     resampling: str = _key("systematic", "resampling scheme", "str", choices=RESAMPLING)
     ess_threshold: float = _key(1.0, "resample when ESS < threshold * N (pf, cpf); 1.0: "
@@ -198,7 +198,7 @@ class FilterConfig:
                                  "variate for the walk's randomness)", "bool")
     visit_tempering: float = _key(1.0, "dpf: beta, every visit's exponent is beta / (s pi_j) "
                                   "(1: the papers'; below 1 flattens the walk's weights, "
-                                  "docs/notes/walk.md)", "float", positive=True, maximum=1.0)
+                                  "docs/algorithms.md)", "float", positive=True, maximum=1.0)
     wire_dtype: str | None = _key(None, "dpf: float type of migrating particles on the wire; "
                                   "default: the model dtype (float32 halves a float64 "
                                   "run's bytes)", "str", choices=DTYPES, optional=True)
@@ -220,7 +220,7 @@ class AdamConfig:
     """``[adam]``: online Adam (adam, dadam); the defaults are Kingma & Ba's but the step."""
 
     learning_rate: float = _key(0.03, "step size alpha (chosen by a seeded study over "
-                                "seeds and data sets: docs/notes/adam.md)", "float",
+                                "seeds and data sets: docs/algorithms.md)", "float",
                                 positive=True)
     beta1: float = _key(0.9, "decay of the first-moment (gradient mean) estimate", "float",
                         minimum=0.0, below=1.0)

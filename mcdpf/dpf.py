@@ -10,7 +10,7 @@ particle keeps is the one computed on the data of the node where its walk ended.
 
 ``filter.walk_steps = "auto"`` takes ``s`` from the walk's mixing
 (:attr:`~mcdpf.topology.Topology.auto_walk_steps`); ``filter.visit_tempering = beta``
-multiplies every visit's exponent, ``beta / (s pi_j)`` (docs/notes/walk.md).
+multiplies every visit's exponent, ``beta / (s pi_j)`` (docs/algorithms.md).
 
 With ``filter.ess_threshold < 1`` a node resamples only when the ESS of what it holds
 falls below ``threshold * M``; otherwise its particles keep their walk weights into the
