@@ -88,7 +88,7 @@ paces the network):
 Assumptions not modelled: network congestion beyond the NIC (full bisection), shared-memory
 bandwidth contention between the ranks of a host, MPI eager/rendezvous switches (Hockney
 ``alpha + bytes / beta`` throughout), asynchronous progress (MPICH progresses only inside
-calls: no overlap, as measured in the README), a different CPU on the cluster (all compute
+calls: no overlap, as measured in docs/performance.md), a different CPU on the cluster (all compute
 constants are this machine's).
 
 Validation: the model with this machine's MPI constants (both ranks on one host) against

@@ -3,7 +3,7 @@
 A configuration file has the sections ``[run]``, ``[topology]``, ``[data]``, ``[model]``,
 ``[filter]``, ``[sgd]``, ``[adam]``, ``[ekf]``, ``[relay]`` and ``[faults]``. Every key is
 declared once below with its type, default, allowed range and a one-line description;
-the README's configuration reference is generated from the same declarations
+the configuration reference in docs/user-guide.md is generated from the same declarations
 (:func:`reference_table`).
 
 Relative paths inside a configuration file are resolved against the file's directory;

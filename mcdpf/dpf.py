@@ -22,7 +22,7 @@ walk, as Algorithm 1.
 id, walk log-weight, ``theta`` (``z``, ``d`` values, with ``filter.subspace = d``) and
 step-(t-1) carried state, in ``filter.wire_dtype``
 (the model dtype by default; float32 halves a float64 run's bytes, and a particle that
-moves is then rounded to float32 — documented in the README). Its state noise does not
+moves is then rounded to float32 — documented in docs/algorithms.md). Its state noise does not
 travel: the node that scores it regenerates it from the counter-based generator keyed
 by the seed, the particle's id and the step (bit-identical on CPUs with the same
 instruction set). At a node the walkers live in contiguous arrays (:class:`Walkers`);

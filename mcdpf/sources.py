@@ -6,7 +6,7 @@
     columns ``(HKD/USD, EUR/USD)`` (p = 2); the label is the next day's HKD/USD. Each
     series is scaled affinely by whole-file statistics (``data.scaling``: to [-1, 1] by
     its minimum and maximum, or to zero mean and unit variance) - a look-ahead of two
-    numbers per series, documented in the README.
+    numbers per series, documented in docs/user-guide.md.
 ``seattle-weather``
     Daily Seattle weather, 2012-2015 (1461 days, shipped in ``mcdpf/datasets``): a real
     multivariate series. Sequence ``t`` holds the previous ``window`` days as columns
