@@ -89,7 +89,7 @@ def seattle_weather_stream(window: int, scaling: str = "minmax") -> Stream:
     """Global Seattle weather stream: previous ``window`` days -> next day's ``temp_max``."""
     path = resources.files("mcdpf.datasets").joinpath("seattle_weather.csv")
     _, values = csv_table(path, SEATTLE_COLUMNS)
-    return window_stream(scale_series(values, scaling), window)
+    return window_stream(*scale_series(values, scaling), window)
 
 
 def csv_table(path, columns: list[str] | None) -> tuple[list[str], np.ndarray]:
