@@ -266,8 +266,8 @@ def test_force_clears_every_file_of_the_previous_run(tmp_path, small_run):
     (out / "restarts.json").write_text("[]\n")  # mcdpf supervise's, kept
     again = run_mpi(2, "train", config, "--out", out, "--quiet", "--force")
     assert again.returncode == 0, again.stderr
-    assert sorted(p.name for p in out.iterdir()) == [
-        "node-0000.h5", "node-0001.h5", "processes.json", "restarts.json"]
+    assert sorted(p.name for p in out.iterdir()) == [  # config.json: the new run's own
+        "config.json", "node-0000.h5", "node-0001.h5", "processes.json", "restarts.json"]
 
 
 def test_compare_takes_the_configuration_seed_and_refuses_what_train_refuses(

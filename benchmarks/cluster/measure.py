@@ -206,7 +206,7 @@ def compute_constants(sc: Scenario, quick: bool) -> dict:
     times, state = step_times(learner, columns, steps)
     hood.free()
     estimate, carry = state.estimate, state.carry
-    covariance = state.covariance.copy()
+    covariance = {name: array.copy() for name, array in state.covariance.items()}
     pending = learner.linearise(0, estimate, carry, columns)
     lin = spread(lambda: learner.linearise(0, estimate, carry, columns), repeats)
     upd = spread(lambda: learner.measurement_update(estimate, covariance, 0.1,
@@ -223,7 +223,8 @@ def compute_constants(sc: Scenario, quick: bool) -> dict:
     c["kernel_gradient"] = spread(lambda: lstm_prediction_gradient(theta, columns, carry, sc.n),
                                   repeats)["min"]
     c["kernel_gaussian_update"] = spread(lambda: gaussian_update(
-        means, covariance[None], jacobian, np.zeros(1), 0.0, np.ones(1)), repeats)["min"]
+        means, covariance["covariance"], jacobian, np.zeros(1), 0.0, np.ones(1)),
+        repeats)["min"]
     c["dekf_k1_step"] = float(np.min(times))
     c["dekf_fixed"] = c["dekf_k1_step"] - lin["min"] - upd["min"] - diag["min"]
     c["spread"].update({"dekf_linearise": lin, "dekf_update": upd, "dekf_time_update": diag})
