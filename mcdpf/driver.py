@@ -135,13 +135,14 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
         return previous_seconds + time.perf_counter() - loop_start
 
     stopped_at = steps
+    rank = comm.Get_rank()
     for t in range(start_step, steps):
         if stopper.should_stop(t):
             stopped_at = t
             break
         step_start = time.perf_counter()
         if departs is None or t < departs:
-            inject_faults(config.faults, setup.node, t, comm.Get_rank())
+            inject_faults(config.faults, setup.node, t, rank)
         skipped = bool(setup.skipped[t])
         prediction = node.predict(None if skipped else setup.stream.sequence(t))
         if not node.active:

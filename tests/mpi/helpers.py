@@ -1,5 +1,7 @@
 """Graphs and tracing for tests that run at any rank count."""
 
+import numpy as np
+
 from mcdpf.topology import check_graph, finish, make_walk, named_topology
 
 
@@ -102,3 +104,17 @@ def dpf_on_a_random_graph(comm, directory, overrides):
     learner = build_learner("dpf", LearnerContext(config, model, topology, comm.rank,
                                                   neighbourhood))
     return learner, model, neighbourhood
+
+
+def conserving_walks(comm, learner, steps: int = 5):
+    """``(state, info)`` after each of ``steps`` dpf steps on random data, each checked:
+    the particle ids held after the walk are exactly those before it, over all ranks."""
+    rng = np.random.default_rng(comm.rank)
+    state = learner.initial_state()
+    for step in range(steps):
+        before = np.sort(np.concatenate(comm.allgather(state.particles.ids)))
+        _, pending = learner.predict(state, step, rng.standard_normal((3, 2)))
+        state, info = learner.learn(state, pending, float(rng.standard_normal()))
+        after = np.sort(np.concatenate(comm.allgather(state.walk_ids)))
+        np.testing.assert_array_equal(after, before)
+        yield state, info

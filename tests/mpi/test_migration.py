@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers import TracingComm, dpf_on_a_random_graph, random_topology
+from helpers import TracingComm, conserving_walks, dpf_on_a_random_graph, random_topology
 from mpi4py import MPI
 
 from mcdpf.comm import Neighbourhood
@@ -55,14 +55,7 @@ def test_dpf_walk_keeps_every_particle(mpi_tmp_path):
     comm = MPI.COMM_WORLD
     learner, _, neighbourhood = dpf_on_a_random_graph(
         comm, mpi_tmp_path, ["filter.particles=25", "filter.walk_steps=4"])
-    rng = np.random.default_rng(comm.rank)
-    state = learner.initial_state()
-    for step in range(5):
-        before = np.sort(np.concatenate(comm.allgather(state.particles.ids)))
-        _, pending = learner.predict(state, step, rng.standard_normal((3, 2)))
-        state, info = learner.learn(state, pending, float(rng.standard_normal()))
-        after = np.sort(np.concatenate(comm.allgather(state.walk_ids)))
-        np.testing.assert_array_equal(after, before)
+    for state, info in conserving_walks(comm, learner):
         assert sum(comm.allgather(info.particles_held)) == 25 * comm.size
         assert state.particles.size == 25
         assert np.unique(state.particles.ids).size == 25

@@ -8,7 +8,7 @@
 
 import numpy as np
 import pytest
-from helpers import dpf_on_a_random_graph, kalman_distance
+from helpers import conserving_walks, dpf_on_a_random_graph, kalman_distance
 from mpi4py import MPI
 
 from mcdpf.config import load_config
@@ -68,17 +68,10 @@ def test_dpf_in_a_subspace_keeps_every_particle_and_sends_d_sized_records(mpi_tm
                              f"filter.subspace={dimension}"])
     record = 16 + (dimension + model.n_carry) * model.dtype.itemsize
     assert learner.wire_dtype.itemsize == record < 16 + model.n_params * 8
-    rng = np.random.default_rng(comm.rank)
-    state = learner.initial_state()
-    for step in range(5):
-        before = np.sort(np.concatenate(comm.allgather(state.particles.ids)))
-        _, pending = learner.predict(state, step, rng.standard_normal((3, 2)))
-        state, info = learner.learn(state, pending, float(rng.standard_normal()))
-        after = np.sort(np.concatenate(comm.allgather(state.walk_ids)))
-        np.testing.assert_array_equal(after, before)
-        assert sum(comm.allgather(info.held)) == 25 * comm.size
+    for state, info in conserving_walks(comm, learner):
+        assert sum(comm.allgather(info.particles_held)) == 25 * comm.size
         assert state.particles.parameters().shape == (25, dimension)
         assert state.estimate.shape == (model.n_params,)
         headers = walk_steps * 16 * neighbourhood.degree  # stamped counts per neighbour
-        assert info.bytes_sent == headers + info.sent * record
+        assert info.bytes_sent == headers + info.particles_sent * record
     neighbourhood.free()
