@@ -437,7 +437,7 @@ def _print_final_summary(comm, config, result) -> None:
     import numpy as np
 
     from .comm import gather_to_first
-    from .report import finite_mean
+    from .results import finite_mean
 
     errors = result["datasets"]["squared_error"]
     mse = finite_mean(errors)

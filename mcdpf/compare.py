@@ -23,7 +23,8 @@ import numpy as np
 
 from .learner import AlgorithmTraits
 from .registry import ALGORITHMS
-from .report import finite_mean, running_mse, summarize, to_json
+from .report import running_mse, summarize, to_json
+from .results import finite_mean
 
 
 def algorithm_traits(name: str) -> AlgorithmTraits:

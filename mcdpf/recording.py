@@ -15,7 +15,7 @@ import numpy as np
 from . import __version__
 from .algorithms import walk_steps_used
 from .learner import StepInfo
-from .report import finite_mean
+from .results import finite_mean
 from .rundir import ESTIMATES, empty_records
 
 

@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from .results import finite_mean
 from .rundir import RunDirectory, read_run
 
 FINAL_FRACTION = 0.1
@@ -41,12 +42,6 @@ def running_mse(squared_error: np.ndarray) -> np.ndarray:
     counts = np.cumsum(valid)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
-
-
-def finite_mean(values: np.ndarray) -> float:
-    """Mean of the finite entries (NaN marks skipped steps); NaN if there are none."""
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else math.nan
 
 
 def node_summary(node: int, datasets: dict, attributes: dict) -> dict:

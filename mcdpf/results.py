@@ -28,10 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .report import finite_mean
 from .rundir import RunDirectory
 from .rundir import read_run as read_node_records
 from .streams import Scaling
+
+
+def finite_mean(values: np.ndarray) -> float:
+    """Mean of the finite entries (NaN marks skipped steps); NaN if there are none."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
 
 CSV_COLUMNS = ("node", "step", "target", "prediction", "error", "squared_error",
                "target_scaled", "prediction_scaled", "error_scaled", "squared_error_scaled",
