@@ -22,16 +22,18 @@ def mcdpf_command(*args):
     return [sys.executable, "-m", "mcdpf", *map(str, args)]
 
 
-def run(command, timeout=HANG_TIMEOUT, cwd=None, input_text=None):
-    env = dict(os.environ)
+def run(command, timeout=HANG_TIMEOUT, cwd=None, input_text=None, env=None):
+    """``command`` with this environment, plus ``env`` (a mapping) on top."""
+    env = {**os.environ, **(env or {})}
     env.setdefault("PYTHONUNBUFFERED", "1")
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                           cwd=cwd or REPO, env=env, input=input_text)
 
 
-def run_mpi(ranks, *args, timeout=HANG_TIMEOUT, cwd=None):
+def run_mpi(ranks, *args, timeout=HANG_TIMEOUT, cwd=None, env=None):
     """`mpiexec -n ranks python -m mcdpf ARGS`."""
-    return run([MPIEXEC, "-n", str(ranks), *mcdpf_command(*args)], timeout=timeout, cwd=cwd)
+    return run([MPIEXEC, "-n", str(ranks), *mcdpf_command(*args)], timeout=timeout, cwd=cwd,
+               env=env)
 
 
 COMPARED = ("prediction", "squared_error", "theta_mean", "ess", "particles_held",

@@ -56,6 +56,11 @@ def wrong_values(field):
             strategies.append(st.floats(0.5, 10.5).filter(lambda v: v != int(v)))
         else:
             strategies.append(st.sampled_from([float("nan"), float("inf")]))
+    elif kind == "steps":  # an int >= minimum, or "auto"
+        strategies += [st.integers(-10**6, int(meta["minimum"]) - 1), st.booleans(),
+                       st.floats(0.5, 10.5).filter(lambda v: v != int(v)),
+                       st.text(string.ascii_lowercase, min_size=1, max_size=5)
+                       .filter(lambda v: v != "auto")]
     elif kind == "bool":
         strategies += [st.integers(), st.text(max_size=3)]
     elif kind in ("str", "path"):

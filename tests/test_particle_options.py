@@ -190,8 +190,10 @@ def test_variants_are_deterministic_across_threads_and_resume_bit_exactly(tmp_pa
     ranks = 3
     reference = run_mpi(ranks, "train", config, "--out", tmp_path / "ref", "--quiet")
     assert reference.returncode == 0, reference.stderr
+    # NUMBA_NUM_THREADS=2: numba's default is the process's CPU affinity, which a launcher
+    # may bind to one core; two threads must give the same bits whatever the cores.
     threaded = run_mpi(ranks, "train", config, "--out", tmp_path / "two", "--quiet", "--set",
-                       "run.threads=2")
+                       "run.threads=2", env={"NUMBA_NUM_THREADS": "2"})
     assert threaded.returncode == 0, threaded.stderr
     assert_same(tmp_path / "ref", tmp_path / "two", ranks)
     assert_resumes_bit_exactly(tmp_path, config, ranks)
