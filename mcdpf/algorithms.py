@@ -30,6 +30,7 @@ from .covariance import build_covariance
 from .dpf import DistributedParticleFilter
 from .errors import InputError
 from .filters import ParticleFilter, StreamPlan
+from .kernels import forward_unit
 from .learner import AlgorithmTraits
 from .registry import ALGORITHMS, COVARIANCES, KERNELS
 from .subspace import check_subspace
@@ -133,6 +134,43 @@ def walk_steps_used(config, topology) -> int:
     return topology.walk_steps(config.filter.walk_steps) if walks else 0
 
 
+def _lstm_units(model, *units: str) -> list[str]:
+    """``units`` and the initial draws' unit; the linear model evaluates in numpy."""
+    return ["normal_rows", *(units if model.kind == "lstm" else ())]
+
+
+def _gradient_kernels(config, model) -> list[str]:
+    """sgd, ekf and their diffusion forms: one prediction gradient per step."""
+    return _lstm_units(model, "prediction_gradient")
+
+
+def _adam_kernels(config, model) -> list[str]:
+    return [*_gradient_kernels(config, model), "adam"]
+
+
+def _ekf_kernels(config, model) -> list[str]:
+    return [*_gradient_kernels(config, model),
+            *COVARIANCES[config.ekf.covariance].kernel_units]
+
+
+def _particle_kernels(config, model) -> list[str]:
+    """pf, cpf, rpf: the proposal's and the particle kernel's units."""
+    settings = config.filter
+    gaussian = settings.kernel == "gaussian"
+    units = ["weights", "particle_noise", f"resampling:{settings.resampling}",
+             *(COVARIANCES[settings.covariance].kernel_units if gaussian else ())]
+    if gaussian or settings.proposal == "linearized":
+        units.append("population_gradient")
+    if not gaussian:
+        units += [forward_unit(model.hidden, model.inputs), "lstm_predict"] \
+            if model.kind == "lstm" else []
+    return [*_lstm_units(model), *units]
+
+
+def _dpf_kernels(config, model) -> list[str]:
+    return [*_particle_kernels(config, model), "walk"]
+
+
 def register(name: str, summary: str, **traits):
     """Register an algorithm builder under ``name`` with its traits.
 
@@ -142,6 +180,7 @@ def register(name: str, summary: str, **traits):
 
 
 @register("pf", "particle filter at each node, no communication", check=_particle_check,
+          kernels=_particle_kernels,
           label="PF, no communication", color="tab:orange")
 def build_pf(context: LearnerContext):
     """Local particle filter."""
@@ -153,7 +192,7 @@ def build_pf(context: LearnerContext):
 
 
 @register("dpf", "Markov chain distributed particle filter (MCDPF)", communicating=True,
-          check=_dpf_check, warnings=_dpf_warnings, steady_arrays=False,
+          check=_dpf_check, warnings=_dpf_warnings, steady_arrays=False, kernels=_dpf_kernels,
           shares="particles (parameters, carried state, walk weight)",
           label="DPF (MCDPF)", color="tab:red")
 def build_dpf(context: LearnerContext):
@@ -166,7 +205,7 @@ def build_dpf(context: LearnerContext):
 
 
 @register("cpf", "centralized particle filter over every node's data (oracle)",
-          needs_all_streams=True, check=_cpf_check,
+          needs_all_streams=True, check=_cpf_check, kernels=_particle_kernels,
           shares="every node's data with a central node (the oracle)",
           label="centralized PF (oracle)", color="black", linestyle="--")
 def build_cpf(context: LearnerContext):
@@ -202,6 +241,7 @@ def _rpf_warnings(config, topology) -> list[str]:
 
 @register("rpf", "relay particle filter: neighbourhoods' measurements, particles stay",
           communicating=True, warnings=_rpf_warnings, check=_particle_check,
+          kernels=_particle_kernels,
           shares="measurements (sequence and label), relayed over relay.hops",
           label="relay PF", color="tab:brown")
 def build_rpf(context: LearnerContext):
@@ -216,6 +256,7 @@ def build_rpf(context: LearnerContext):
 
 
 @register("sgd", "online gradient descent (BPTT within the sequence)", label="SGD",
+          kernels=_gradient_kernels,
           color="tab:blue")
 def build_sgd(context: LearnerContext):
     """Online SGD."""
@@ -224,7 +265,7 @@ def build_sgd(context: LearnerContext):
 
 
 @register("ekf", "extended Kalman filter on the parameters", check=_ekf_check, label="EKF",
-          color="tab:green", covariances=tuple(COVARIANCES))
+          color="tab:green", covariances=tuple(COVARIANCES), kernels=_ekf_kernels)
 def build_ekf(context: LearnerContext):
     """Extended Kalman filter on the parameters."""
     settings = context.config.filter
@@ -237,6 +278,7 @@ def build_ekf(context: LearnerContext):
 
 @register("dekf", "diffusion EKF: neighbours' measurements and estimates",
           communicating=True, check=_ekf_check, covariances=tuple(COVARIANCES),
+          kernels=_ekf_kernels,
           shares="measurements (sequence, label, starting state) and estimates",
           label="diffusion EKF", color="tab:olive")
 def build_dekf(context: LearnerContext):
@@ -250,7 +292,8 @@ def build_dekf(context: LearnerContext):
 
 
 @register("dsgd", "diffusion (adapt-then-combine) SGD: neighbours' estimates",
-          communicating=True, shares="estimates", label="diffusion SGD", color="tab:purple")
+          communicating=True, shares="estimates", label="diffusion SGD", color="tab:purple",
+          kernels=_gradient_kernels)
 def build_dsgd(context: LearnerContext):
     """Diffusion (adapt-then-combine) SGD."""
     return DiffusionSGD(model=context.model, seed=context.seed, node=context.node,
@@ -259,7 +302,7 @@ def build_dsgd(context: LearnerContext):
 
 
 @register("adam", "online Adam: sgd's gradient, a step size per parameter",
-          label="Adam", color="tab:cyan")
+          label="Adam", color="tab:cyan", kernels=_adam_kernels)
 def build_adam(context: LearnerContext):
     """Online Adam."""
     return OnlineAdam(model=context.model, seed=context.seed, node=context.node,
@@ -267,7 +310,8 @@ def build_adam(context: LearnerContext):
 
 
 @register("dadam", "diffusion Adam (adapt, then combine): neighbours' estimates",
-          communicating=True, shares="estimates", label="diffusion Adam", color="tab:pink")
+          communicating=True, shares="estimates", label="diffusion Adam", color="tab:pink",
+          kernels=_adam_kernels)
 def build_dadam(context: LearnerContext):
     """Diffusion (adapt-then-combine) Adam; moments stay local."""
     return DiffusionAdam(model=context.model, seed=context.seed, node=context.node,

@@ -89,6 +89,7 @@ class CovarianceForm:
     """
 
     name = ""
+    kernel_units: tuple[str, ...] = ()  # warm-up units of mcdpf.kernels it calls
 
     def __init__(self, size: int):
         self.size = size
@@ -182,6 +183,7 @@ class FullCovariance(CovarianceForm):
     """Dense ``P`` (the arrays of :mod:`mcdpf.kernels.gaussian`)."""
 
     name = "full"
+    kernel_units = ("gaussian",)
 
     def shapes(self, count):
         """``covariance`` (N, n_theta, n_theta)."""
@@ -225,6 +227,7 @@ class DiagonalCovariance(CovarianceForm):
     """``P = diag(v)``."""
 
     name = "diagonal"
+    kernel_units = ("diagonal",)
 
     def shapes(self, count):
         """``variances`` (N, n_theta)."""
@@ -272,6 +275,7 @@ class DecoupledCovariance(CovarianceForm):
     """
 
     name = "decoupled"
+    kernel_units = ("decoupled",)
 
     def __init__(self, groups):
         groups = [np.asarray(group, dtype=np.int64) for group in groups]

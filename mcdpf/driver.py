@@ -31,7 +31,7 @@ from .recording import Progress, Recorder, departure_step, write_outputs
 from .resume import agree_resume, record_resume
 from .rundir import RunDirectory
 from .shutdown import stopper as make_stopper
-from .warmup import prepare_kernels
+from .warmup import prepare_kernels, run_units
 
 
 def train(comm, config, out_dir: Path | None = None, *, force: bool = False,
@@ -113,7 +113,8 @@ def run_node(comm, setup, steps: int, started: float, progress_enabled: bool,
     loaded = resumption is not None and resumption.state is not None
     measurements = all_streams(comm, setup) \
         if traits(config.run.algorithm)["needs_all_streams"] else None
-    prepare_kernels(comm, setup.model.dtype, config.run.threads > 1, progress_enabled)
+    prepare_kernels(comm, setup.model.dtype, config.run.threads > 1, progress_enabled,
+                    run_units(config, setup.model))
     node = Node(config, comm, setup.stream.input_dim, topology=setup.topology,
                 model=setup.model, measurements=measurements, start_step=start_step,
                 state=resumption.state if loaded else None, drops=setup.drops,

@@ -191,6 +191,10 @@ class AlgorithmTraits:
     covariances
         The ``ekf.covariance`` forms it uses (:data:`mcdpf.registry.COVARIANCES`); any
         other form is refused (an algorithm that keeps no EKF covariance: ``full`` only).
+    kernels
+        ``kernels(config, model)``: the warm-up units (:data:`mcdpf.kernels.KERNEL_UNITS`)
+        it calls, loaded before the loop; ``None``: every unit. A unit it calls but does
+        not name compiles at its first call, inside the loop (timed apart).
     label
         Its name in figures and comparison tables (default: the registered name).
     color, linestyle
@@ -205,6 +209,7 @@ class AlgorithmTraits:
     steady_arrays: bool = True
     shares: str = "nothing"
     covariances: tuple[str, ...] = ("full",)
+    kernels: Callable | None = None
     label: str | None = None
     color: str | None = None
     linestyle: str = "-"

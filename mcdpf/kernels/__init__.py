@@ -414,8 +414,8 @@ def gaussian_update(means: np.ndarray, covariances: np.ndarray, gradients: np.nd
         raise ValueError(f"gradients have shape {gradients.shape}, expected {(count, size)}")
     log_density = np.empty(count)
     kernel = gaussian_update_parallel_kernel if parallel else gaussian_update_kernel
-    kernel(means, covariances, gradients, np.ascontiguousarray(predictions, dtype=np.float64),
-           float(target), np.ascontiguousarray(noise_variance, dtype=np.float64), log_density)
+    kernel(means, covariances, gradients, _float64_input(predictions), float(target),
+           _float64_input(noise_variance), log_density)
     return log_density
 
 
@@ -457,12 +457,20 @@ def _check_gaussians(means: np.ndarray, state: np.ndarray, name: str) -> None:
         raise TypeError(f"{name} must be C-contiguous float64 with {means.shape[0]} rows")
 
 
+def _float64_input(values) -> np.ndarray:
+    """``values`` as a C-contiguous, writeable float64 array (copied only if need be).
+
+    A read-only array (``np.broadcast_to``) is a distinct numba type: passing one would
+    compile a second specialisation of the kernel, inside the timed loop.
+    """
+    return np.require(values, dtype=np.float64, requirements=("C", "W"))
+
+
 def _measurement(means, gradients, predictions, noise_variance):
-    gradients = np.ascontiguousarray(gradients, dtype=np.float64)
+    gradients = _float64_input(gradients)
     if gradients.shape != means.shape:
         raise ValueError(f"gradients have shape {gradients.shape}, expected {means.shape}")
-    return (gradients, np.ascontiguousarray(predictions, dtype=np.float64),
-            np.ascontiguousarray(noise_variance, dtype=np.float64))
+    return gradients, _float64_input(predictions), _float64_input(noise_variance)
 
 
 def diagonal_update(means: np.ndarray, variances: np.ndarray, gradients: np.ndarray,
@@ -541,20 +549,19 @@ def cache_directory() -> Path:
     return Path(lstm_batch_major_kernel._cache.cache_path)
 
 
-def cache_is_cold(parallel: bool = False) -> bool:
-    """Whether a kernel :func:`warm_up` loads has no compiled code in the cache yet.
+def cache_is_cold(parallel: bool = False, units=None) -> bool:
+    """Whether a kernel that :func:`warm_up` loads has no compiled code in the cache yet.
 
-    Looks for the cache index of every ``*_kernel`` of this package (the parallel twins
-    with ``parallel``); a stale index (changed source) is not detected here, and numba
-    recompiles it when loading.
+    Looks for the cache index of every kernel of ``units`` (names of
+    :data:`KERNEL_UNITS`; ``None``: all), the parallel twins with ``parallel``; a stale
+    index (changed source) is not detected here, and numba recompiles it when loading.
     """
-    for name, kernel in globals().items():
-        if not name.endswith("_kernel") or ("_parallel_" in name and not parallel):
-            continue
-        index = getattr(getattr(getattr(kernel, "_cache", None), "_cache_file", None),
-                        "_index_path", None)
-        if index is not None and not Path(index).is_file():
-            return True
+    for name in units if units is not None else KERNEL_UNITS:
+        for kernel in _unit_kernels(name, parallel):
+            index = getattr(getattr(getattr(kernel, "_cache", None), "_cache_file", None),
+                            "_index_path", None)
+            if index is not None and not Path(index).is_file():
+                return True
     return False
 
 
@@ -575,39 +582,88 @@ def compile_lock():
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def warm_up(dtype, parallel: bool = False, progress=None) -> None:
-    """Load (or compile) every kernel for ``dtype`` before timing starts.
+# Warm-up units: what a run loads (or compiles) before its loop, by name. A learner
+# names the units it calls (AlgorithmTraits.kernels); "resampling:<scheme>" is one
+# scheme of mcdpf.registry.RESAMPLING.
+KERNEL_UNITS = ("lstm_batch_major", "lstm_particle_major", "lstm_predict",
+                "prediction_gradient", "population_gradient", "weights", "normal_rows",
+                "particle_noise", "walk", "gaussian", "diagonal", "decoupled", "adam",
+                *(f"resampling:{scheme}" for scheme in RESAMPLING.names()))
 
-    The ``*_parallel_kernel`` twins only with ``parallel``: running one starts numba's
+
+def forward_unit(hidden: int, inputs: int) -> str:
+    """The warm-up unit of the forward kernel :func:`lstm_kernel_for` picks."""
+    return "lstm_batch_major" if hidden * (hidden + inputs) <= BATCH_MAJOR_MAX_WORK \
+        else "lstm_particle_major"
+
+
+def _unit_kernels(name: str, parallel: bool) -> tuple:
+    """The kernels (dispatchers) unit ``name`` loads; the parallel twins with ``parallel``."""
+    if name.startswith("resampling:"):
+        return (RESAMPLING[name.split(":", 1)[1]],)
+    serial, twins = {
+        "lstm_batch_major": ((lstm_batch_major_kernel,), (lstm_batch_major_parallel_kernel,)),
+        "lstm_particle_major": ((lstm_particle_major_kernel,),
+                                (lstm_particle_major_parallel_kernel,)),
+        "lstm_predict": ((add_noise_and_predict_kernel,), ()),
+        "prediction_gradient": ((lstm_prediction_gradient_kernel,), ()),
+        "population_gradient": ((lstm_population_gradient_kernel,),
+                                (lstm_population_gradient_parallel_kernel,)),
+        "weights": ((normalize_log_weights_kernel, effective_sample_size_kernel,
+                     weighted_mean_kernel), (weighted_mean_parallel_kernel,)),
+        "normal_rows": ((normal_rows_kernel, add_normal_rows_kernel),
+                        (normal_rows_parallel_kernel, add_normal_rows_parallel_kernel)),
+        "particle_noise": ((gather_add_normal_kernel, uniforms_kernel, id_uniforms_kernel),
+                           (gather_add_normal_parallel_kernel,)),
+        "walk": ((route_kernel, take_kernel, take_rows_kernel, pack_records_kernel,
+                  unpack_records_kernel), ()),
+        "gaussian": ((add_diagonal_kernel, gaussian_update_kernel),
+                     (gaussian_update_parallel_kernel,)),
+        "diagonal": ((diagonal_update_kernel,), ()),
+        "decoupled": ((block_add_diagonal_kernel, block_update_kernel,
+                       block_quadratic_kernel), ()),
+        "adam": ((adam_update_kernel,), ()),
+    }[name]
+    return serial + twins if parallel else serial
+
+
+def warm_up(dtype, parallel: bool = False, progress=None, units=None) -> None:
+    """Load (or compile) the kernels of ``units`` for ``dtype`` before timing starts.
+
+    ``units``: names of :data:`KERNEL_UNITS` (``None``: every unit). The
+    ``*_parallel_kernel`` twins only with ``parallel``: running one starts numba's
     thread pool, which an MPI rank per core should not do. ``progress(done, total)`` is
-    called after each group of kernels.
+    called after each unit.
     """
     calls = _warm_up_calls(np.dtype(dtype), parallel)
-    for done, call in enumerate(calls, start=1):
-        call()
+    names = list(KERNEL_UNITS if units is None else dict.fromkeys(units))
+    unknown = sorted(set(names) - set(calls))
+    if unknown:
+        raise ValueError(f"unknown warm-up units {unknown}; known: {list(calls)}")
+    for done, name in enumerate(names, start=1):
+        calls[name]()
         if progress is not None:
-            progress(done, len(calls))
+            progress(done, len(names))
 
 
-def _warm_up_calls(dtype, parallel: bool) -> list:
-    """The calls of :func:`warm_up`, in groups (each a function of no arguments)."""
+def _warm_up_calls(dtype, parallel: bool) -> dict:
+    """The call (of no arguments) that loads each unit of :data:`KERNEL_UNITS`."""
     threads = (False, True) if parallel else (False,)
     theta = np.zeros((1, lstm_parameter_count(1, 1)), dtype=dtype)
     weights = np.full(2, 0.5)
     rows, ids = np.zeros((2, 3), dtype=dtype), np.arange(2, dtype=np.int64)
     means, covariances = np.zeros((2, 3)), np.zeros((2, 3, 3))
 
-    def forward():
-        kernels = [lstm_batch_major_kernel, lstm_particle_major_kernel]
-        if parallel:
-            kernels += [lstm_batch_major_parallel_kernel, lstm_particle_major_parallel_kernel]
-        for kernel in kernels:
+    def forward(kernels):
+        for kernel in kernels[:2 if parallel else 1]:
             kernel(theta, np.zeros((1, 1), dtype=dtype), np.zeros((1, 2), dtype=dtype), 1,
                    np.empty((1, 2), dtype=dtype))
 
-    def gradients():
+    def prediction_gradient():
         lstm_prediction_gradient(theta[0], np.zeros((1, 1), dtype=dtype),
                                  np.zeros(2, dtype=dtype), 1)
+
+    def population_gradient():
         for hidden in (1, 16):  # both paths of the population gradient (by model size)
             big = np.zeros((1, lstm_parameter_count(hidden, 1)), dtype=dtype)
             for threaded in threads:
@@ -620,33 +676,32 @@ def _warm_up_calls(dtype, parallel: bool) -> list:
                      np.zeros((1, 2), dtype=dtype), 1, True)
 
     def weighting():
-        route(np.zeros(2), np.array([0.5, 1.0]))
         normalize_log_weights(np.zeros(2))
         effective_sample_size(weights)
+        for threaded in threads:
+            weighted_mean(np.ones(2), rows, parallel=threaded)
 
-    def resampling():
-        rng = np.random.default_rng(0)
-        for scheme in RESAMPLING:
-            resample(scheme, weights, 2, rng)
-
-    def random_rows():
+    def normal():
         for threaded in threads:
             for add in (False, True):
                 normal_rows(rows, ids, 0, (0, 0), add=add, parallel=threaded)
+
+    def particle_noise():
+        for threaded in threads:
             gather_add_normal(rows, ids, ids, 0, (0, 0), 1.0, parallel=threaded)
         random_uniforms(3, 0, 0, (0, 0))
         id_uniforms(ids, 0, 0, (0, 0))
 
     def gaussian():
-        for threaded in threads:
-            weighted_mean(np.ones(2), rows, parallel=threaded)
         add_diagonal(covariances, 1.0)
         for threaded in threads:
             gaussian_update(means, covariances, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2),
                             parallel=threaded)
 
-    def structured():
+    def diagonal():
         diagonal_update(means, np.ones((2, 3)), np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2))
+
+    def decoupled():
         layout = (np.array([0, 4, 5]), np.arange(3), np.array([0, 2, 3]))
         blocks = block_add_diagonal(np.zeros((2, 5)), layout, 1.0)
         block_update(means, blocks, layout, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2))
@@ -657,6 +712,7 @@ def _warm_up_calls(dtype, parallel: bool) -> list:
                     1)
 
     def walk():
+        route(np.zeros(2), np.array([0.5, 1.0]))
         log_weight = np.zeros(2)
         for source in (log_weight, ids, rows):  # take_rows of 1-D and 2-D arrays
             take_rows(source, ids, np.empty_like(source))
@@ -666,8 +722,19 @@ def _warm_up_calls(dtype, parallel: bool) -> list:
             pack_records(records, ids, ids, log_weight, rows, rows)
             unpack_records(records, ids.copy(), log_weight.copy(), rows.copy(), rows.copy())
 
-    return [forward, gradients, predict, weighting, resampling, random_rows, gaussian, structured,
-            adam, walk]
+    def resampling(scheme):
+        return lambda: resample(scheme, weights, 2, np.random.default_rng(0))
+
+    calls = {
+        "lstm_batch_major": lambda: forward((lstm_batch_major_kernel,
+                                             lstm_batch_major_parallel_kernel)),
+        "lstm_particle_major": lambda: forward((lstm_particle_major_kernel,
+                                                lstm_particle_major_parallel_kernel)),
+        "lstm_predict": predict, "prediction_gradient": prediction_gradient,
+        "population_gradient": population_gradient, "weights": weighting,
+        "normal_rows": normal, "particle_noise": particle_noise, "walk": walk,
+        "gaussian": gaussian, "diagonal": diagonal, "decoupled": decoupled, "adam": adam}
+    return calls | {f"resampling:{scheme}": resampling(scheme) for scheme in RESAMPLING.names()}
 
 
 # Time spent in numba's compiler by this process (compiling, or loading the disk cache).
