@@ -164,3 +164,19 @@ def test_train_prints_the_cli_progress_line_on_the_first_rank(tmp_path):
     assert lines[-1].startswith("mcdpf: step 20/20 ")
     silent = python_mpi(2, script, "0")
     assert silent.returncode == 0 and silent.stderr.strip() == ""
+
+
+def test_user_guide_read_run_example(tmp_path):
+    """docs/user-guide.md's ``read_run`` block, on the run its example describes (shorter)."""
+    config = tmp_path / "co2.toml"
+    config.write_text(f'[topology]\nname = "ring"\n[run]\nsteps = 60\n[data]\nsource = "csv"\n'
+                      f'path = "{REPO / "mcdpf/datasets/series/co2.csv"}"\n'
+                      'columns = ["co2"]\nwindow = 4\n')
+    trained = run_mpi(2, "train", config, "--out", tmp_path / "runs" / "co2", "--quiet")
+    assert trained.returncode == 0, trained.stderr
+    script = tmp_path / "guide.py"
+    script.write_text(python_blocks("docs/user-guide.md")
+                      + "\nassert run.units == 'scaled', run.units"
+                      + "\nassert abs(run.targets[0, 0] - 358.7) < 0.05, run.targets[0, :3]\n")
+    result = run([sys.executable, str(script)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
