@@ -1,7 +1,7 @@
 """Issue 16's model-size target: particle configurations against ekf, dekf, sgd and adam.
 
     python benchmarks/model_size.py [--n 16] [--seeds 1,2] [--steps 1000]
-        [--variants LABEL,...] [--chosen-from TUNING.json] [--timeout 1800]
+        [--variants LABEL,...] [--chosen-from TUNING.json,...] [--timeout 1800]
         [--out benchmarks/results/model_size]
 
 On issue 16's teacher (``covariance.TEACHER``: ``data.source = "synthetic-lstm"``, teacher
@@ -47,10 +47,15 @@ RANK = 10  # lowrank's r, as in benchmarks/covariance.py
 BYTES_FACTOR = 10.0
 SPEED_FACTOR = 0.25
 BASELINES = ("ekf", "dekf", "sgd", "adam")
-SGD_RATES = (0.03, 0.1, 0.3)
+SGD_RATES = (0.03, 0.1, 0.3, 1.0)
 ADAM_RATES = (0.003, 0.01, 0.03)
-PARTICLES = (1, 2, 3, 5)
+PARTICLES = (1, 2, 3, 5, 10)
 GAUSSIAN = ["run.algorithm=rpf", "filter.kernel=gaussian", "filter.ess_threshold=0.5"]
+# The EKF family's noise (q = filter.state_noise, r = filter.obs_noise), for the Kalman
+# baselines and the Gaussian particles alike: the configuration's (q = 4e-4, r = 0.01),
+# and a smaller q / r (a smaller gain per measurement).
+NOISES = {"": [], " q=1e-4": ["filter.state_noise=0.0001"],
+          " q=2.5e-5": ["filter.state_noise=0.000025"]}
 
 
 def all_variants() -> dict[str, tuple[str, list[str]]]:
@@ -58,8 +63,9 @@ def all_variants() -> dict[str, tuple[str, list[str]]]:
     variants = {}
     for algorithm in ("ekf", "dekf"):
         for form in FORMS:
-            variants[f"{algorithm} {form}"] = (algorithm, [f"run.algorithm={algorithm}",
-                                                           *form_overrides(form, RANK)])
+            for suffix, noise in NOISES.items():
+                variants[f"{algorithm} {form}{suffix}"] = (algorithm, [
+                    f"run.algorithm={algorithm}", *form_overrides(form, RANK), *noise])
     for rate in SGD_RATES:
         variants[f"sgd lr={rate:g}"] = ("sgd", ["run.algorithm=sgd", f"sgd.learning_rate={rate}"])
     for rate in ADAM_RATES:
@@ -67,9 +73,10 @@ def all_variants() -> dict[str, tuple[str, list[str]]]:
                                                   f"adam.learning_rate={rate}"])
     for particles in PARTICLES:
         for form in FORMS:
-            variants[f"rpf N={particles} {form}"] = ("particle", [
-                *GAUSSIAN, f"filter.particles={particles}",
-                *form_overrides(form, RANK, section="filter")])
+            for suffix, noise in NOISES.items():
+                variants[f"rpf N={particles} {form}{suffix}"] = ("particle", [
+                    *GAUSSIAN, f"filter.particles={particles}",
+                    *form_overrides(form, RANK, section="filter"), *noise])
     return variants
 
 
@@ -199,12 +206,17 @@ def markdown(sizes, command, steps) -> str:
     return "\n".join(lines)
 
 
-def chosen_variants(path) -> dict[str, list[str]]:
-    """Per model size, the variants a tuning run chose (each baseline's best, the particle)."""
-    sizes = json.loads(Path(path).read_text())["sizes"]
+def chosen_variants(paths) -> dict[str, list[str]]:
+    """Per model size, the variants tuning runs chose (each baseline's best, the particle).
+
+    ``paths`` is a comma-separated list of tuning runs' ``model_size.json``; their runs are
+    pooled (a variant in several of them keeps every seed's run).
+    """
+    rows = [row for path in paths.split(",")
+            for row in json.loads(Path(path).read_text())["runs"]]
     return {key: [label for label in (*size["target"]["best"].values(),
                                       size["target"]["chosen"]) if label]
-            for key, size in sizes.items()}
+            for key, size in summarise(rows).items()}
 
 
 def main():
@@ -215,7 +227,8 @@ def main():
     parser.add_argument("--variants", default=None,
                         help=f"comma-separated labels (default: all): {', '.join(VARIANTS)}")
     parser.add_argument("--chosen-from", default=None,
-                        help="a tuning run's model_size.json: run the variants it chose")
+                        help="tuning runs' model_size.json (comma-separated): run the "
+                        "variants they chose")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
     parser.add_argument("--out", default=str(RESULTS / "model_size"))
     args = parser.parse_args()
