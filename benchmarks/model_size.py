@@ -49,7 +49,7 @@ SPEED_FACTOR = 0.25
 BASELINES = ("ekf", "dekf", "sgd", "adam")
 SGD_RATES = (0.03, 0.1, 0.3, 1.0)
 ADAM_RATES = (0.003, 0.01, 0.03)
-PARTICLES = (1, 2, 3, 5, 10)
+PARTICLES = (1, 2, 3, 5, 10, 20)
 GAUSSIAN = ["run.algorithm=rpf", "filter.kernel=gaussian", "filter.ess_threshold=0.5"]
 # The EKF family's noise (q = filter.state_noise, r = filter.obs_noise), for the Kalman
 # baselines and the Gaussian particles alike: the configuration's (q = 4e-4, r = 0.01),
