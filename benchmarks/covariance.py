@@ -42,8 +42,10 @@ TEACHER = ["data.source=synthetic-lstm", "data.teacher_hidden=8", "data.input_di
 MEASUREMENTS_PER_STEP = 3  # a dekf node on the ring: its own label and two neighbours'
 
 
-def form_overrides(form, rank):
-    return [f"ekf.covariance={form}"] + ([f"ekf.rank={rank}"] if form == "lowrank" else [])
+def form_overrides(form, rank, section="ekf"):
+    """``--set`` items of one covariance form in ``section`` (ekf, or filter for particles)."""
+    return [f"{section}.covariance={form}"] + ([f"{section}.rank={rank}"]
+                                               if form == "lowrank" else [])
 
 
 def worker(algorithm, sizes, seeds, steps, rank, output):

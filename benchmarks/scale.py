@@ -142,7 +142,6 @@ def run_cell(dataset, nodes, n, label, overrides, seed, steps, timeout, work):
     """One run: a row with status ok / skipped / infeasible and its numbers or reason."""
     from mcdpf.config import load_config
     from mcdpf.errors import InputError
-    from mcdpf.report import summarize
 
     row = {"dataset": dataset, "K": nodes, "n": n, "n_params": parameter_count(n),
            "variant": label, "seed": seed, "steps": steps}
@@ -162,6 +161,19 @@ def run_cell(dataset, nodes, n, label, overrides, seed, steps, timeout, work):
                     reason=f"memory: full covariances need ~{need / 2**30:.1f} GB on {nodes} "
                            f"ranks, {available_memory() / 2**30:.1f} GB available")
     path = Path(work) / f"{dataset}-K{nodes}-n{n}-{label.replace(' ', '_')}-{seed}"
+    return dict(row, **run_training(document, settings, nodes, timeout, path))
+
+
+def run_training(document, settings, nodes, timeout, path) -> dict:
+    """``mpiexec -n nodes python -m mcdpf train`` of ``document`` with ``settings`` (``--set``
+    items) in the new directory ``path``, under ``timeout`` seconds.
+
+    Returns ``status`` ok with final_mse, mse, bytes_per_node_step, steps_per_second and
+    peak_mb (the largest rank's peak resident memory), or skipped (exit 2: the one-line
+    reason), infeasible (over the timeout) or failed, with ``reason``.
+    """
+    from mcdpf.report import summarize
+
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps(document))
     toml = path / "config.toml"
@@ -177,15 +189,15 @@ def run_cell(dataset, nodes, n, label, overrides, seed, steps, timeout, work):
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
-        return dict(row, status="infeasible", reason=f"time budget: over {timeout:.0f} s")
+        return {"status": "infeasible", "reason": f"time budget: over {timeout:.0f} s"}
     if process.returncode == 2:
         lines = [line for line in stderr.splitlines() if line.strip()]
-        return dict(row, status="skipped", reason=lines[-1] if lines else "exit 2")
+        return {"status": "skipped", "reason": lines[-1] if lines else "exit 2"}
     if process.returncode != 0:
-        return dict(row, status="failed", reason=f"exit {process.returncode}: "
-                    f"{stderr.strip().splitlines()[-1] if stderr.strip() else ''}")
+        return {"status": "failed", "reason": f"exit {process.returncode}: "
+                f"{stderr.strip().splitlines()[-1] if stderr.strip() else ''}"}
     summary = summarize(path / "run")
-    return dict(row, status="ok", final_mse=summary["network_final_mse"],
+    return dict(status="ok", final_mse=summary["network_final_mse"],
                 mse=summary["network_mse"],
                 bytes_per_node_step=summary["bytes_per_step"] / nodes,
                 steps_per_second=summary["steps_per_second"],

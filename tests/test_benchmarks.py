@@ -65,3 +65,57 @@ def test_scale_grid_quick_writes_its_table_json_and_figure(tmp_path):
         assert row["status"] == "ok" or row["reason"]
     table = (tmp_path / "scale.md").read_text()
     assert "python benchmarks/scale.py --quick" in table and "Winner: **" in table
+
+
+def test_model_size_target_is_computed_against_each_family_best():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import model_size
+
+    def entry(family, mse, seeds, bytes_sent, speed):
+        return {"family": family, "seeds": seeds, "final_mse_by_seed": mse,
+                "final_mse": {"mean": sum(mse) / len(mse), "std": 0.0},
+                "bytes_per_node_step": {"mean": bytes_sent}, "steps_per_second": {"mean": speed}}
+
+    variants = {"dekf full": entry("dekf", [0.020, 0.022], [1, 2], 1000.0, 10.0),
+                "dekf diagonal": entry("dekf", [0.030, 0.030], [1, 2], 1000.0, 40.0),
+                "sgd lr=0.1": entry("sgd", [0.05, 0.05], [1, 2], 0.0, 999.0),
+                "rpf N=1 full": entry("particle", [0.019, 0.022], [1, 2], 600.0, 3.0),
+                "rpf N=5 full": entry("particle", [0.018, 0.018], [1, 2], 600.0, 2.0),
+                "rpf N=2 full": entry("particle", [0.030, 0.010], [1, 2], 20000.0, 9.0)}
+    goal = model_size.target(variants)
+    # the bound is dekf full (the best baseline: ekf and adam missing); speed and bytes
+    # against dekf full (dekf's best form), not the faster diagonal
+    assert goal["baseline"] == "dekf full" and abs(goal["bound"] - 0.021) < 1e-12
+    assert goal["missing"] == ["ekf", "adam"]
+    checks = goal["particles"]
+    assert checks["rpf N=1 full"]["holds"] and checks["rpf N=1 full"]["seeds_at_or_below"] == 2
+    assert not checks["rpf N=5 full"]["holds"] and not checks["rpf N=5 full"]["speed"]
+    assert checks["rpf N=5 full"]["accuracy"] and checks["rpf N=5 full"]["bytes"]
+    assert not checks["rpf N=2 full"]["bytes"] and checks["rpf N=2 full"]["accuracy"]
+    assert goal["holds"] and goal["chosen"] == "rpf N=1 full"
+
+
+def test_model_size_runs_its_contenders_and_writes_table_and_json(tmp_path):
+    labels = "dekf full,sgd lr=0.1,rpf N=1 diagonal"
+    result = run([sys.executable, str(REPO / "benchmarks" / "model_size.py"), "--n", "2",
+                  "--seeds", "1", "--steps", "12", "--variants", labels, "--out", tmp_path],
+                 timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((tmp_path / "model_size.json").read_text())
+    size = data["sizes"]["2"]
+    assert set(size["variants"]) == set(labels.split(","))
+    for entry in size["variants"].values():
+        assert entry["final_mse"]["mean"] > 0 and entry["peak_mb"]["mean"] > 0
+    check = size["target"]["particles"]["rpf N=1 diagonal"]
+    assert check["holds"] == (check["accuracy"] and check["bytes"] and check["speed"])
+    assert size["target"]["missing"] == ["ekf", "adam"]
+    table = (tmp_path / "model_size.md").read_text()
+    assert "python benchmarks/model_size.py --n 2" in table and "rpf N=1 diagonal" in table
+    # a tuning run's choice: every family's best and the particle variant
+    again = run([sys.executable, str(REPO / "benchmarks" / "model_size.py"), "--n", "2",
+                 "--seeds", "2", "--steps", "12", "--chosen-from",
+                 str(tmp_path / "model_size.json"), "--out", tmp_path / "report"], timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    report = json.loads((tmp_path / "report" / "model_size.json").read_text())
+    assert set(report["plan"]["2"]) == set(labels.split(","))
+    assert report["seeds"] == [2]

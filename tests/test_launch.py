@@ -1,4 +1,4 @@
-"""Launch scripts: the local script, and the Slurm script under a stand-in srun."""
+"""Launch scripts: the local script, the Slurm script under a stand-in srun, every config."""
 
 import os
 import stat
@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from support import MPIEXEC, REPO
 
 CONFIG = ('[topology]\nname = "ring"\nnodes = 2\n[run]\nsteps = 12\n[data]\n'
@@ -51,3 +52,17 @@ def test_slurm_script_under_a_stand_in_srun(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "runs" / "tiny-77" / "node-0000.h5").is_file()
     assert "network MSE" in result.stdout
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "launch").glob("*.toml")),
+                         ids=lambda path: path.name)
+def test_every_launch_configuration_runs_a_few_steps(config, tmp_path):
+    """Each launch/*.toml validates and trains under launch/local.sh (K from its topology)."""
+    out = tmp_path / "run"
+    result = subprocess.run(["bash", str(REPO / "launch" / "local.sh"), str(config), "--out",
+                             str(out), "--quiet", "--set", "run.steps=4"],
+                            capture_output=True, text=True, env=environment(), cwd=tmp_path,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "network MSE" in result.stdout
+    assert (out / "node-0000.h5").is_file()
