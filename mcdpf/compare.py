@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import comm as comm_layer
 from .learner import AlgorithmTraits
 from .registry import ALGORITHMS
 from .report import running_mse, summarize, to_json
@@ -87,7 +88,8 @@ def run_comparison(comm, variants: dict, out_dir: Path, force: bool = False,
             report(algorithm, seed, result)
         if stop is not None:
             return stop
-    return None
+    comm_layer.idle_barrier(comm)  # shutdown collective: every node file written before
+    return None                    # rank 0 reads them (pf's ranks end independently)
 
 
 def _network_curve(run_dir: Path) -> np.ndarray:
