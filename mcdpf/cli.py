@@ -20,6 +20,7 @@ line and exit 2. ``mcdpf`` without a command prints its usage (exit 2).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shlex
@@ -283,11 +284,16 @@ def _storage_abort(world, problem, marker) -> int:
 
     The ranks are mid-run and cannot agree, so the job is aborted; the line says what
     stays: the files already under their final names, the previous checkpoints included.
+    Of several ranks that fail at once on one machine, the first to lock the run
+    directory prints the line; the others wait for it to abort the job.
     """
     message = (f"mcdpf: error: rank {world.Get_rank()}: {problem}; stopping the job (exit "
                f"{EXIT_STORAGE_ERROR}); files already written, earlier checkpoints included, "
                "are intact")
-    print(message, file=sys.stderr, flush=True)
+    if _first_to_report(Path(problem.path)):
+        print(message, file=sys.stderr, flush=True)
+    else:
+        time.sleep(REPORT_GRACE_SECONDS)  # the first reporter aborts the job meanwhile
     if marker is not None:
         from .markers import ERROR
 
@@ -296,6 +302,29 @@ def _storage_abort(world, problem, marker) -> int:
 
     abort(world, EXIT_STORAGE_ERROR)
     return EXIT_STORAGE_ERROR
+
+
+REPORT_GRACE_SECONDS = 2.0
+
+
+def _first_to_report(path: Path) -> bool:
+    """Whether this process is the first to report a storage failure in ``path``'s run.
+
+    An exclusive, non-blocking lock on the run directory (``path``'s directory, or its
+    parent for ``checkpoints/``), held until the process ends: no write is needed, so it
+    works on a full disk. A directory that cannot be opened (vanished): report anyway.
+    """
+    directory = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(handle)
+        return False
+    return True  # the descriptor stays open: the lock lasts until the process ends
 
 
 def _agreed_config(comm, args, extra_check=None):
