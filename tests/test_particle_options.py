@@ -163,6 +163,10 @@ VARIANTS = {
     "cpf-gaussian": '[run]\nalgorithm = "cpf"\n[filter]\nkernel = "gaussian"\n'
                     'central_particles = 6\n',
     "dpf-subspace": '[filter]\nsubspace = 12\n',
+    "dpf-gaussian": '[filter]\nkernel = "gaussian"\nparticles = 4\ness_threshold = 0.5\n',
+    "dpf-gaussian-lean": '[filter]\nkernel = "gaussian"\ncovariance = "lowrank"\nrank = 3\n'
+                         'particles = 4\nwire_dtype = "float32"\nvisit_centering = true\n'
+                         'migration = "balanced"\n',
     "rpf-subspace": '[run]\nalgorithm = "rpf"\n[filter]\nsubspace = 12\n',
 }
 
