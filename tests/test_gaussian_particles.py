@@ -199,7 +199,7 @@ def test_migrating_gaussian_particles_send_their_covariance_and_count_it(tmp_pat
 
     rank = "rank = 3\n" if name == "lowrank" else ""
     config = write_config(tmp_path, f"dpf-{name}", f'kernel = "gaussian"\ncovariance = '
-                          f'"{name}"\n{rank}particles = 6\nwire_dtype = "float32"\n')
+                          f'"{name}"\n{rank}wire_dtype = "float32"\n')
     loaded = load_config(config)
     model = build_model(loaded.model, 2)
     form = build_covariance(name, model, loaded.filter.rank)
