@@ -239,7 +239,8 @@ class DistributedParticleFilter(ParticleFilter):
         def compacted(old):
             out = np.empty((total, *old.shape[1:]), dtype=old.dtype)
             if old.ndim > 2:  # a full covariance (M, n, n): rows of n * n values
-                take_rows(old.reshape(old.shape[0], -1), stayers, out.reshape(total, -1))
+                width = int(np.prod(old.shape[1:]))
+                take_rows(old.reshape(old.shape[0], width), stayers, out.reshape(total, width))
                 return out
             return take_rows(old, stayers, out)
 
