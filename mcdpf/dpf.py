@@ -34,6 +34,13 @@ then collects every visited node's likelihood as above.
 
 A node that holds no particle after a walk keeps the particles it started with, weighted
 by its own likelihood (a local PF step), and counts the event.
+
+**Gaussian particles** (``filter.kernel = "gaussian"``) migrate with their covariance:
+the record then also holds the form's arrays (:func:`wire_record_dtype`), and every
+visit, a stay included, is the EKF update with the visited node's measurement tempered
+by the visit's exponent, weighted by the tempered evidence. What a walk does with a
+particle is the kernel's (:mod:`mcdpf.variants`: ``walk_start``, ``visit``,
+``fallback``); this module moves the records.
 """
 
 from __future__ import annotations
