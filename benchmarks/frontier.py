@@ -108,6 +108,24 @@ STYLE = {"gradient": ("tab:blue", "s"), "kalman": ("tab:green", "D"),
          "rpf gaussian": ("tab:olive", "*")}
 
 
+def measure(comm, config, train):
+    """Train ``config`` on every rank of ``comm`` (in memory); the network's measures.
+
+    ``final_mse`` and ``mse`` (means over nodes of the final-10 % and whole-run MSE),
+    ``bytes_per_step`` (the whole network's), ``steps_per_second`` (the slowest rank's).
+    """
+    result = train(comm, config, None, write=False, warn=False)
+    errors = result["datasets"]["squared_error"]
+    tail = max(1, math.ceil(0.1 * errors.size))
+    mine = [np.nanmean(errors[-tail:]), np.nanmean(errors),
+            float(result["datasets"]["bytes_sent"].mean()),
+            float(result["attributes"]["loop_seconds"])]
+    everyone = np.array(comm.allgather(mine))
+    return {"final_mse": float(everyone[:, 0].mean()), "mse": float(everyone[:, 1].mean()),
+            "bytes_per_step": float(everyone[:, 2].sum()),
+            "steps_per_second": errors.size / float(everyone[:, 3].max())}
+
+
 def worker(setting, seeds, variants, output, steps):
     """Under mpiexec: every variant and seed of one setting; rank 0 writes the rows."""
     from mpi4py import MPI
@@ -124,18 +142,8 @@ def worker(setting, seeds, variants, output, steps):
             extra = [f"run.steps={steps}"] if steps else []
             config = load_config(config_path, [*common, *overrides, *extra,
                                                f"run.seed={seed}", "run.progress_seconds=0"])
-            result = train(comm, config, None, write=False, warn=False)
-            errors = result["datasets"]["squared_error"]
-            tail = max(1, math.ceil(0.1 * errors.size))
-            mine = [np.nanmean(errors[-tail:]), np.nanmean(errors),
-                    float(result["datasets"]["bytes_sent"].mean()),
-                    float(result["attributes"]["loop_seconds"])]
-            everyone = np.array(comm.allgather(mine))
             rows.append({"setting": setting, "variant": name, "family": family,
-                         "seed": seed, "final_mse": float(everyone[:, 0].mean()),
-                         "mse": float(everyone[:, 1].mean()),
-                         "bytes_per_step": float(everyone[:, 2].sum()),
-                         "steps_per_second": errors.size / float(everyone[:, 3].max())})
+                         "seed": seed, **measure(comm, config, train)})
             if comm.rank == 0:
                 print(f"  {setting}: {name} seed {seed}: final {rows[-1]['final_mse']:.5f} "
                       f"{rows[-1]['bytes_per_step']:.0f} B/step "

@@ -28,7 +28,6 @@ from .baselines import (
 )
 from .covariance import build_covariance
 from .dpf import DistributedParticleFilter
-from .errors import InputError
 from .filters import ParticleFilter, StreamPlan
 from .kernels import forward_unit
 from .learner import AlgorithmTraits
@@ -102,11 +101,22 @@ def _cpf_check(config, model, topology) -> None:
 
 
 def _dpf_check(config, model, topology) -> None:
-    if config.filter.kernel == "gaussian":
-        raise InputError(f"{config.source}: [filter] kernel = \"gaussian\" is for particles "
-                         "that stay (pf, cpf, rpf): dpf would send every particle's n_theta^2 "
-                         "covariance")
-    _kernel_check(config, model, config.filter.particles)
+    _kernel_check(config, model, walk_held_bound(config.filter, topology))
+
+
+def walk_held_bound(settings, topology) -> int:
+    """Most particles a dpf node can hold after a walk: ``N`` times its ``s``-hop ball.
+
+    A particle ends its walk within ``s`` hops of where it started, so when every node
+    starts the walk with ``N`` (it resampled after the previous walk: Algorithm 1, the
+    default ``ess_threshold = 1``) node ``k`` holds at most ``N |{j: dist(k, j) <= s}|``;
+    the largest ball over the nodes bounds every node. With ``ess_threshold < 1`` a
+    node's count drifts and this is a typical, not a hard, bound.
+    """
+    steps = topology.walk_steps(settings.walk_steps)
+    reach = max(int(np.count_nonzero((distance >= 0) & (distance <= steps)))
+                for distance in (topology.distances(node) for node in topology.active))
+    return settings.particles * reach
 
 
 def central_particles(settings, nodes: int) -> int:
@@ -193,7 +203,8 @@ def build_pf(context: LearnerContext):
 
 @register("dpf", "Markov chain distributed particle filter (MCDPF)", communicating=True,
           check=_dpf_check, warnings=_dpf_warnings, steady_arrays=False, kernels=_dpf_kernels,
-          shares="particles (parameters, carried state, walk weight)",
+          shares="particles (parameters, carried state, walk weight; Gaussian particles "
+          "also their covariance)",
           label="DPF (MCDPF)", color="tab:red")
 def build_dpf(context: LearnerContext):
     """Markov chain distributed particle filter."""

@@ -183,7 +183,8 @@ class FilterConfig:
                                          minimum=1, optional=True)
     kernel: str = _key("point", "particles: point (a parameter vector each, the papers') or "
                        "gaussian (a Gaussian N(m, P) each, updated by the EKF: a Gaussian-sum "
-                       "particle filter; pf, cpf, rpf)", "str", choices=KERNELS)
+                       "particle filter; in dpf they migrate with their covariance)", "str",
+                       choices=KERNELS)
     covariance: str = _key("full", "form of each Gaussian particle's covariance (kernel = "
                            "\"gaussian\"): full (dense, O(n_theta^2)), diagonal, decoupled "
                            "(one block per LSTM unit) or lowrank (diagonal plus rank-r "

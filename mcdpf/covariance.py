@@ -428,6 +428,16 @@ class LowRankCovariance(CovarianceForm):
                              + factor @ factor.transpose(0, 2, 1))
 
 
+def tempered_evidence_log_factor(noise_variance: float, exponent: float) -> float:
+    """``log c`` with ``N(d; h, r)^e = c N(d; h, r / e)``: ``(1 - e)/2 log(2 pi r) - log(e)/2``.
+
+    So ``log N(d; h, g^T P g + r / e) + log c`` is the log of the tempered evidence
+    ``int N(d; h(theta), r)^e N(theta; m, P) dtheta`` of the linearised model (a dpf visit
+    of Gaussian particles; zero at ``e = 1``).
+    """
+    return 0.5 * (1.0 - exponent) * np.log(2.0 * np.pi * noise_variance) - 0.5 * np.log(exponent)
+
+
 def build_covariance(name: str, model, rank: int | None = None,
                      section: str = "ekf") -> CovarianceForm:
     """The form ``name`` for ``model`` (``rank``: lowrank's; default ``min(10, n_theta - 1)``).

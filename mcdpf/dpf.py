@@ -34,6 +34,13 @@ then collects every visited node's likelihood as above.
 
 A node that holds no particle after a walk keeps the particles it started with, weighted
 by its own likelihood (a local PF step), and counts the event.
+
+**Gaussian particles** (``filter.kernel = "gaussian"``) migrate with their covariance:
+the record then also holds the form's arrays (:func:`wire_record_dtype`), and every
+visit, a stay included, is the EKF update with the visited node's measurement tempered
+by the visit's exponent, weighted by the tempered evidence. What a walk does with a
+particle is the kernel's (:mod:`mcdpf.variants`: ``walk_start``, ``visit``,
+``fallback``); this module moves the records.
 """
 
 from __future__ import annotations
@@ -45,7 +52,6 @@ import numpy as np
 from .filters import Evaluation, FilterState, ParticleFilter, StreamPlan
 from .kernels import pack_records, route, take_rows, unpack_records
 from .learner import StepInfo
-from .models import gaussian_log_likelihood
 from .particles import (
     Particles,
     particle_uniforms,
@@ -56,16 +62,20 @@ from .particles import (
 SCORE_BLOCK_VALUES = 1 << 22
 
 
-def wire_record_dtype(model, wire_dtype=None) -> np.dtype:
+def wire_record_dtype(model, wire_dtype=None, form=None) -> np.dtype:
     """A migrating particle on the wire: id, walk log-weight, theta, carried state.
 
     ``model`` is the filter's: with ``filter.subspace = d`` the ``theta`` field holds the
-    particle's ``d`` subspace coordinates ``z``.
+    particle's ``d`` subspace coordinates ``z``. A Gaussian particle (``form``: its
+    :mod:`~mcdpf.covariance` form) carries its mean as ``theta`` and its covariance as
+    the form's arrays, one field per name, after the carried state.
     """
     wire = np.dtype(wire_dtype or model.dtype)
+    covariance = [] if form is None else [(name, wire, shape[1:])
+                                          for name, shape in form.shapes(1).items()]
     return np.dtype([("id", "<i8"), ("log_weight", "<f8"),
                      ("theta", wire, (model.n_params,)),
-                     ("carry", wire, (model.n_carry,))])
+                     ("carry", wire, (model.n_carry,))] + covariance)
 
 
 def apportion(total: int, probabilities: np.ndarray) -> np.ndarray:
@@ -86,7 +96,9 @@ class Walkers:
     """The particles on a walk at one node (contiguous arrays, one row per particle).
 
     ``carry`` is each particle's step-(t-1) carried state (what a visit scores from);
-    ``log_likelihood`` and ``next_carry`` what this node computed for it.
+    ``log_likelihood`` and ``next_carry`` what this node computed for it. Gaussian
+    particles: ``theta`` holds the means (float64), ``covariance`` the covariances (the
+    form's state, first axis the particles).
     """
 
     ids: np.ndarray
@@ -95,6 +107,7 @@ class Walkers:
     carry: np.ndarray
     log_likelihood: np.ndarray
     next_carry: np.ndarray
+    covariance: dict | None = None
 
     @property
     def size(self) -> int:
@@ -150,7 +163,8 @@ class DistributedParticleFilter(ParticleFilter):
         self.move_probabilities = np.array([row[node]] + [row[j] for j in
                                                           topology.neighbours(node)])
         self.move_cumulative = np.cumsum(self.move_probabilities)
-        self.wire_dtype = wire_record_dtype(self.model, settings.wire_dtype)
+        self.wire_dtype = wire_record_dtype(self.model, settings.wire_dtype,
+                                            getattr(self.kernel, "form", None))
 
     def initial_state(self) -> FilterState:
         """As the local filter, with an empty record of walked ids."""
@@ -184,6 +198,8 @@ class DistributedParticleFilter(ParticleFilter):
         records = np.empty(movers.shape[0], dtype=self.wire_dtype)
         pack_records(records, movers, walkers.ids, walkers.log_weight, walkers.theta,
                      walkers.carry)
+        for name, array in (walkers.covariance or {}).items():
+            records[name] = array[movers]
         exchange = self.neighbourhood.start_exchange(records, counts[1:], stamp=step)
         return Departure(stay=destination == 0, exchange=exchange)
 
@@ -212,11 +228,13 @@ class DistributedParticleFilter(ParticleFilter):
         return np.concatenate(likelihoods), np.concatenate(carries)
 
     def arrive(self, departure: Departure, walkers: Walkers, step: int, columns, target):
-        """Finish an exchange; the stayers and the scored arrivals, weighted here.
+        """Finish an exchange; the stayers and the arrivals, visited here.
 
         Every array of the new walkers is allocated once and filled in place by the row
-        kernels: the stayers compacted into its head, the arrivals unpacked into its tail
-        (where they are scored). Returns ``(walkers, received, sent, bytes sent)``.
+        kernels: the stayers compacted into its head, the arrivals unpacked into its tail.
+        The kernel's :meth:`visit` scores them (point particles: the arrivals; Gaussian
+        particles: every particle, an EKF update each). Returns ``(walkers, received,
+        sent, bytes sent)``.
         """
         exchange, departure.exchange = departure.exchange, None
         received, sent_bytes, sent = self.neighbourhood.finish_exchange(exchange)
@@ -226,23 +244,30 @@ class DistributedParticleFilter(ParticleFilter):
         total = kept + received.shape[0]
 
         def compacted(old):
-            return take_rows(old, stayers, np.empty((total, *old.shape[1:]), dtype=old.dtype))
+            out = np.empty((total, *old.shape[1:]), dtype=old.dtype)
+            if old.ndim > 2:  # a full covariance (M, n, n): rows of n * n values
+                width = int(np.prod(old.shape[1:]))
+                take_rows(old.reshape(old.shape[0], width), stayers, out.reshape(total, width))
+                return out
+            return take_rows(old, stayers, out)
 
         theta, carry = compacted(walkers.theta), compacted(walkers.carry)
         ids, log_weight = compacted(walkers.ids), compacted(walkers.log_weight)
         unpack_records(received, ids[kept:], log_weight[kept:], theta[kept:], carry[kept:])
+        covariance = None
+        if walkers.covariance is not None:
+            covariance = {name: compacted(array) for name, array in walkers.covariance.items()}
+            for name, array in covariance.items():
+                array[kept:] = received[name]
         arrived = received.shape[0]
         del received
-        log_likelihood = compacted(walkers.log_likelihood)
-        next_carry = compacted(walkers.next_carry)
-        log_likelihood[kept:], next_carry[kept:] = self.score(
-            theta[kept:], carry[kept:], ids[kept:], step, columns, target)
         result = Walkers(ids=ids, log_weight=log_weight, theta=theta, carry=carry,
-                         log_likelihood=log_likelihood, next_carry=next_carry)
-        visit = result.log_likelihood
+                         log_likelihood=compacted(walkers.log_likelihood),
+                         next_carry=compacted(walkers.next_carry), covariance=covariance)
+        visit, scale = self.kernel.visit(self, result, kept, step, columns, target)
         if self.settings.visit_centering and result.size:
             visit = visit - visit.mean()
-        result.log_weight += self.visit_exponent * visit
+        result.log_weight += scale * visit
         return result, arrived, sent, sent_bytes
 
     # ------------------------------------------------------------------ protocol
@@ -260,24 +285,8 @@ class DistributedParticleFilter(ParticleFilter):
             theta=theta, carry=particles.carry, log_likelihood=None, next_carry=None), step, 0)
 
     def walk_start(self, state: FilterState, pending: Evaluation, target) -> Walkers:
-        """The walkers at this node before the first move, scored on its own data."""
-        particles = state.particles
-        log_weight = particles.log_weights + np.log(particles.size)
-        measured, _ = self.gather(pending, target)
-        draw = self.proposal.draw(self, state, pending, measured)
-        if draw.own is None:
-            predictions, next_carry = self.evaluate_stream(draw.theta, particles.carry,
-                                                           draw.noise, 0, pending.columns)
-        else:
-            predictions, next_carry = draw.own
-        if draw.correction is not None:
-            log_weight = log_weight + draw.correction
-        if target is None or predictions is None:
-            own = np.zeros(particles.size)
-        else:
-            own = gaussian_log_likelihood(target, predictions, self.settings.obs_noise)
-        return Walkers(ids=particles.ids, log_weight=log_weight, theta=draw.theta,
-                       carry=particles.carry, log_likelihood=own, next_carry=next_carry)
+        """The walkers at this node before the first move (the kernel's)."""
+        return self.kernel.walk_start(self, state, pending, target)
 
     def learn(self, state: FilterState, pending: Evaluation, target):
         """Walk ``s`` steps collecting tempered likelihoods, then resample back to N."""
@@ -286,10 +295,7 @@ class DistributedParticleFilter(ParticleFilter):
         departure = pending.in_flight
         if departure is None or departure.finished:
             departure = self.depart(walkers, step, 0)
-        # What an empty walk falls back on: this node's own particles at theta_t.
-        fallback = Walkers(ids=walkers.ids, log_weight=walkers.log_weight + walkers.log_likelihood,
-                           theta=walkers.theta, carry=walkers.carry,
-                           log_likelihood=walkers.log_likelihood, next_carry=walkers.next_carry)
+        start = walkers  # what an empty walk falls back on (never written by the walk)
         received = sent = bytes_sent = 0
         for walk_step in range(self.walk_steps):
             if walk_step:
@@ -306,13 +312,14 @@ class DistributedParticleFilter(ParticleFilter):
             # Nothing arrived or stayed: fall back on this node's own particles, weighted
             # by its own likelihood (a local PF step), and count the event.
             empty_walks += 1
-            walkers = fallback
+            walkers = self.kernel.fallback(self, start, pending, target)
         threshold = self.settings.ess_threshold
         update = reweight_estimate_resample(
             walkers.theta, walkers.next_carry, walkers.log_weight, walkers.ids,
             count=self.count, threshold=None if threshold >= 1.0 else threshold,
             scheme=self.settings.resampling, step=step, keys=self.keys, rank=self.node,
-            next_serial=state.next_serial, parallel=self.parallel)
+            next_serial=state.next_serial, parallel=self.parallel,
+            covariance=walkers.covariance)
         new_state = FilterState(particles=update.particles,
                                 estimate=self.space.estimate(update.estimate),
                                 next_serial=update.next_serial, empty_walks=empty_walks,

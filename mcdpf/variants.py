@@ -22,7 +22,13 @@ registry from ``[filter]`` and calls it; it never branches on the choice itself.
     ``filter.covariance`` (:mod:`mcdpf.covariance`: full, diagonal, decoupled, lowrank
     with ``filter.rank``), whose state holds the N covariances at once.
 
-A kernel is built by ``KERNELS[name].of(settings, model)``.
+A kernel is built by ``KERNELS[name].of(settings, model)``. In ``dpf`` (:mod:`mcdpf.dpf`)
+it also decides what a walk does: :meth:`walk_start` (the walkers before the first move),
+:meth:`visit` (a visit's log-weight increment at the node reached) and :meth:`fallback`
+(a node left without particles). Point particles are scored by the visited node's
+likelihood raised to the visit's exponent; Gaussian particles migrate with their
+covariance and take, at every visit, the EKF update with the visited node's measurement
+tempered by the visit's exponent, weighted by its tempered predictive density.
 
 A strategy is a small object; its methods take the filter (``pf``) for the model, the
 plan, the keys and the settings. It writes no array of the state or the pending value it
@@ -31,13 +37,15 @@ is given (the ownership rule of :mod:`mcdpf.learner`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .covariance import build_covariance
+from .covariance import build_covariance, tempered_evidence_log_factor
+from .dpf import Walkers
 from .errors import InputError
 from .filters import Evaluation
+from .models import gaussian_log_likelihood
 from .particles import propagate, standard_normals
 from .proposals import linearized_step
 from .registry import KERNELS, PROPOSALS
@@ -167,6 +175,44 @@ class PointKernel:
             log_likelihood += draw.correction
         return Moved(theta=draw.theta, log_likelihood=log_likelihood, next_carry=next_carry)
 
+    # ------------------------------------------------------------------ dpf's walk
+    def walk_start(self, pf, state, pending, target) -> Walkers:
+        """The walkers at ``theta_t`` (the proposal's), scored on this node's own data."""
+        particles = state.particles
+        log_weight = particles.log_weights + np.log(particles.size)
+        measured, _ = pf.gather(pending, target)
+        draw = pf.proposal.draw(pf, state, pending, measured)
+        if draw.own is None:
+            predictions, next_carry = pf.evaluate_stream(draw.theta, particles.carry,
+                                                         draw.noise, 0, pending.columns)
+        else:
+            predictions, next_carry = draw.own
+        if draw.correction is not None:
+            log_weight = log_weight + draw.correction
+        if target is None or predictions is None:
+            own = np.zeros(particles.size)
+        else:
+            own = gaussian_log_likelihood(target, predictions, pf.settings.obs_noise)
+        return Walkers(ids=particles.ids, log_weight=log_weight, theta=draw.theta,
+                       carry=particles.carry, log_likelihood=own, next_carry=next_carry)
+
+    def visit(self, pf, walkers: Walkers, kept: int, step: int, columns, target):
+        """Score the arrivals (rows ``kept:``); stayers keep this node's likelihood.
+
+        Returns ``(log-likelihoods, exponent)``: the increment is their product.
+        """
+        walkers.log_likelihood[kept:], walkers.next_carry[kept:] = pf.score(
+            walkers.theta[kept:], walkers.carry[kept:], walkers.ids[kept:], step, columns,
+            target)
+        return walkers.log_likelihood, pf.visit_exponent
+
+    def fallback(self, pf, start: Walkers, pending, target) -> Walkers:
+        """This node's own particles at ``theta_t``, weighted by its own likelihood."""
+        return Walkers(ids=start.ids, log_weight=start.log_weight + start.log_likelihood,
+                       theta=start.theta, carry=start.carry,
+                       log_likelihood=start.log_likelihood, next_carry=start.next_carry)
+
+
 
 @KERNELS.register("gaussian")
 class GaussianKernel:
@@ -239,3 +285,51 @@ class GaussianKernel:
         return Moved(theta=means, log_likelihood=total,
                      next_carry=pf.joined_carry(carries, particles.carry),
                      covariance=covariance)
+
+    # ------------------------------------------------------------------ dpf's walk
+    def walk_start(self, pf, state, pending, target) -> Walkers:
+        """The means at ``theta_{t-1}`` with ``P + q I`` (new arrays), not yet visited."""
+        particles = state.particles
+        return Walkers(ids=particles.ids,
+                       log_weight=particles.log_weights + np.log(particles.size),
+                       theta=np.asarray(pending.theta, dtype=np.float64), carry=particles.carry,
+                       log_likelihood=np.zeros(particles.size),
+                       next_carry=particles.carry.copy(),
+                       covariance=self.form.time_update(particles.covariance,
+                                                        pf.settings.state_noise))
+
+    def visit(self, pf, walkers: Walkers, kept: int, step: int, columns, target):
+        """The EKF update of every particle here with this node's tempered measurement.
+
+        Linearised at each particle's mean from its step-(t-1) carried state; the
+        measurement noise is ``r / e`` (``e``: the visit's exponent); the covariances are
+        updated in place (the walkers' own arrays, fresh at every walk step). Returns
+        ``(log tempered evidences, 1)``: ``log N(d; h, g^T P g + r / e)`` plus the
+        factor that makes it ``log int N(d; h(theta), r)^e N(theta; m, P) dtheta`` of the
+        linearised model (common to this node's visits, so visit centring removes it).
+        """
+        if columns is None or target is None or walkers.size == 0:
+            walkers.log_likelihood[:] = 0.0
+            walkers.next_carry = walkers.carry.copy()
+            return walkers.log_likelihood, 1.0
+        exponent = pf.visit_exponent
+        predictions, gradient, walkers.next_carry = pf.model.population_gradient(
+            pf.in_model_dtype(walkers.theta), walkers.carry, columns, pf.parallel)
+        walkers.theta, log_density = self.form.update(
+            walkers.covariance, walkers.theta, gradient, predictions, target,
+            pf.settings.obs_noise, exponent=exponent, parallel=pf.parallel)
+        walkers.log_likelihood = log_density + tempered_evidence_log_factor(
+            pf.settings.obs_noise, exponent)
+        return walkers.log_likelihood, 1.0
+
+    def fallback(self, pf, start: Walkers, pending, target) -> Walkers:
+        """This node's own particles after the EKF update with its own measurement."""
+        covariance = self.form.copy(start.covariance)
+        if pending.predictions is None or target is None:
+            return replace(start, covariance=covariance)
+        means, log_density = self.form.update(
+            covariance, start.theta, pending.gradient, pending.predictions, target,
+            pf.settings.obs_noise, parallel=pf.parallel)
+        return Walkers(ids=start.ids, log_weight=start.log_weight + log_density, theta=means,
+                       carry=start.carry, log_likelihood=log_density,
+                       next_carry=pending.next_carry, covariance=covariance)

@@ -280,15 +280,17 @@ def test_compare_takes_the_configuration_seed_and_refuses_what_train_refuses(
     assert json.loads((out / "comparison.json").read_text())["seeds"] == [5]
     with h5py.File(out / "pf" / "seed-5" / "node-0001.h5") as handle:
         assert json.loads(handle.attrs["config"])["run"]["seed"] == 5
+    # dpf's walk may gather N times the 2-node ring's ball (200) full 42 x 42 covariances
+    # (2 x 2.8 MB, over 0.004 GB); pf holds its 100 (2 x 1.4 MB, within it).
     gaussian = config_file('[topology]\nname = "ring"\n[run]\nsteps = 10\n[data]\n'
-                           'source = "synthetic-lstm"\n[filter]\nkernel = "gaussian"\n',
-                           name="gaussian.toml")
+                           'source = "synthetic-lstm"\n[filter]\nkernel = "gaussian"\n'
+                           '[ekf]\nmax_memory_gb = 0.004\n', name="gaussian.toml")
     train = run_mpi(2, "train", gaussian, "--set", "run.algorithm=\"dpf\"",
                     "--out", tmp_path / "t", timeout=ERROR_TIMEOUT)
     refused = run_mpi(2, "compare", gaussian, "--algorithms", "pf,dpf", "--out",
                       tmp_path / "g", timeout=ERROR_TIMEOUT)
     assert train.returncode == 2
-    assert_one_line_error(refused, "kernel = \"gaussian\" is for particles that stay")
+    assert_one_line_error(refused, "covariances of 200 Gaussian particles need")
     assert refused.stderr == train.stderr
     assert not (tmp_path / "g" / "pf").exists()  # refused before the first run
 

@@ -1,8 +1,9 @@
 """Gaussian particles in every covariance form (``filter.covariance``, ``filter.rank``).
 
 One Gaussian particle on the linear-Gaussian model against the exact Kalman filter (the
-setting and the bounds of tests/test_covariance.py), every form through pf and rpf
-deterministic and resuming bit-exactly, and the refusals of bad inputs.
+setting and the bounds of tests/test_covariance.py), also walking in dpf, every form
+through pf, rpf and dpf deterministic and resuming bit-exactly, the bytes of migrating
+Gaussian particles, and the refusals of bad inputs.
 """
 
 from dataclasses import replace
@@ -31,8 +32,9 @@ FORMS = tuple(COVARIANCES)
 MINIMAL = {"topology": {"name": "ring"}}
 
 
-def particle_means(name, stream, rank=None):
-    """One Gaussian particle of pf (prior mean 0, ``P0 = PRIOR I``) on the linear model."""
+def particle_means(name, stream, rank=None, walk_steps=None):
+    """One Gaussian particle of pf (prior mean 0, ``P0 = PRIOR I``) on the linear model;
+    with ``walk_steps``, of dpf on a single node walking that many steps."""
     from mcdpf.filters import ParticleFilter, StreamPlan
     from mcdpf.models import LinearModel
 
@@ -40,10 +42,24 @@ def particle_means(name, stream, rank=None):
                  "filter.state_noise": Q, "filter.obs_noise": R}
     if rank is not None:
         overrides["filter.rank"] = rank
+    if walk_steps is not None:
+        overrides.update({"filter.walk_steps": walk_steps, "filter.particles": 1})
     settings = load_config(MINIMAL, overrides).filter
     model = LinearModel(inputs=P_LINEAR, init_std=1.0, dtype=np.dtype("float64"))
-    pf = ParticleFilter(model=model, settings=settings, seed=3, key=0, count=1,
-                        plan=StreamPlan(nodes=(0,)), initial_variance=PRIOR)
+    if walk_steps is None:
+        pf = ParticleFilter(model=model, settings=settings, seed=3, key=0, count=1,
+                            plan=StreamPlan(nodes=(0,)), initial_variance=PRIOR)
+    else:
+        from mpi4py import MPI
+
+        from mcdpf.comm import Neighbourhood
+        from mcdpf.dpf import DistributedParticleFilter
+        from mcdpf.topology import named_topology
+
+        assert PRIOR == model.init_std ** 2  # dpf's P0
+        pf = DistributedParticleFilter(model=model, settings=settings, seed=3, node=0,
+                                       topology=named_topology("ring", 1),
+                                       neighbourhood=Neighbourhood(MPI.COMM_SELF, []))
     state = pf.initial_state()
     state = replace(state, particles=replace(state.particles,
                                              theta=np.zeros((1, P_LINEAR))))
@@ -64,6 +80,22 @@ def test_one_full_gaussian_particle_is_the_exact_kalman_filter():
     for name in ("full", "decoupled"):  # the linear model is one unit: one block
         np.testing.assert_allclose(particle_means(name, stream), exact, rtol=1e-9,
                                    atol=1e-11, err_msg=name)
+
+
+def test_one_gaussian_particle_walking_on_one_node_is_the_exact_kalman_filter():
+    """dpf on one node: each of the s walk steps visits the node with exponent 1/s, an
+    EKF update with noise s r; on the linear model s such updates with one measurement
+    are exactly one update with noise r. So the walking particle is the Kalman filter
+    (rtol 1e-9: rounding of s sequential updates)."""
+    from mcdpf.kalman import kalman_filter
+
+    stream = correlated_linear_stream()
+    exact, _ = kalman_filter([stream], Q, R, PRIOR)
+    for name in ("full", "decoupled"):
+        for walk_steps in (1, 3):
+            np.testing.assert_allclose(particle_means(name, stream, walk_steps=walk_steps),
+                                       exact, rtol=1e-9, atol=1e-11,
+                                       err_msg=f"{name} s={walk_steps}")
 
 
 def test_structured_gaussian_particles_stay_near_the_exact_posterior():
@@ -126,11 +158,17 @@ def test_rank_at_least_n_theta_and_memory_are_refused_at_set_up():
     with pytest.raises(InputError, match="rank-10 lowrank covariances of 42 weights of 1000"):
         check("rpf", {**big, "filter.covariance": "lowrank", "ekf.max_memory_gb": 0.001})
     check("pf", {**big, "filter.covariance": "diagonal"})
-    with pytest.raises(InputError, match="kernel = \"gaussian\" is for particles that stay"):
-        check("dpf", {"filter.covariance": "diagonal"})
+    # dpf counts what a node can hold after a walk: N times its s-hop ball. On the
+    # 4-ring a walk of 1 step reaches 3 nodes (750 particles' full covariances, 2 x 10.6
+    # MB, fit 0.025 GB), of 2 steps all 4 (1000: 2 x 14 MB do not).
+    walking = {"filter.particles": 250, "ekf.max_memory_gb": 0.025}
+    check("dpf", {**walking, "filter.walk_steps": 1}, nodes=4)
+    with pytest.raises(InputError, match="42 x 42 covariances of 1000 Gaussian particles"):
+        check("dpf", {**walking, "filter.walk_steps": 2}, nodes=4)
+    check("dpf", {**walking, "filter.walk_steps": 2, "filter.covariance": "diagonal"}, nodes=4)
 
 
-@pytest.mark.parametrize("algorithm", ["pf", "rpf"])
+@pytest.mark.parametrize("algorithm", ["pf", "rpf", "dpf"])
 @pytest.mark.parametrize("name", ["diagonal", "decoupled", "lowrank"])
 def test_every_form_is_deterministic_and_resumes_bit_exactly(tmp_path, algorithm, name):
     rank = "rank = 3\n" if name == "lowrank" else ""
@@ -145,3 +183,32 @@ def test_every_form_is_deterministic_and_resumes_bit_exactly(tmp_path, algorithm
     assert again.returncode == 0, again.stderr
     assert_same(tmp_path / "ref", tmp_path / "again", ranks)
     assert_resumes_bit_exactly(tmp_path, config, ranks, run=run_mpi)
+
+
+@pytest.mark.parametrize("name", FORMS)
+def test_migrating_gaussian_particles_send_their_covariance_and_count_it(tmp_path, name):
+    """dpf, 2 ranks (one neighbour), 2 walk steps, float32 wire: every move is one record
+    of id, log-weight, mean, carried state and the form's arrays, 16 + 4 (n_theta + n_carry)
+    bytes plus the form's ``wire_bytes`` (n = 2, p = 2: 42 weights, 4 carried values), and
+    ``bytes_sent`` is exactly the moves times the record plus the two stamped counts."""
+    import h5py
+
+    from mcdpf.covariance import build_covariance
+    from mcdpf.dpf import wire_record_dtype
+    from mcdpf.models import build_model
+
+    rank = "rank = 3\n" if name == "lowrank" else ""
+    config = write_config(tmp_path, f"dpf-{name}", f'kernel = "gaussian"\ncovariance = '
+                          f'"{name}"\n{rank}wire_dtype = "float32"\n')
+    loaded = load_config(config)
+    model = build_model(loaded.model, 2)
+    form = build_covariance(name, model, loaded.filter.rank)
+    record = wire_record_dtype(model, "float32", form).itemsize
+    assert record == 16 + 4 * (model.n_params + model.n_carry) + form.wire_bytes(1, "float32")
+    result = run_with("dpf", 2, "train", config, "--out", tmp_path / "run", "--quiet")
+    assert result.returncode == 0, result.stderr
+    for node in range(2):
+        with h5py.File(tmp_path / "run" / f"node-{node:04d}.h5") as handle:
+            sent, moves = handle["bytes_sent"][()], handle["particles_sent"][()]
+        assert moves.sum() > 0
+        np.testing.assert_array_equal(sent - 2 * 16, moves * record)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from support import MPIEXEC, REPO
 
@@ -66,3 +67,38 @@ def test_every_launch_configuration_runs_a_few_steps(config, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "network MSE" in result.stdout
     assert (out / "node-0000.h5").is_file()
+
+
+def test_dpf_best_runs_under_four_ranks_and_sends_what_its_comment_says(tmp_path):
+    """launch/dpf-best.toml (20 steps) under ``mpiexec -n 4 python -m mcdpf train``: dpf
+    with migrating Gaussian particles, each move one 704-byte record (the comment's)."""
+    import json
+
+    import h5py
+
+    from mcdpf.config import load_config
+    from mcdpf.covariance import build_covariance
+    from mcdpf.dpf import wire_record_dtype
+    from mcdpf.models import build_model
+
+    path = REPO / "launch" / "dpf-best.toml"
+    config = load_config(path)
+    assert (config.run.algorithm, config.filter.kernel) == ("dpf", "gaussian")
+    model = build_model(config.model, 2)  # window = 2: two columns
+    form = build_covariance(config.filter.covariance, model, config.filter.rank)
+    record = wire_record_dtype(model, config.filter.wire_dtype, form).itemsize
+    assert record == 704 and "704 bytes" in path.read_text()
+    out = tmp_path / "run"
+    result = subprocess.run([MPIEXEC, "-n", "4", sys.executable, "-m", "mcdpf", "train",
+                             str(path), "--set", "run.steps=20", "--out", str(out),
+                             "--quiet"], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = subprocess.run([sys.executable, "-m", "mcdpf", "report", str(out), "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert json.loads(report.stdout)["algorithm"] == "dpf"
+    for node in range(4):
+        with h5py.File(out / f"node-{node:04d}.h5") as handle:
+            sent, moves = handle["bytes_sent"][()], handle["particles_sent"][()]
+        # two walk steps' stamped counts to each of two neighbours (16 bytes each)
+        np.testing.assert_array_equal(sent - 2 * 2 * 16, moves * record)

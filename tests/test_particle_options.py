@@ -38,8 +38,9 @@ def test_new_keys_are_validated(tmp_path, overrides, message):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["filter.kernel=gaussian", "run.algorithm=dpf"], "kernel = \"gaussian\" is for particles "
-                                                      "that stay"),
+    # dpf takes Gaussian particles now (they migrate); its check still applies the kernel's
+    (["filter.kernel=gaussian", "run.algorithm=dpf", "filter.proposal=linearized"],
+     "proposal = \"linearized\" is for point particles"),
     (["filter.kernel=gaussian", "run.algorithm=rpf", "filter.proposal=linearized"],
      "proposal = \"linearized\" is for point particles"),
 ])
@@ -163,6 +164,10 @@ VARIANTS = {
     "cpf-gaussian": '[run]\nalgorithm = "cpf"\n[filter]\nkernel = "gaussian"\n'
                     'central_particles = 6\n',
     "dpf-subspace": '[filter]\nsubspace = 12\n',
+    "dpf-gaussian": '[filter]\nkernel = "gaussian"\nparticles = 4\ness_threshold = 0.5\n',
+    "dpf-gaussian-lean": '[filter]\nkernel = "gaussian"\ncovariance = "lowrank"\nrank = 3\n'
+                         'particles = 4\nwire_dtype = "float32"\nvisit_centering = true\n'
+                         'migration = "balanced"\n',
     "rpf-subspace": '[run]\nalgorithm = "rpf"\n[filter]\nsubspace = 12\n',
 }
 

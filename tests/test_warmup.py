@@ -53,6 +53,9 @@ CASES = {name: [f"run.algorithm={name}"] for name in ALGORITHMS.names()} | {
     "pf-multinomial": ["run.algorithm=pf", "filter.resampling=multinomial"],
     "pf-large-model": ["run.algorithm=pf", "model.n=8", "filter.particles=4"],
     "dpf-subspace": ["filter.subspace=5"],
+    **{f"dpf-gaussian-{form}": ["filter.kernel=gaussian", "filter.particles=3",
+                                f"filter.covariance={form}", "filter.wire_dtype=float32"]
+       for form in ("full", "lowrank")},
     "dpf-float32": ["model.dtype=float32"],
     "linear": ["model.kind=linear", "run.algorithm=ekf"],
 }

@@ -62,8 +62,26 @@ def test_dpf_walk_keeps_every_particle(mpi_tmp_path):
     neighbourhood.free()
 
 
-def test_traffic_goes_to_graph_neighbours_only(mpi_tmp_path):
-    """Trace every communicator call of a dpf run.
+def test_gaussian_walk_keeps_every_particle_and_its_covariance(mpi_tmp_path):
+    """Migrating Gaussian particles (lowrank, float32 wire): no particle lost or
+    duplicated, and every node resamples its held means and covariances back to N."""
+    comm = MPI.COMM_WORLD
+    learner, model, neighbourhood = dpf_on_a_random_graph(
+        comm, mpi_tmp_path, ["filter.particles=7", "filter.walk_steps=3",
+                             "filter.kernel=gaussian", "filter.covariance=lowrank",
+                             "filter.rank=2", "filter.wire_dtype=float32"])
+    for state, info in conserving_walks(comm, learner):
+        assert sum(comm.allgather(info.particles_held)) == 7 * comm.size
+        covariance = state.particles.covariance
+        assert covariance["precision_diagonal"].shape == (7, model.n_params)
+        assert covariance["precision_factor"].shape == (7, model.n_params, 2)
+        assert np.all(covariance["precision_diagonal"] > 0)
+    neighbourhood.free()
+
+
+@pytest.mark.parametrize("kernel", ["point", "gaussian"])
+def test_traffic_goes_to_graph_neighbours_only(mpi_tmp_path, kernel):
+    """Trace every communicator call of a dpf run (point or migrating Gaussian particles).
 
     The graph communicator's destinations are exactly the topology's neighbours; every
     per-step call is a neighbourhood collective on it; the calls on the world
@@ -79,7 +97,8 @@ def test_traffic_goes_to_graph_neighbours_only(mpi_tmp_path):
     for steps in (3, 9):
         log = []
         config = load_config(path, [f"run.steps={steps}", "filter.particles=16",
-                                    "filter.walk_steps=2", "run.progress_seconds=0"])
+                                    "filter.walk_steps=2", "run.progress_seconds=0",
+                                    f"filter.kernel={kernel}"])
         train(TracingComm(comm, log), config, mpi_tmp_path / f"run{steps}", force=True)
         logs[steps] = log
     topology = random_topology(comm.size, 3)
