@@ -180,3 +180,17 @@ def test_user_guide_read_run_example(tmp_path):
                       + "\nassert abs(run.targets[0, 0] - 358.7) < 0.05, run.targets[0, :3]\n")
     result = run([sys.executable, str(script)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_developing_guide_plugin_block_runs_through_train(tmp_path):
+    """docs/developing.md's plugin block, in a fresh interpreter, then trained by name."""
+    script = tmp_path / "plugin.py"
+    script.write_text(python_blocks("docs/developing.md") + (
+        "\nfrom mpi4py import MPI\nimport mcdpf\n"
+        "config = mcdpf.load_config({'run': {'algorithm': 'my-sgd', 'steps': 5},"
+        " 'topology': {'name': 'ring'}, 'data': {'source': 'synthetic-lstm'}})\n"
+        "result = mcdpf.train(config, MPI.COMM_SELF)\n"
+        "print('my-sgd MSE', result.report()['mse'])\n"))
+    result = run([sys.executable, str(script)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "my-sgd MSE" in result.stdout
