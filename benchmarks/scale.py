@@ -2,7 +2,7 @@
 
     python benchmarks/scale.py [--K 4,16,64] [--n 2,16,64] [--algorithms NAME,...]
         [--datasets seattle-weather,synthetic] [--seeds 1,2,3] [--steps 300]
-        [--timeout 900] [--quick] [--out benchmarks/results/scale]
+        [--timeout 900] [--quick] [--add] [--out benchmarks/results/scale]
 
 Every cell (data set, K, n) trains every registered algorithm (``mcdpf.registry.
 ALGORITHMS``, so algorithms added later appear by themselves) and every named variant of
@@ -19,9 +19,11 @@ the peak resident memory of the largest rank (``ru_maxrss`` of the reaped ranks)
 variant whose keys the installed configuration refuses, or that its algorithm refuses at
 set-up (exit 2), is *skipped* with the one-line reason; a cell whose estimated memory
 exceeds the machine's, or whose run outlives the timeout, is *infeasible* with the
-reason. Nothing is dropped silently. Outputs in ``--out``: ``scale.md`` (the command, the
-winner and the table of every cell), ``scale.json`` (machine, versions, every number) and
-``scale.png`` (final MSE per variant per cell). K above the core count runs
+reason. Nothing is dropped silently. With ``--add`` the runs already in ``--out``'s
+``scale.json`` are kept and not repeated, so that a grid too large for one sitting is built
+by several commands (each is listed in the outputs). Outputs in ``--out``: ``scale.md``
+(the commands, the winner and the table of every cell), ``scale.json`` (machine, versions,
+every number) and ``scale.png`` (final MSE per variant per cell). K above the core count runs
 oversubscribed: its MSE and bytes hold, its steps/s measure time sharing, not speed.
 """
 
@@ -43,13 +45,26 @@ import numpy as np
 # isort: on
 
 GAUSSIAN = ["filter.kernel=gaussian", "filter.ess_threshold=0.5"]
-# Named variants: (label, overrides). Keys that the installed mcdpf does not know (added on
-# other branches) make the variant skipped with the configuration's own message.
+LOWRANK = ["filter.covariance=lowrank", "filter.rank=2"]
+# Named variants: (label, overrides). A variant whose keys or values its cell refuses (a
+# subspace larger than the model, a covariance its algorithm cannot use) is skipped with
+# the configuration's own message.
 VARIANTS = [
     ("rpf gaussian N=5", ["run.algorithm=rpf", "filter.particles=5", *GAUSSIAN]),
+    ("rpf gaussian N=5 diagonal", ["run.algorithm=rpf", "filter.particles=5", *GAUSSIAN,
+                                   "filter.covariance=diagonal"]),
+    ("rpf gaussian N=1 q=2.5e-5 (scale-best)", ["run.algorithm=rpf", "filter.particles=1",
+                                                *GAUSSIAN, "filter.state_noise=0.000025"]),
+    ("dpf gaussian lowrank N=4 walk=auto", ["run.algorithm=dpf", "filter.particles=4",
+                                            *GAUSSIAN, *LOWRANK, "filter.walk_steps=auto",
+                                            "filter.wire_dtype=float32"]),
     ("dpf walk=auto centred", ["run.algorithm=dpf", "filter.walk_steps=auto",
                                "filter.visit_centering=true"]),
     ("dpf centred", ["run.algorithm=dpf", "filter.visit_centering=true"]),
+    ("pf subspace d=32", ["run.algorithm=pf", "filter.subspace=32"]),
+    ("dpf subspace d=32 walk=auto centred", ["run.algorithm=dpf", "filter.subspace=32",
+                                             "filter.walk_steps=auto",
+                                             "filter.visit_centering=true"]),
     ("ekf diagonal", ["run.algorithm=ekf", "ekf.covariance=diagonal"]),
     ("dekf diagonal", ["run.algorithm=dekf", "ekf.covariance=diagonal"]),
     ("dekf decoupled", ["run.algorithm=dekf", "ekf.covariance=decoupled"]),
@@ -240,8 +255,9 @@ def summarise(rows):
     return cells
 
 
-def markdown(cells, command, cores) -> str:
-    lines = ["# Scale grid", "", f"Command: `{command}`", "",
+def markdown(cells, commands, cores) -> str:
+    lines = ["# Scale grid", "", "Commands:", "", *[f"    {command}" for command in commands],
+             "",
              "Final-10 % network MSE (mean ± std over the seeds that ran), bytes sent per node "
              "per step, steps per second of the slowest rank, peak resident memory of the "
              f"largest rank. This machine has {cores} cores: K above {cores} runs "
@@ -315,6 +331,8 @@ def main():
                         help="steps per node (capped by the real data set's length)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
     parser.add_argument("--quick", action="store_true", help="a tiny grid (smoke test)")
+    parser.add_argument("--add", action="store_true",
+                        help="keep the runs of --out's scale.json and run only the new ones")
     parser.add_argument("--out", default=str(RESULTS / "scale"))
     args = parser.parse_args()
     if args.quick:
@@ -332,8 +350,13 @@ def main():
     plan = variants(grid["algorithms"], grid["variants"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/scale.py " + " ".join(sys.argv[1:])
+    commands = ["python benchmarks/scale.py " + " ".join(sys.argv[1:])]
     rows = []
+    if args.add and (out / "scale.json").exists():
+        before = json.loads((out / "scale.json").read_text())
+        rows = before["runs"]
+        commands = before["commands"] + commands
+    done = {run_key(row) for row in rows}
     started = time.time()
     with tempfile.TemporaryDirectory() as work:
         for dataset in datasets:
@@ -342,6 +365,8 @@ def main():
                     steps = cell_steps(dataset, nodes, grid["steps"])
                     for label, _, overrides in plan:
                         for seed in grid["seeds"]:
+                            if (dataset, nodes, n, label, seed, steps) in done:
+                                continue
                             row = run_cell(dataset, nodes, n, label, overrides, seed, steps,
                                            args.timeout, work)
                             rows.append(row)
@@ -352,18 +377,24 @@ def main():
                             if row["status"] != "ok":
                                 break  # the other seeds fail for the same reason
                     # after every cell, so that an interrupted grid keeps what it ran
-                    write(out, rows, command, grid, datasets, plan, time.time() - started)
+                    write(out, rows, commands, time.time() - started)
     print(f"written: {out / 'scale.md'}, scale.json, scale.png")
 
 
-def write(out, rows, command, grid, datasets, plan, seconds):
-    """scale.md, scale.json and scale.png of the runs so far."""
+def run_key(row):
+    """What identifies a run: data set, K, n, variant, seed and steps."""
+    return row["dataset"], row["K"], row["n"], row["variant"], row["seed"], row["steps"]
+
+
+def write(out, rows, commands, seconds):
+    """scale.md, scale.json and scale.png of the runs so far (``commands``: every command
+    whose runs they hold; ``seconds``: the last command's time)."""
     cells = summarise(rows)
     machine = machine_info()
-    (out / "scale.md").write_text(markdown(cells, command, machine["cores"]))
+    (out / "scale.md").write_text(markdown(cells, commands, machine["cores"]))
     (out / "scale.json").write_text(json.dumps(
-        {"machine": machine, "command": command, "grid": grid, "datasets": datasets,
-         "variants": [[label, overrides] for label, _, overrides in plan],
+        {"machine": machine, "command": commands[-1], "commands": commands,
+         "variants": [[label, overrides] for label, overrides in VARIANTS],
          "seconds": seconds, "cells": cells, "runs": rows}, indent=1) + "\n")
     figure(cells, out / "scale.png")
 

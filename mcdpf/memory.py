@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from .algorithms import central_particles, ekf_covariance
+from .algorithms import central_particles, ekf_covariance, walk_held_bound
 from .baselines import BYTES_PER_GB
 from .covariance import build_covariance
 from .errors import InputError
@@ -54,8 +54,24 @@ def particles_of(config, nodes: int) -> int:
     return 0
 
 
-def needed_bytes(config, model, steps: int, nodes: int) -> dict[str, int]:
-    """Estimated peak bytes of one rank, by part: ``particles``, ``covariances``, ``records``."""
+def gaussian_held(config, topology) -> int:
+    """Gaussian particles (with their covariances) one rank can hold at once.
+
+    dpf's walk brings them in from its ``s``-hop ball (:func:`~mcdpf.algorithms.
+    walk_held_bound`, the bound its covariance check uses); other algorithms hold their own.
+    """
+    if config.run.algorithm == "dpf":
+        return walk_held_bound(config.filter, topology)
+    return particles_of(config, topology.nodes)
+
+
+def needed_bytes(config, model, steps: int, nodes: int,
+                 held: int | None = None) -> dict[str, int]:
+    """Estimated peak bytes of one rank, by part: ``particles``, ``covariances``, ``records``.
+
+    ``held``: the Gaussian particles whose covariances the rank holds at once (default: its
+    own particles).
+    """
     algorithm = config.run.algorithm
     particles = particles_of(config, nodes)
     itemsize = np.dtype(model.dtype).itemsize
@@ -64,7 +80,8 @@ def needed_bytes(config, model, steps: int, nodes: int) -> dict[str, int]:
     covariances = 0
     if particles and config.filter.kernel == "gaussian":
         covariances = 2 * build_covariance(config.filter.covariance, model, config.filter.rank,
-                                           section="filter").nbytes(particles)
+                                           section="filter").nbytes(
+            particles if held is None else held)
     elif algorithm in COVARIANCE_ALGORITHMS:
         covariances = 2 * ekf_covariance(config, model).nbytes()
     per_step = sum(np.dtype(field.dtype).itemsize for field in RECORDS.values())
@@ -77,11 +94,13 @@ def needed_bytes(config, model, steps: int, nodes: int) -> dict[str, int]:
             "covariances": covariances, "records": (1 + saved) * steps * per_step}
 
 
-def check_memory(config, model, steps: int, nodes: int) -> None:
+def check_memory(config, model, steps: int, topology) -> None:
     """Refuse (``InputError``, one line) a run above ``run.max_memory_gb`` on one rank."""
     limit = config.run.max_memory_gb
     limit = default_limit_gb() if limit is None else limit
-    parts = needed_bytes(config, model, steps, nodes)
+    nodes = topology.nodes
+    held = gaussian_held(config, topology) if config.filter.kernel == "gaussian" else None
+    parts = needed_bytes(config, model, steps, nodes, held)
     total = sum(parts.values()) / BYTES_PER_GB
     if total <= limit:
         return

@@ -84,7 +84,7 @@ def prepare_node(config, plan: ResumePlan, rank: int, run_dir: RunDirectory | No
                                            f"the stream of node {node}")
     model = build_model(config.model, stream.input_dim)
     check_node(config, model, topology)
-    check_memory(config, model, config.run.steps or stream.steps, topology.nodes)
+    check_memory(config, model, config.run.steps or stream.steps, topology)
     warnings = []
     if not given and config.data.source == "file" and config.data.partition is not None:
         warnings.append(f"data.partition = \"{config.data.partition}\" is ignored: a stream "

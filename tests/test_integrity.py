@@ -254,6 +254,30 @@ def test_memory_estimate_grows_with_what_the_run_holds():
     assert gaussian["covariances"] > 0 == small["covariances"]
 
 
+
+def test_memory_estimate_counts_the_gaussian_particles_a_dpf_walk_brings_in():
+    from mcdpf.algorithms import walk_held_bound
+    from mcdpf.config import load_config
+    from mcdpf.memory import gaussian_held, needed_bytes
+    from mcdpf.models import build_model
+    from mcdpf.topology import build_topology
+
+    def held(algorithm):
+        config = load_config({"topology": {"name": "ring", "nodes": 8},
+                              "data": {"source": "synthetic-lstm"}},
+                             [f"run.algorithm={algorithm}", "filter.kernel=gaussian",
+                              "filter.particles=3", "filter.walk_steps=2"])
+        return config, gaussian_held(config, build_topology(config.topology, 8))
+
+    config, dpf = held("dpf")
+    # a 2-hop ball on an 8-ring holds 5 nodes: up to 5 N particles after the walk, the
+    # bound the algorithm's own covariance check uses
+    assert dpf == 5 * 3 == walk_held_bound(config.filter, build_topology(config.topology, 8))
+    assert held("pf")[1] == 3
+    model = build_model(config.model, 2)
+    own = needed_bytes(config, model, 100, 8)["covariances"]
+    assert needed_bytes(config, model, 100, 8, held=dpf)["covariances"] == 5 * own > 0
+
 # ------------------------------------------------------------------ compiling once
 def test_compile_time_is_reported_apart(tmp_path):
     config = write_config(tmp_path, "dpf", steps=20)
