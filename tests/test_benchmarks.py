@@ -119,3 +119,39 @@ def test_model_size_runs_its_contenders_and_writes_table_and_json(tmp_path):
     report = json.loads((tmp_path / "report" / "model_size.json").read_text())
     assert set(report["plan"]["2"]) == set(labels.split(","))
     assert report["seeds"] == [2]
+
+
+def test_identity_compares_every_dataset_and_attribute_exactly(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import h5py
+    import identity
+    import numpy as np
+
+    def write(directory, estimates, newer=False):
+        directory.mkdir()
+        for node in range(identity.RANKS):
+            with h5py.File(directory / f"node-{node:04d}.h5", "w") as handle:
+                handle["theta_estimates"] = estimates
+                handle["step_seconds"] = np.random.default_rng().random(3)  # a timing
+                handle.attrs["config"] = json.dumps({"run": {"seed": 1} | (
+                    {"threads": 1} if newer else {})})
+                handle.attrs["loop_seconds"] = float(newer)
+                if newer:
+                    handle["bytes_received"] = np.zeros(3)
+
+    estimates = np.arange(6.0).reshape(3, 2)
+    write(tmp_path / "old", estimates)
+    write(tmp_path / "same", estimates, newer=True)
+    same = identity.compare_runs(tmp_path / "old", tmp_path / "same")
+    assert same["differences"] == [] and same["datasets"] == 2  # the timing left out
+    assert "node-0001.h5:bytes_received" in same["additions"]
+    assert "node-0000.h5@config.run.threads" in same["additions"]
+    changed = estimates.copy()
+    changed[2, 1] = np.nextafter(changed[2, 1], 9.0)  # one bit
+    write(tmp_path / "changed", changed)
+    differs = identity.compare_runs(tmp_path / "old", tmp_path / "changed")["differences"]
+    assert len(differs) == identity.RANKS
+    assert differs[0].startswith("node-0000.h5:theta_estimates: index (2, 1)")
+    write(tmp_path / "retyped", estimates.astype(np.float32))
+    retyped = identity.compare_runs(tmp_path / "old", tmp_path / "retyped")["differences"]
+    assert "dtype float64 != float32" in retyped[0]
