@@ -255,6 +255,56 @@ def summarise(rows):
     return cells
 
 
+PARTICLE_ALGORITHMS = ("pf", "cpf", "rpf", "dpf")
+
+
+def best_of(cell, algorithms=None):
+    """(label, mean final MSE, bytes per node per step) of the best variant that ran among
+    those of ``algorithms`` (all when None); None when none ran."""
+    ranked = [(entry["final_mse"]["mean"], label, entry["bytes_per_node_step"]["mean"])
+              for label, entry in cell["variants"].items() if "final_mse" in entry and
+              (algorithms is None or label.split()[0] in algorithms)]
+    if not ranked:
+        return None
+    mse, label, sent = min(ranked)
+    return label, mse, sent
+
+
+def overview(cells) -> list[str]:
+    """One row per cell: the winner, the best Kalman baseline, the best particle variant,
+    the best dpf (particles migrate) and pf (no communication), each with its final MSE
+    relative to the winner's and its bytes per node per step."""
+    columns = [("winner", None), ("best ekf/dekf", ("ekf", "dekf")),
+               ("best sgd/adam", ("sgd", "dsgd", "adam", "dadam")),
+               ("best particle filter", PARTICLE_ALGORITHMS), ("best dpf", ("dpf",)),
+               ("pf", ("pf",))]
+    lines = ["## Overview", "",
+             "Per cell: the best variant of each family, its final MSE and (in brackets) "
+             "bytes per node per step; below the winner, the ratio of its final MSE to the "
+             "winner's.", "", "| cell | seeds | " +
+             " | ".join(name for name, _ in columns) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in columns) + " |"]
+    for key, cell in cells.items():
+        winner = best_of(cell)
+        if winner is None:
+            continue
+        seeds = max(len(entry.get("seeds", [])) for entry in cell["variants"].values())
+        shown = []
+        for name, algorithms in columns:
+            found = best_of(cell, algorithms)
+            if name == "pf":
+                found = ("pf", cell["variants"]["pf"]["final_mse"]["mean"], 0.0) if \
+                    "final_mse" in cell["variants"].get("pf", {}) else None
+            if found is None:
+                shown.append("-")
+                continue
+            label, mse, sent = found
+            ratio = "" if name == "winner" else f", {mse / winner[1]:.2f}×"
+            shown.append(f"{label}: {mse:.4g}{ratio} ({sent:,.0f} B)")
+        lines.append(f"| {key} | {seeds} | " + " | ".join(shown) + " |")
+    return lines + [""]
+
+
 def markdown(cells, commands, cores) -> str:
     lines = ["# Scale grid", "", "Commands:", "", *[f"    {command}" for command in commands],
              "",
@@ -263,6 +313,7 @@ def markdown(cells, commands, cores) -> str:
              f"largest rank. This machine has {cores} cores: K above {cores} runs "
              "oversubscribed, so its steps/s measure time sharing, not speed (accuracy and "
              "bytes only).", ""]
+    lines += overview(cells)
     for key, cell in cells.items():
         lines += [f"## {key} ({cell['n_params']} weights, {cell['steps']} steps per node)", ""]
         lines.append(f"Winner: **{cell['winner']}**" if cell["winner"] else
