@@ -39,10 +39,10 @@ error model (no zero-division branches), and run in the dtype of ``theta``.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import literally, njit, prange
 
 from .fastmath import sigmoid, tanh
-from .simd import dot_rows, lanes_of, prefer_wide_vectors
+from .simd import VECTOR_BYTES, dot_rows, lanes_of, prefer_wide_vectors
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}
 TILE_BYTES = 32 * 1024  # batch-major tile: transposed parameters and states, within L1
@@ -76,8 +76,14 @@ def private_matrix(rows, columns, like):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def _particle_major_range(theta, columns, start, hidden, mean_state, first, stop):
-    """Particles ``first .. stop - 1`` of :func:`lstm_particle_major_kernel`."""
+def _particle_major_range(theta, columns, start, hidden, mean_state, first, stop,
+                          vector_bytes):
+    """Particles ``first .. stop - 1`` of :func:`lstm_particle_major_kernel`.
+
+    ``vector_bytes`` (a literal: 32 or 64) is the width of the SIMD row blocks; the public
+    kernels pass :data:`mcdpf.kernels.simd.VECTOR_BYTES`.
+    """
+    literally(vector_bytes)
     # Gate rows are taken L at a time (L = one 64-byte vector of lanes) by the explicit
     # SIMD block of mcdpf.kernels.simd: [W R] rows against z = [x(l), y(l-1)]. Odd columns
     # walk the blocks backwards, so the rows the previous column read last (still in L1)
@@ -90,7 +96,7 @@ def _particle_major_range(theta, columns, start, hidden, mean_state, first, stop
     bias = gates * width
     dtype = theta.dtype
     inverse_length = dtype.type(1.0) / length
-    lanes = lanes_of(theta.itemsize)
+    lanes = lanes_of(theta.itemsize, vector_bytes)
     blocks = gates // lanes
     z = private_vector(width, theta)  # [x(l), y(l-1)]
     a = private_vector(gates, theta)
@@ -118,7 +124,7 @@ def _particle_major_range(theta, columns, start, hidden, mean_state, first, stop
                 if following < 0 or following >= blocks:
                     following = block
                 dot_rows(row, block * lanes * width, width, z, width, a, block * lanes,
-                         (following - block) * lanes * width)
+                         (following - block) * lanes * width, vector_bytes)
             for r in range(blocks * lanes, gates):
                 total = a[r]
                 weight = weights[r]
@@ -154,7 +160,8 @@ def lstm_particle_major_kernel(theta, columns, start, hidden, mean_state):
     mean_state : (N, 2n) float array, written
         ``[mean_l c(l), mean_l y(l)]``.
     """
-    _particle_major_range(theta, columns, start, hidden, mean_state, 0, theta.shape[0])
+    _particle_major_range(theta, columns, start, hidden, mean_state, 0, theta.shape[0],
+                          VECTOR_BYTES)
 
 
 @njit(cache=True, nogil=True)
@@ -289,7 +296,7 @@ def lstm_particle_major_parallel_kernel(theta, columns, start, hidden, mean_stat
     for group in prange(groups):
         _particle_major_range(theta, columns, start, hidden, mean_state,
                               group * n_particles // groups,
-                              (group + 1) * n_particles // groups)
+                              (group + 1) * n_particles // groups, VECTOR_BYTES)
 
 
 @njit(cache=True, nogil=True)
