@@ -42,7 +42,7 @@ import numpy as np
 from numba import literally, njit, prange
 
 from .fastmath import sigmoid, tanh
-from .simd import VECTOR_BYTES, dot_rows, lanes_of, prefer_wide_vectors
+from .simd import VECTOR_BYTES, dot_rows, lanes_of, prefer_wide_vectors, prefetch_l2
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}
 TILE_BYTES = 32 * 1024  # batch-major tile: transposed parameters and states, within L1
@@ -98,6 +98,9 @@ def _particle_major_range(theta, columns, start, hidden, mean_state, first, stop
     inverse_length = dtype.type(1.0) / length
     lanes = lanes_of(theta.itemsize, vector_bytes)
     blocks = gates // lanes
+    line = CACHE_LINE_BYTES // theta.itemsize
+    calls = max(1, length * blocks)  # block products per particle
+    ahead_per_block = ((bias + line - 1) // line + calls - 1) // calls
     z = private_vector(width, theta)  # [x(l), y(l-1)]
     a = private_vector(gates, theta)
     c = private_vector(n, theta)
@@ -107,6 +110,8 @@ def _particle_major_range(theta, columns, start, hidden, mean_state, first, stop
         row = theta[i]
         weights = row[:bias].reshape((gates, width))
         biases = row[bias:bias + gates]
+        upcoming = theta[min(i + 1, theta.shape[0] - 1)]
+        cursor = 0
         for u in range(n):
             c[u] = start[i, u]
             z[inputs + u] = start[i, n + u]
@@ -125,6 +130,10 @@ def _particle_major_range(theta, columns, start, hidden, mean_state, first, stop
                     following = block
                 dot_rows(row, block * lanes * width, width, z, width, a, block * lanes,
                          (following - block) * lanes * width, vector_bytes)
+                for _ in range(ahead_per_block):
+                    if cursor < bias:
+                        prefetch_l2(upcoming, cursor)
+                        cursor += line
             for r in range(blocks * lanes, gates):
                 total = a[r]
                 weight = weights[r]
