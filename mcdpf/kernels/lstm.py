@@ -22,11 +22,13 @@ model size (measured in ``benchmarks/kernels.py``):
 
 ``particle-major`` (large ``n``)
     One particle at a time, its weights staying in cache; the gate rows ``[W R]`` are
-    multiplied with ``[x(l); y(l-1)]`` one 64-byte vector of rows at a time by the
-    explicit SIMD block of :mod:`mcdpf.kernels.simd` (one transpose-reduce per block
-    instead of a horizontal reduction per row), odd columns walking the rows backwards
-    so that those still in L1 come first. (Projecting all ``m`` inputs ``W X`` before the
-    recurrence was measured slower: it reads ``W`` strided, and the fused rows stream.)
+    multiplied with ``[x(l); y(l-1)]`` one vector of rows at a time (64 bytes with
+    AVX-512, 32 without) by the explicit SIMD block of :mod:`mcdpf.kernels.simd` (one
+    transpose-reduce per block instead of a horizontal reduction per row), odd columns
+    walking the rows backwards so that those still in L1 come first, the next particle's
+    weights prefetched into L2 meanwhile. (Projecting all ``m`` inputs ``W X`` before
+    the recurrence was measured slower: it reads ``W`` strided, and the fused rows
+    stream.)
 ``batch-major`` (small ``n``)
     The particles' parameters transposed to (P, N), so that every operation runs across
     particles in SIMD lanes; this is what makes the papers' ``n = 2`` fast.
@@ -84,10 +86,12 @@ def _particle_major_range(theta, columns, start, hidden, mean_state, first, stop
     kernels pass :data:`mcdpf.kernels.simd.VECTOR_BYTES`.
     """
     literally(vector_bytes)
-    # Gate rows are taken L at a time (L = one 64-byte vector of lanes) by the explicit
-    # SIMD block of mcdpf.kernels.simd: [W R] rows against z = [x(l), y(l-1)]. Odd columns
-    # walk the blocks backwards, so the rows the previous column read last (still in L1)
-    # come first; each block prefetches the next one it will read.
+    # Gate rows are taken L at a time (L = lanes of one vector_bytes vector) by the
+    # explicit SIMD block of mcdpf.kernels.simd: [W R] rows against z = [x(l), y(l-1)].
+    # Odd columns walk the blocks backwards, so the rows the previous column read last
+    # (still in L1) come first; each block prefetches the next one it will read into L1,
+    # and a few lines of the next particle's [W R] into L2, spread over the whole sequence
+    # (all in the first column measured slower, as did no L2 prefetch).
     prefer_wide_vectors()
     length, inputs = columns.shape
     n = hidden
