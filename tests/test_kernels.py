@@ -187,6 +187,43 @@ def test_both_forward_kernels_match_reference(kernel, n, p, particles, length, d
                                atol=DTYPE_TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize("vector_bytes", [32, 64])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_particle_major_block_widths_match_reference(vector_bytes, dtype):
+    """Both SIMD block widths (32 bytes without AVX-512, 64 with) match the reference,
+    forced on this machine, with masked tails, a leftover vector after the cache lines
+    and rows left over after the blocks; the public kernel uses the native width."""
+    from mcdpf.kernels.lstm import _particle_major_range, lstm_particle_major_kernel
+    from mcdpf.kernels.simd import VECTOR_BYTES
+
+    rng = np.random.default_rng(11)
+    for n, p, particles, length in ((64, 16, 3, 3), (9, 3, 4, 5), (16, 8, 2, 2), (5, 1, 3, 4)):
+        theta = rng.standard_normal((particles, kernels.lstm_parameter_count(n, p)))
+        theta = (0.5 * theta).astype(dtype)
+        columns = rng.standard_normal((length, p)).astype(dtype)
+        start = rng.standard_normal((particles, 2 * n)).astype(dtype)
+        got = np.full((particles, 2 * n), np.nan, dtype=dtype)
+        _particle_major_range(theta, columns, start, n, got, 0, particles, vector_bytes)
+        np.testing.assert_allclose(got, naive.lstm_mean_states(theta, columns, start, n),
+                                   rtol=DTYPE_TOLERANCE[dtype], atol=DTYPE_TOLERANCE[dtype])
+        if vector_bytes == VECTOR_BYTES:
+            native = np.empty_like(got)
+            lstm_particle_major_kernel(theta, columns, start, n, native)
+            assert np.array_equal(native, got)
+
+
+def test_native_vector_bytes_follows_numba_target(monkeypatch):
+    """64-byte blocks exactly when numba compiles for AVX-512."""
+    from numba.core import config
+
+    from mcdpf.kernels.simd import native_vector_bytes
+
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx,+avx2,+fma,-avx512f")
+    assert native_vector_bytes() == 32
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx,+avx2,+avx512f,+avx512vl")
+    assert native_vector_bytes() == 64
+
+
 @pytest.mark.parametrize("kind", ["batch", "particle"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_parallel_forward_kernels_bit_identical_for_any_thread_count(kind, dtype):

@@ -22,11 +22,13 @@ model size (measured in ``benchmarks/kernels.py``):
 
 ``particle-major`` (large ``n``)
     One particle at a time, its weights staying in cache; the gate rows ``[W R]`` are
-    multiplied with ``[x(l); y(l-1)]`` one 64-byte vector of rows at a time by the
-    explicit SIMD block of :mod:`mcdpf.kernels.simd` (one transpose-reduce per block
-    instead of a horizontal reduction per row), odd columns walking the rows backwards
-    so that those still in L1 come first. (Projecting all ``m`` inputs ``W X`` before the
-    recurrence was measured slower: it reads ``W`` strided, and the fused rows stream.)
+    multiplied with ``[x(l); y(l-1)]`` one vector of rows at a time (64 bytes with
+    AVX-512, 32 without) by the explicit SIMD block of :mod:`mcdpf.kernels.simd` (one
+    transpose-reduce per block instead of a horizontal reduction per row), odd columns
+    walking the rows backwards so that those still in L1 come first, the next particle's
+    weights prefetched into L2 meanwhile. (Projecting all ``m`` inputs ``W X`` before
+    the recurrence was measured slower: it reads ``W`` strided, and the fused rows
+    stream.)
 ``batch-major`` (small ``n``)
     The particles' parameters transposed to (P, N), so that every operation runs across
     particles in SIMD lanes; this is what makes the papers' ``n = 2`` fast.
@@ -39,10 +41,10 @@ error model (no zero-division branches), and run in the dtype of ``theta``.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import literally, njit, prange
 
 from .fastmath import sigmoid, tanh
-from .simd import dot_rows, lanes_of, prefer_wide_vectors
+from .simd import VECTOR_BYTES, dot_rows, lanes_of, prefer_wide_vectors, prefetch_l2
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}
 TILE_BYTES = 32 * 1024  # batch-major tile: transposed parameters and states, within L1
@@ -76,12 +78,20 @@ def private_matrix(rows, columns, like):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def _particle_major_range(theta, columns, start, hidden, mean_state, first, stop):
-    """Particles ``first .. stop - 1`` of :func:`lstm_particle_major_kernel`."""
-    # Gate rows are taken L at a time (L = one 64-byte vector of lanes) by the explicit
-    # SIMD block of mcdpf.kernels.simd: [W R] rows against z = [x(l), y(l-1)]. Odd columns
-    # walk the blocks backwards, so the rows the previous column read last (still in L1)
-    # come first; each block prefetches the next one it will read.
+def _particle_major_range(theta, columns, start, hidden, mean_state, first, stop,
+                          vector_bytes):
+    """Particles ``first .. stop - 1`` of :func:`lstm_particle_major_kernel`.
+
+    ``vector_bytes`` (a literal: 32 or 64) is the width of the SIMD row blocks; the public
+    kernels pass :data:`mcdpf.kernels.simd.VECTOR_BYTES`.
+    """
+    literally(vector_bytes)
+    # Gate rows are taken L at a time (L = lanes of one vector_bytes vector) by the
+    # explicit SIMD block of mcdpf.kernels.simd: [W R] rows against z = [x(l), y(l-1)].
+    # Odd columns walk the blocks backwards, so the rows the previous column read last
+    # (still in L1) come first; each block prefetches the next one it will read into L1,
+    # and a few lines of the next particle's [W R] into L2, spread over the whole sequence
+    # (measured faster than none, and than all of them in the first column).
     prefer_wide_vectors()
     length, inputs = columns.shape
     n = hidden
@@ -90,8 +100,11 @@ def _particle_major_range(theta, columns, start, hidden, mean_state, first, stop
     bias = gates * width
     dtype = theta.dtype
     inverse_length = dtype.type(1.0) / length
-    lanes = lanes_of(theta.itemsize)
+    lanes = lanes_of(theta.itemsize, vector_bytes)
     blocks = gates // lanes
+    line = CACHE_LINE_BYTES // theta.itemsize
+    calls = max(1, length * blocks)  # block products per particle
+    ahead_per_block = ((bias + line - 1) // line + calls - 1) // calls
     z = private_vector(width, theta)  # [x(l), y(l-1)]
     a = private_vector(gates, theta)
     c = private_vector(n, theta)
@@ -101,6 +114,8 @@ def _particle_major_range(theta, columns, start, hidden, mean_state, first, stop
         row = theta[i]
         weights = row[:bias].reshape((gates, width))
         biases = row[bias:bias + gates]
+        upcoming = theta[min(i + 1, theta.shape[0] - 1)]
+        cursor = 0
         for u in range(n):
             c[u] = start[i, u]
             z[inputs + u] = start[i, n + u]
@@ -118,7 +133,11 @@ def _particle_major_range(theta, columns, start, hidden, mean_state, first, stop
                 if following < 0 or following >= blocks:
                     following = block
                 dot_rows(row, block * lanes * width, width, z, width, a, block * lanes,
-                         (following - block) * lanes * width)
+                         (following - block) * lanes * width, vector_bytes)
+                for _ in range(ahead_per_block):
+                    if cursor < bias:
+                        prefetch_l2(upcoming, cursor)
+                        cursor += line
             for r in range(blocks * lanes, gates):
                 total = a[r]
                 weight = weights[r]
@@ -154,7 +173,8 @@ def lstm_particle_major_kernel(theta, columns, start, hidden, mean_state):
     mean_state : (N, 2n) float array, written
         ``[mean_l c(l), mean_l y(l)]``.
     """
-    _particle_major_range(theta, columns, start, hidden, mean_state, 0, theta.shape[0])
+    _particle_major_range(theta, columns, start, hidden, mean_state, 0, theta.shape[0],
+                          VECTOR_BYTES)
 
 
 @njit(cache=True, nogil=True)
@@ -289,7 +309,7 @@ def lstm_particle_major_parallel_kernel(theta, columns, start, hidden, mean_stat
     for group in prange(groups):
         _particle_major_range(theta, columns, start, hidden, mean_state,
                               group * n_particles // groups,
-                              (group + 1) * n_particles // groups)
+                              (group + 1) * n_particles // groups, VECTOR_BYTES)
 
 
 @njit(cache=True, nogil=True)
