@@ -37,6 +37,13 @@ def write_config(tmp_path, algorithm, steps, checkpoint_every=7):
     return path
 
 
+def _default_dispositions():
+    """As a job started from a terminal: a runner under ``nohup`` (or a background shell)
+    hands its ignored SIGHUP (SIGINT) down to mpiexec, which never installs its own."""
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 class Job:
     """``mpiexec -n ranks mcdpf train ...`` in its own session, its stderr collected."""
 
@@ -47,7 +54,7 @@ class Job:
         self.process = subprocess.Popen(
             [MPIEXEC, "-n", str(ranks), *mcdpf_command(*args)], cwd=REPO, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_default_dispositions)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
