@@ -44,13 +44,19 @@ import numpy as np
 from numba import literally, njit, prange
 
 from .fastmath import sigmoid, tanh
-from .simd import VECTOR_BYTES, dot_rows, lanes_of, prefer_wide_vectors, prefetch_l2
+from .simd import (
+    CACHE_LINE_BYTES,
+    VECTOR_BYTES,
+    dot_rows,
+    lanes_of,
+    prefer_wide_vectors,
+    prefetch_l2,
+)
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}
 TILE_BYTES = 32 * 1024  # batch-major tile: transposed parameters and states, within L1
 TILE_LANES = 16
 PARALLEL_GROUPS = 64  # work items of a parallel kernel, shared out among the threads
-CACHE_LINE_BYTES = 64
 
 
 @njit(cache=True, nogil=True)
