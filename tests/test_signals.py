@@ -214,8 +214,10 @@ def test_signal_stops_every_rank_and_resume_is_bit_identical(tmp_path, algorithm
 
 
 def test_a_stop_writes_a_checkpoint_without_checkpoint_every(tmp_path):
+    # 2000 steps: rank 0 reports progress every 0.1 s, and an idle machine runs 150 steps
+    # in that time; the run must still be going when the signal arrives
     config, run_dir, _ = stop_and_check(tmp_path, "dpf", 3, "launcher", signal.SIGINT,
-                                        seed=11, checkpoint_every=0)
+                                        seed=11, steps=2000, checkpoint_every=0)
     assert len(list((run_dir / "checkpoints").glob("node-*.h5"))) == 3
     reference = run_mpi(3, "train", config, "--out", tmp_path / "ref", "--quiet")
     resumed = run_mpi(3, "train", "--resume", run_dir, "--quiet")
