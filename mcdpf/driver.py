@@ -20,6 +20,7 @@ import numpy as np
 
 from . import comm as comm_layer
 from .algorithms import traits
+from .blas import one_blas_thread
 from .checkpointing import checkpointer_for
 from .elastic import ResumePlan, plan_resume
 from .errors import InputError
@@ -87,7 +88,9 @@ def train(comm, config, out_dir: Path | None = None, *, force: bool = False,
                 print(f"mcdpf: warning: {warning}", file=sys.stderr, flush=True)
         if run_dir is not None:
             run_dir.write_json(run_dir.processes_file, processes)
-    return run_node(comm, setup, steps, started, progress and rank == 0, resumption, watch)
+    with one_blas_thread():  # ranks, not BLAS pools, share the cores (mcdpf.blas)
+        return run_node(comm, setup, steps, started, progress and rank == 0,
+                        resumption, watch)
 
 
 def _plan(run_dir, ranks: int, without, force: bool, config) -> ResumePlan:

@@ -1,5 +1,6 @@
 """The Python API from the outside: documented examples, launch examples, CLI = API bit for bit."""
 
+import json
 import re
 import sys
 
@@ -194,3 +195,43 @@ def test_developing_guide_plugin_block_runs_through_train(tmp_path):
     result = run([sys.executable, str(script)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "my-sgd MSE" in result.stdout
+
+
+BLAS_SCRIPT = """
+import json, sys
+import numpy as np
+from mpi4py import MPI
+from threadpoolctl import threadpool_info
+import mcdpf
+import mcdpf.driver as driver
+
+def blas_threads():
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+seen, run_node = {}, driver.run_node
+def watched(*args, **kwargs):
+    seen["during"] = blas_threads()
+    return run_node(*args, **kwargs)
+driver.run_node = watched
+seen["before"] = blas_threads()
+config = mcdpf.load_config({"run": {"algorithm": "dpf", "steps": 5},
+                            "topology": {"name": "ring"}, "data": {"source": "synthetic-lstm"},
+                            "filter": {"particles": 4, "kernel": "gaussian",
+                                       "covariance": "lowrank", "rank": 2}})
+mcdpf.train(config, MPI.COMM_SELF)
+seen["after"] = blas_threads()
+print(json.dumps(seen))
+"""
+
+
+def test_a_run_uses_one_blas_thread_and_restores_the_pool(tmp_path):
+    """Ranks, not BLAS pools, share the cores (mcdpf.blas); the importer's setting returns."""
+    script = tmp_path / "blas.py"
+    script.write_text(BLAS_SCRIPT)
+    env = {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    result = run([sys.executable, str(script)], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["before"] and all(count == 2 for count in seen["before"]), seen
+    assert seen["during"] == [1] * len(seen["before"]), seen
+    assert seen["after"] == seen["before"], seen
