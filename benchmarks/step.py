@@ -1,6 +1,6 @@
 """Whole steps against their own kernels, noise against numpy, threads, dpf's efficiency.
 
-    python benchmarks/step.py [--json benchmarks/results/step.json] [--quick]
+    python benchmarks/step.py [--json benchmarks/results/step.json] [--recommended-only]
 
 Everything side by side in one run (the machine's speed drifts between runs):
 
@@ -13,6 +13,12 @@ Everything side by side in one run (the machine's speed drifts between runs):
   N = 80, m = 2, float64), n = 16 (p = 4, N = 1000, m = 10, float64) and n = 64 (p = 16,
   N = 512, m = 10, float32); for pf also against a plain numba forward of the same work
   (one loop per particle, ``np.tanh`` and ``np.exp``, no noise);
+- **recommended configurations at n = 64** (``mpiexec -n 2``, a 2-node ring, p = 4,
+  sequences of 5 rows, float64): ``launch/scale-best.toml``'s n = 64 form (rpf, 5 diagonal
+  Gaussian particles) and ``launch/dpf-best.toml`` at n = 64 (dpf, 4 rank-2 Gaussians,
+  s = 2): the whole step through the real learner against the time spent inside it in its
+  own kernels (:class:`KernelClock`: the gradient of every particle and the covariance
+  form's time and measurement updates); ``--recommended-only`` runs this part alone;
 - **threads**: the pf step at n = 16, p = 4, N = 8192, m = 10 with 1 and 2 numba threads
   (``run.threads``), and whether the estimates are bit-identical;
 - **dpf, rpf on 2 ranks** (``mpiexec -n 2``, a lazy 2-ring, s = 3, n = 16, N = 1000,
@@ -237,6 +243,103 @@ def mpi_worker(output):
         Path(output).write_text(json.dumps(result))
 
 
+# issue 16's recommended configurations in their n = 64 forms, on the teacher's shape
+# (p = 4, sequences of 2-8 rows: 5 on average), float64, q = 2.5e-5, r = 0.01
+RECOMMENDED = {
+    "scale-best n=64 (rpf, 5 diagonal Gaussians)": ("rpf", dict(
+        kernel="gaussian", particles=5, covariance="diagonal")),
+    "dpf-best n=64 (dpf, 4 rank-2 Gaussians, s=2)": ("dpf", dict(
+        kernel="gaussian", particles=4, covariance="lowrank", rank=2, walk_steps=2,
+        wire_dtype="float32")),
+}
+
+
+class KernelClock:
+    """Seconds spent inside a Gaussian particle's own kernels: the model's gradient of every
+    particle (``population_gradient``) and its covariance form's time and measurement
+    updates (``_add_noise``, ``_update``), wrapped in place while the clock is on."""
+
+    def __init__(self):
+        from mcdpf.covariance import CovarianceForm
+        from mcdpf.models import LSTMModel
+        from mcdpf.registry import COVARIANCES
+
+        self.seconds = 0.0
+        self.wrapped = [(LSTMModel, "population_gradient")] + [
+            (form, name) for form in {*(COVARIANCES[name] for name in COVARIANCES),
+                                      CovarianceForm}
+            for name in ("_add_noise", "_update") if name in vars(form)]
+
+    def __enter__(self):
+        self.originals = [getattr(owner, name) for owner, name in self.wrapped]
+        for (owner, name), original in zip(self.wrapped, self.originals, strict=True):
+            setattr(owner, name, self._timed(original))
+        return self
+
+    def _timed(self, function):
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+        return timed
+
+    def __exit__(self, *exc):
+        for (owner, name), original in zip(self.wrapped, self.originals, strict=True):
+            setattr(owner, name, original)
+
+
+def recommended_worker(output, steps=40, warm=5):
+    """Under mpiexec -n 2: each recommended configuration's whole step (predict + learn,
+    through the real learner and its neighbour exchanges) and the time in its own kernels."""
+    from mpi4py import MPI
+
+    from mcdpf.blas import one_blas_thread
+    from mcdpf.kernels import warm_up
+
+    comm = MPI.COMM_WORLD
+    n, p, length, dtype = 64, 4, 5, "float64"
+    warm_up(np.dtype(dtype))
+    columns = sequence(p, length, dtype, seed=comm.rank)
+    result = {}
+    with one_blas_thread():
+        for label, (algorithm, extra) in RECOMMENDED.items():
+            particles = extra.pop("particles")
+            learner, _ = learner_for(algorithm, n, p, particles, dtype, comm=comm, nodes=2,
+                                     state_noise=2.5e-5, obs_noise=0.01, **extra)
+            state = learner.initial_state()
+            step_times, kernel_times = [], []
+            comm.Barrier()
+            for t in range(warm + steps):
+                with KernelClock() as clock:
+                    started = time.perf_counter()
+                    _, pending = learner.predict(state, t, columns)
+                    state, _ = learner.learn(state, pending, 0.1)
+                    elapsed = time.perf_counter() - started
+                if t >= warm:
+                    step_times.append(elapsed)
+                    kernel_times.append(clock.seconds)
+            step, kernel = float(np.sum(step_times)), float(np.sum(kernel_times))
+            everyone = comm.allgather((step, kernel))
+            slowest = max(everyone)
+            result[label] = {"setting": label, "step_ms": slowest[0] / steps * 1e3,
+                             "kernel_ms": slowest[1] / steps * 1e3,
+                             "ratio": slowest[0] / slowest[1],
+                             "ratio_per_rank": [s / k for s, k in everyone]}
+            learner.benchmark_neighbourhood.free()
+    if comm.rank == 0:
+        Path(output).write_text(json.dumps(list(result.values())))
+
+
+def recommended_rows():
+    with tempfile.TemporaryDirectory() as directory:
+        output = Path(directory) / "recommended.json"
+        subprocess.run([mpiexec(), "-n", "2", sys.executable, __file__, "--recommended-worker",
+                        str(output)], check=True)
+        return json.loads(output.read_text())
+
+
 def exchange_timings(comm, count=500, record_bytes=9872, repeats=300):
     """Seconds per record exchange: blocking, non-blocking, persistent (MPI-4)."""
     from mpi4py import MPI
@@ -294,12 +397,28 @@ def million_rows():
     return rows
 
 
+def print_recommended(rows):
+    print("\nRecommended configurations at n = 64 (2 ranks, a 2-node ring, p=4 m=5 float64; "
+          "kernels: the gradient of every particle and the covariance updates; target <= 2)")
+    print(table(rows, [("setting", "setting", ""), ("step_ms", "step ms", ".3f"),
+                       ("kernel_ms", "kernels ms", ".3f"), ("ratio", "step/kernels", ".2f")]))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=str(RESULTS / "step.json"))
     parser.add_argument("--threads-worker", help=argparse.SUPPRESS)
     parser.add_argument("--mpi-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--recommended-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--recommended-only", action="store_true",
+                        help="only the recommended configurations (printed, not written)")
     args = parser.parse_args()
+    if args.recommended_worker:
+        recommended_worker(args.recommended_worker)
+        return
+    if args.recommended_only:
+        print_recommended(recommended_rows())
+        return
     if args.threads_worker:
         threads_worker(args.threads_worker)
         return
@@ -321,6 +440,8 @@ def main():
                                   ("ratio", "step/kernel", ".2f"),
                                   ("plain_forward_ms", "plain fwd ms", ".3f"),
                                   ("vs_plain", "plain/step", ".2f")]))
+    result["recommended"] = recommended_rows()
+    print_recommended(result["recommended"])
     result["threads"] = threads_row()
     row = result["threads"]
     print(f"\nThreads ({row['setting']}): 1 thread {row['one_thread_ms']:.1f} ms, 2 threads "

@@ -155,3 +155,16 @@ def test_identity_compares_every_dataset_and_attribute_exactly(tmp_path):
     write(tmp_path / "retyped", estimates.astype(np.float32))
     retyped = identity.compare_runs(tmp_path / "old", tmp_path / "retyped")["differences"]
     assert "dtype float64 != float32" in retyped[0]
+
+
+def test_step_times_the_recommended_configurations_and_their_kernels():
+    """The clock inside a step: both rows, and no more time in kernels than in the step."""
+    result = run([sys.executable, str(REPO / "benchmarks" / "step.py"), "--recommended-only"],
+                 timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines()
+            if line.lstrip().startswith(("scale-best n=64", "dpf-best n=64"))]
+    assert len(rows) == 2, result.stdout
+    for row in rows:
+        step, kernels, ratio = map(float, row[-3:])
+        assert 0 < kernels <= step and ratio >= 1.0, row
