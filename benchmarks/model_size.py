@@ -53,9 +53,12 @@ PARTICLES = (1, 2, 3, 5, 10, 20)
 GAUSSIAN = ["run.algorithm=rpf", "filter.kernel=gaussian", "filter.ess_threshold=0.5"]
 # The EKF family's noise (q = filter.state_noise, r = filter.obs_noise), for the Kalman
 # baselines and the Gaussian particles alike: the configuration's (q = 4e-4, r = 0.01),
-# and a smaller q / r (a smaller gain per measurement).
+# and smaller q (a smaller gain per measurement) and r (a larger one).
 NOISES = {"": [], " q=1e-4": ["filter.state_noise=0.0001"],
-          " q=2.5e-5": ["filter.state_noise=0.000025"]}
+          " q=2.5e-5": ["filter.state_noise=0.000025"],
+          " q=2.5e-5 r=0.005": ["filter.state_noise=0.000025", "filter.obs_noise=0.005"],
+          " q=1e-5": ["filter.state_noise=0.00001"],
+          " q=1e-5 r=0.005": ["filter.state_noise=0.00001", "filter.obs_noise=0.005"]}
 
 
 def all_variants() -> dict[str, tuple[str, list[str]]]:
@@ -77,6 +80,13 @@ def all_variants() -> dict[str, tuple[str, list[str]]]:
                 variants[f"rpf N={particles} {form}{suffix}"] = ("particle", [
                     *GAUSSIAN, f"filter.particles={particles}",
                     *form_overrides(form, RANK, section="filter"), *noise])
+    # an ablation of dekf's combination step: one Gaussian particle relayed one hop is an
+    # EKF on the same 3 measurements as a dekf node on the ring, without the averaging
+    for form in FORMS:
+        for suffix, noise in NOISES.items():
+            variants[f"rpf N=1 {form}{suffix} hops=1"] = ("particle", [
+                *GAUSSIAN, "filter.particles=1", "relay.hops=1",
+                *form_overrides(form, RANK, section="filter"), *noise])
     return variants
 
 
