@@ -80,7 +80,8 @@ class RunConfig:
     progress_seconds: float = _key(2.0, "seconds between progress lines on rank 0 "
                                    "(0: none)", "float", minimum=0.0)
     threads: int = _key(1, "numba threads per rank for the particle kernels (results are "
-                        "identical for any value)", "int", minimum=1)
+                        "identical for any value; numpy's BLAS stays on one thread, "
+                        "mcdpf.blas)", "int", minimum=1)
     max_memory_gb: float | None = _key(None, "refuse a run whose particles, covariances and "
                                        "records need more memory (GB) on one rank; default: "
                                        "the machine's memory / the ranks on it", "float",
