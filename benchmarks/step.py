@@ -258,7 +258,8 @@ RECOMMENDED = {
 class KernelClock:
     """Seconds spent inside a Gaussian particle's own kernels: the model's gradient of every
     particle (``population_gradient``) and its covariance form's time and measurement
-    updates (``_add_noise``, ``_update``), wrapped in place while the clock is on."""
+    updates (``_add_noise``, ``_update``), wrapped in place while the clock is on (a
+    ``with`` block; ``seconds`` accumulates)."""
 
     def __init__(self):
         from mcdpf.covariance import CovarianceForm
@@ -296,7 +297,6 @@ def recommended_worker(output, steps=40, warm=5):
     through the real learner and its neighbour exchanges) and the time in its own kernels."""
     from mpi4py import MPI
 
-    from mcdpf.blas import one_blas_thread
     from mcdpf.kernels import warm_up
 
     comm = MPI.COMM_WORLD
@@ -304,39 +304,37 @@ def recommended_worker(output, steps=40, warm=5):
     warm_up(np.dtype(dtype))
     columns = sequence(p, length, dtype, seed=comm.rank)
     result = {}
-    with one_blas_thread():
-        for label, (algorithm, extra) in RECOMMENDED.items():
-            particles = extra.pop("particles")
-            learner, _ = learner_for(algorithm, n, p, particles, dtype, comm=comm, nodes=2,
-                                     state_noise=2.5e-5, obs_noise=0.01, **extra)
-            state = learner.initial_state()
-            step_times, kernel_times = [], []
-            comm.Barrier()
+    for label, (algorithm, settings) in RECOMMENDED.items():
+        extra = {key: value for key, value in settings.items() if key != "particles"}
+        learner, _ = learner_for(algorithm, n, p, settings["particles"], dtype, comm=comm,
+                                 nodes=2, state_noise=2.5e-5, obs_noise=0.01, **extra)
+        state = learner.initial_state()
+        step = kernel = 0.0
+        comm.Barrier()
+        with KernelClock() as clock:
             for t in range(warm + steps):
-                with KernelClock() as clock:
-                    started = time.perf_counter()
-                    _, pending = learner.predict(state, t, columns)
-                    state, _ = learner.learn(state, pending, 0.1)
-                    elapsed = time.perf_counter() - started
-                if t >= warm:
-                    step_times.append(elapsed)
-                    kernel_times.append(clock.seconds)
-            step, kernel = float(np.sum(step_times)), float(np.sum(kernel_times))
-            everyone = comm.allgather((step, kernel))
-            slowest = max(everyone)
-            result[label] = {"setting": label, "step_ms": slowest[0] / steps * 1e3,
-                             "kernel_ms": slowest[1] / steps * 1e3,
-                             "ratio": slowest[0] / slowest[1],
-                             "ratio_per_rank": [s / k for s, k in everyone]}
-            learner.benchmark_neighbourhood.free()
+                if t == warm:
+                    started, in_kernels = time.perf_counter(), clock.seconds
+                _, pending = learner.predict(state, t, columns)
+                state, _ = learner.learn(state, pending, 0.1)
+            step = time.perf_counter() - started
+            kernel = clock.seconds - in_kernels
+        everyone = comm.allgather((step, kernel))
+        slowest = max(everyone)
+        result[label] = {"setting": label, "step_ms": slowest[0] / steps * 1e3,
+                         "kernel_ms": slowest[1] / steps * 1e3,
+                         "ratio": slowest[0] / slowest[1],
+                         "ratio_per_rank": [s / k for s, k in everyone]}
+        learner.benchmark_neighbourhood.free()
     if comm.rank == 0:
         Path(output).write_text(json.dumps(list(result.values())))
 
 
-def recommended_rows():
+def two_rank_rows(worker):
+    """What this script's ``--{worker}`` writes when run under ``mpiexec -n 2``."""
     with tempfile.TemporaryDirectory() as directory:
-        output = Path(directory) / "recommended.json"
-        subprocess.run([mpiexec(), "-n", "2", sys.executable, __file__, "--recommended-worker",
+        output = Path(directory) / f"{worker}.json"
+        subprocess.run([mpiexec(), "-n", "2", sys.executable, __file__, f"--{worker}",
                         str(output)], check=True)
         return json.loads(output.read_text())
 
@@ -377,14 +375,6 @@ def exchange_timings(comm, count=500, record_bytes=9872, repeats=300):
     return timings
 
 
-def mpi_rows():
-    with tempfile.TemporaryDirectory() as directory:
-        output = Path(directory) / "mpi.json"
-        subprocess.run([mpiexec(), "-n", "2", sys.executable, __file__, "--mpi-worker",
-                        str(output)], check=True)
-        return json.loads(output.read_text())
-
-
 def million_rows():
     from mcdpf.kernels import warm_up
 
@@ -418,7 +408,7 @@ def main():
         recommended_worker(args.recommended_worker)
         return
     if args.recommended_only:
-        print_recommended(recommended_rows())
+        print_recommended(two_rank_rows("recommended-worker"))
         return
     if args.threads_worker:
         threads_worker(args.threads_worker)
@@ -441,14 +431,14 @@ def main():
                                   ("ratio", "step/kernel", ".2f"),
                                   ("plain_forward_ms", "plain fwd ms", ".3f"),
                                   ("vs_plain", "plain/step", ".2f")]))
-    result["recommended"] = recommended_rows()
+    result["recommended"] = two_rank_rows("recommended-worker")
     print_recommended(result["recommended"])
     result["threads"] = threads_row()
     row = result["threads"]
     print(f"\nThreads ({row['setting']}): 1 thread {row['one_thread_ms']:.1f} ms, 2 threads "
           f"{row['two_threads_ms']:.1f} ms: x{row['speedup']:.2f} (target >= 1.8); "
           f"bit-identical estimates: {row['bit_identical']}")
-    mpi = mpi_rows()
+    mpi = two_rank_rows("mpi-worker")
     pf_single, _ = step_seconds(learner_for("pf", 16, 4, 1000, "float64")[0],
                                 sequence(4, 10, "float64"))
     walk_work = 1 + 3 * 0.5
