@@ -19,9 +19,10 @@ the peak resident memory of the largest rank (``ru_maxrss`` of the reaped ranks)
 variant whose keys the installed configuration refuses, or that its algorithm refuses at
 set-up (exit 2), is *skipped* with the one-line reason; a cell whose estimated memory
 exceeds the machine's, or whose run outlives the timeout, is *infeasible* with the
-reason. Nothing is dropped silently. With ``--add`` the runs already in ``--out``'s
-``scale.json`` are kept and not repeated, so that a grid too large for one sitting is built
-by several commands (each is listed in the outputs). Outputs in ``--out``: ``scale.md``
+reason. Nothing is dropped silently. The outputs are rewritten after every run, and with
+``--add`` the runs already in ``--out``'s ``scale.json`` are kept and not repeated, so
+that a grid too large for one sitting is built by several commands (each is listed in the
+outputs). Outputs in ``--out``: ``scale.md``
 (the commands, the winner and the table of every cell), ``scale.json`` (machine, versions,
 every number) and ``scale.png`` (final MSE per variant per cell). K above the core count runs
 oversubscribed: its MSE and bytes hold, its steps/s measure time sharing, not speed.
@@ -55,6 +56,9 @@ VARIANTS = [
                                    "filter.covariance=diagonal"]),
     ("rpf gaussian N=1 q=2.5e-5 (scale-best)", ["run.algorithm=rpf", "filter.particles=1",
                                                 *GAUSSIAN, "filter.state_noise=0.000025"]),
+    ("rpf gaussian N=1 decoupled q=2.5e-5 (scale-best n=64)", [
+        "run.algorithm=rpf", "filter.particles=1", *GAUSSIAN, "filter.covariance=decoupled",
+        "filter.state_noise=0.000025"]),
     ("dpf gaussian lowrank N=4 walk=auto", ["run.algorithm=dpf", "filter.particles=4",
                                             *GAUSSIAN, *LOWRANK, "filter.walk_steps=auto",
                                             "filter.wire_dtype=float32"]),
@@ -425,10 +429,10 @@ def main():
                                      else f"{row['status']}: {row['reason']}")
                             print(f"{dataset} K={nodes} n={n} {label} seed {seed}: {shown}",
                                   flush=True)
+                            # after every run, so that an interrupted grid keeps what it ran
+                            write(out, rows, commands, time.time() - started)
                             if row["status"] != "ok":
                                 break  # the other seeds fail for the same reason
-                    # after every cell, so that an interrupted grid keeps what it ran
-                    write(out, rows, commands, time.time() - started)
     print(f"written: {out / 'scale.md'}, scale.json, scale.png")
 
 
@@ -443,10 +447,13 @@ def write(out, rows, commands, seconds):
     cells = summarise(rows)
     machine = machine_info()
     (out / "scale.md").write_text(markdown(cells, commands, machine["cores"]))
-    (out / "scale.json").write_text(json.dumps(
+    # through a temporary file, so that a kill while writing leaves the last whole JSON
+    partial = out / "scale.json.partial"
+    partial.write_text(json.dumps(
         {"machine": machine, "command": commands[-1], "commands": commands,
          "variants": [[label, overrides] for label, overrides in VARIANTS],
          "seconds": seconds, "cells": cells, "runs": rows}, indent=1) + "\n")
+    os.replace(partial, out / "scale.json")
     figure(cells, out / "scale.png")
 
 
