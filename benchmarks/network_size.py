@@ -27,10 +27,12 @@ benchmarks/results/network_size/k64``).
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from importlib import resources
 from pathlib import Path
@@ -43,8 +45,11 @@ import numpy as np
 
 from mcdpf import load_config
 from mcdpf.algorithms import LearnerContext, build_learner
+from mcdpf.comm import COUNT_BYTES, STAMP_BYTES
 from mcdpf.models import build_model
 from mcdpf.preparation import StreamTable, load_stream
+from mcdpf.report import FINAL_FRACTION
+from mcdpf.results import finite_mean
 from mcdpf.rundir import read_run
 from mcdpf.topology.files import build_topology
 
@@ -91,33 +96,40 @@ class InProcessNetwork:
 class InProcessNeighbourhood:
     """A node's exchanges with its neighbours through an :class:`InProcessNetwork`.
 
-    The same contract as :class:`mcdpf.comm.Neighbourhood`'s ``start_exchange`` /
-    ``finish_exchange`` (records grouped by destination in neighbour order; received
-    records in neighbour order), counting the same bytes (a stamped handshake per
-    exchange). Mail is keyed by the exchange's number, which every node counts alike.
+    The contract of :class:`mcdpf.comm.Neighbourhood` (``start_exchange`` /
+    ``finish_exchange``, ``exchange``, ``exchange_vectors``, ``allgather``,
+    ``allgatherv``, ``goodbye``, ``free``): the same records in the same order, and the
+    same bytes counted (its counts, stamps and handshakes). Mail is keyed by the
+    exchange's number, which every node counts alike.
     """
-
-    STAMP_BYTES = 16
 
     def __init__(self, network: InProcessNetwork, node: int, neighbours):
         self.network, self.node, self.neighbours = network, node, list(neighbours)
         self.degree = len(self.neighbours)
         self.exchanges = 0
 
-    def start_exchange(self, records, counts, allocate=None, stamp=None):
-        """Post each neighbour its records, wait for every node, collect the arrivals."""
+    def _swap(self, outgoing: list) -> list:
+        """Post ``outgoing[i]`` to neighbour ``i``, wait for every node; theirs, in order."""
         mail = self.network.mail
         self.exchanges += 1
-        start = 0
-        for neighbour, count in zip(self.neighbours, counts, strict=True):
-            mail[self.exchanges, self.node, neighbour] = records[start:start + int(count)].copy()
-            start += int(count)
+        for neighbour, item in zip(self.neighbours, outgoing, strict=True):
+            mail[self.exchanges, self.node, neighbour] = item
         self.network.wait()
-        parts = [mail.pop((self.exchanges, neighbour, self.node))
-                 for neighbour in self.neighbours]
+        return [mail.pop((self.exchanges, neighbour, self.node))
+                for neighbour in self.neighbours]
+
+    def start_exchange(self, records, counts, allocate=None, stamp=None):
+        """Post each neighbour its records, wait for every node, collect the arrivals."""
+        bounds = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+        parts = self._swap([records[bounds[i]:bounds[i + 1]].copy()
+                            for i in range(self.degree)])
         received = np.concatenate(parts) if parts else np.empty(0, dtype=records.dtype)
+        if allocate is not None:
+            target = allocate(received.size)
+            target[...] = received
+            received = target
         sent = int(np.sum(counts))
-        header = self.degree * self.STAMP_BYTES if self.degree else 0
+        header = self.degree * (STAMP_BYTES if stamp is not None else COUNT_BYTES)
         return None, received, records, header + sent * records.dtype.itemsize, sent
 
     @staticmethod
@@ -126,15 +138,56 @@ class InProcessNeighbourhood:
         _, received, _, sent_bytes, sent = pending
         return received, sent_bytes, sent
 
+    def exchange(self, records, counts, stamp=None):
+        """Blocking :meth:`start_exchange` + :meth:`finish_exchange`: (received, bytes)."""
+        received, sent_bytes, _ = self.finish_exchange(
+            self.start_exchange(records, counts, stamp=stamp))
+        return received, sent_bytes
 
-def simulate(overrides: dict, nodes: int) -> dict:
+    def exchange_vectors(self, step, outgoing):
+        """Vector ``outgoing[i]`` to neighbour ``i``; theirs (float64) and bytes sent."""
+        if self.degree == 0:
+            return [], 0
+        pieces = self._swap([np.array(v, dtype=np.float64) for v in outgoing])
+        return pieces, self.degree * STAMP_BYTES + sum(int(v.size) * 8 for v in outgoing)
+
+    def allgather(self, vector, stamp=None):
+        """Every neighbour's copy of a same-shaped array: (degree, *shape), bytes sent."""
+        vector = np.ascontiguousarray(vector)
+        if self.degree == 0:
+            return np.empty((0, *vector.shape), dtype=vector.dtype), 0
+        gathered = np.stack(self._swap([vector.copy()] * self.degree))
+        header = STAMP_BYTES if stamp is not None else 0
+        return gathered, self.degree * (header + vector.nbytes)
+
+    def allgatherv(self, vector, stamp):
+        """Every neighbour's float64 vector, of any length each; bytes sent."""
+        vector = np.ascontiguousarray(vector, dtype=np.float64)
+        if self.degree == 0:
+            return [], 0
+        return (self._swap([vector.copy()] * self.degree),
+                self.degree * (STAMP_BYTES + vector.nbytes))
+
+    def goodbye(self, step):
+        """Nothing to check: every in-process node takes the same steps."""
+
+    def free(self):
+        """Nothing to release."""
+
+
+def simulate(overrides, nodes: int, document: dict | None = None) -> dict:
     """Train one configuration on ``nodes`` in-process nodes; the study's numbers.
 
-    Returns ``final_mse`` (final-10 % MSE, mean over nodes), ``mse``, ``ess`` (mean over
-    nodes and steps of the ESS after the step's update, as a fraction of N), ``bytes``
-    (per node per step) and, for dpf, ``walk_steps`` (the s every node used).
+    ``document`` (a configuration mapping, default the defaults) is read with
+    ``overrides`` (a mapping or ``--set`` items) as :func:`mcdpf.load_config` does. Every
+    algorithm runs; the nodes take turns at every exchange. Returns ``final_mse`` (final
+    10 % MSE as ``mcdpf report``: the mean over nodes of each node's last
+    ceil(10 % of the steps)), ``mse``, ``ess`` (mean over nodes and steps of the ESS after
+    the step's update, as a fraction of N; NaN without particles), ``bytes`` (per node
+    per step), ``steps``, ``seconds`` (the whole network's loop) and, for dpf,
+    ``walk_steps`` (the s every node used).
     """
-    config = load_config({}, overrides)
+    config = load_config(document or {}, overrides)
     topology = build_topology(config.topology, nodes)
     streams = [load_stream(config, nodes, node)[0] for node in range(nodes)]
     model = build_model(config.model, streams[0].input_dim)
@@ -162,6 +215,7 @@ def simulate(overrides: dict, nodes: int) -> dict:
             ess[node, t] = info.ess
             sent[node, t] = info.bytes_sent
 
+    started = time.perf_counter()
     if algorithm == "cpf":
         # Every node's oracle holds the same population: run node 0's, and let every
         # node predict its own label from it (what each rank of ``mcdpf train`` does).
@@ -174,17 +228,18 @@ def simulate(overrides: dict, nodes: int) -> dict:
             state, info = learners[0].learn(state, pendings[0][1],
                                             float(streams[0].targets[t]))
             ess[:, t] = info.ess
-    elif algorithm == "dpf":
-        network.run(run, nodes)
     else:
-        for node in range(nodes):
-            run(node)
-    final = max(1, steps // 10)
+        network.run(run, nodes)
+    seconds = time.perf_counter() - started
+    tail = max(1, math.ceil(FINAL_FRACTION * steps))
     count = learners[0].count if hasattr(learners[0], "count") else 1
-    result = {"final_mse": float(errors[:, -final:].mean()),
-              "mse": float(errors.mean()),
-              "ess": float(np.nanmean(ess) / count),
+    finite = np.isfinite(ess)
+    # as ``mcdpf report``: each node's mean, then the mean over nodes (the same sums)
+    result = {"final_mse": float(np.mean([finite_mean(row[-tail:]) for row in errors])),
+              "mse": float(np.mean([finite_mean(row) for row in errors])),
+              "ess": float(ess[finite].mean() / count) if finite.any() else math.nan,
               "bytes": float(sent.mean()),
+              "steps": steps, "seconds": seconds,
               "errors": errors}
     if algorithm == "dpf":
         result["walk_steps"] = int(learners[0].walk_steps)
@@ -268,27 +323,44 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+CHECKED = {  # the algorithms --check-mpi compares, each exercising other exchanges
+    "dpf": {"run.algorithm": "dpf", "filter.walk_steps": "auto", "filter.particles": 30},
+    "dekf": {"run.algorithm": "dekf"},
+    "dsgd": {"run.algorithm": "dsgd"},
+    "rpf gaussian": {"run.algorithm": "rpf", "filter.kernel": "gaussian",
+                     "filter.particles": 2, "relay.hops": 2},
+}
+
+
 def check_mpi(steps: int = 30) -> None:
-    """The in-process network against ``mpiexec -n 4 mcdpf train`` on a 4-node ring."""
-    overrides = {**COMMON, "topology.name": "ring", "topology.nodes": 4, **SYNTHETIC,
-                 "run.steps": steps, "run.algorithm": "dpf", "filter.walk_steps": "auto",
-                 "filter.particles": 30}
-    here = simulate(overrides, 4)
-    with tempfile.TemporaryDirectory() as scratch:
-        config, out = Path(scratch) / "c.toml", Path(scratch) / "run"
-        sections = {}
-        for name, value in overrides.items():
-            section, key = name.split(".")
-            sections.setdefault(section, []).append(f"{key} = {json.dumps(value)}")
-        config.write_text("".join(f"[{section}]\n" + "\n".join(lines) + "\n"
-                                  for section, lines in sections.items()))
-        subprocess.run([mpiexec(), "-n", "4", sys.executable, "-m", "mcdpf", "train",
-                        str(config), "--out", str(out)], check=True, capture_output=True,
-                       timeout=900)
-        errors = np.array([record.datasets["squared_error"] for record in read_run(out)])
-    if not np.array_equal(errors, here["errors"]):
-        raise SystemExit("the in-process network differs from mpiexec")
-    print("in-process network = mpiexec -n 4 (squared errors bit for bit)")
+    """The in-process network against ``mpiexec -n 4 mcdpf train`` on a 4-node ring: the
+    squared errors bit for bit and the bytes sent, for every algorithm of ``CHECKED``."""
+    for name, variant in CHECKED.items():
+        overrides = {**COMMON, "topology.name": "ring", "topology.nodes": 4, **SYNTHETIC,
+                     "run.steps": steps, **variant}
+        here = simulate(overrides, 4)
+        with tempfile.TemporaryDirectory() as scratch:
+            config, out = Path(scratch) / "c.toml", Path(scratch) / "run"
+            sections = {}
+            for key_name, value in overrides.items():
+                section, key = key_name.split(".")
+                sections.setdefault(section, []).append(f"{key} = {json.dumps(value)}")
+            config.write_text("".join(f"[{section}]\n" + "\n".join(lines) + "\n"
+                                      for section, lines in sections.items()))
+            subprocess.run([mpiexec(), "-n", "4", sys.executable, "-m", "mcdpf", "train",
+                            str(config), "--out", str(out)], check=True,
+                           capture_output=True, timeout=900)
+            records = read_run(out)
+            errors = np.array([record.datasets["squared_error"] for record in records])
+            sent = np.array([record.datasets["bytes_sent"] for record in records])
+        if not np.array_equal(errors, here["errors"]):
+            raise SystemExit(f"{name}: the in-process network's predictions differ from "
+                             "mpiexec's")
+        if sent.mean() != here["bytes"]:
+            raise SystemExit(f"{name}: the in-process network counts {here['bytes']:.1f} "
+                             f"bytes per node per step, mpiexec {sent.mean():.1f}")
+        print(f"{name}: in-process network = mpiexec -n 4 (squared errors bit for bit, "
+              "bytes sent)")
 
 
 def main() -> None:
@@ -300,7 +372,13 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "network_size"))
     parser.add_argument("--check-mpi", action="store_true")
     parser.add_argument("--report", action="store_true", help="only print the stored tables")
+    parser.add_argument("--simulate", metavar="JOB.json",
+                        help="run one job {document, settings, nodes} in process and write "
+                             "its numbers to JOB.result.json (benchmarks/scale.py uses it)")
     args = parser.parse_args()
+    if args.simulate:
+        simulate_job(Path(args.simulate))
+        return
     if args.check_mpi:
         check_mpi()
     if args.report:
@@ -331,6 +409,21 @@ def main() -> None:
                 cell[key].append(result[key])
             write(out, cells)
     report(out)
+
+
+def simulate_job(job: Path) -> None:
+    """:func:`simulate` of a job file; a configuration the learners refuse exits 2 with
+    its one-line reason, as ``mcdpf train`` does."""
+    from mcdpf.errors import InputError
+
+    spec = json.loads(job.read_text())
+    try:
+        result = simulate(spec["settings"], spec["nodes"], spec["document"])
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    result.pop("errors")
+    job.with_suffix(".result.json").write_text(json.dumps(result) + "\n")
 
 
 def write(out: Path, cells: dict) -> None:

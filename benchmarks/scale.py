@@ -2,7 +2,7 @@
 
     python benchmarks/scale.py [--K 4,16,64] [--n 2,16,64] [--algorithms NAME,...]
         [--datasets seattle-weather,synthetic] [--seeds 1,2,3] [--steps 300]
-        [--timeout 900] [--quick] [--add] [--out benchmarks/results/scale]
+        [--timeout 900] [--quick] [--add] [--in-process] [--out benchmarks/results/scale]
 
 Every cell (data set, K, n) trains every registered algorithm (``mcdpf.registry.
 ALGORITHMS``, so algorithms added later appear by themselves) and every named variant of
@@ -25,7 +25,10 @@ that a grid too large for one sitting is built by several commands (each is list
 outputs). Outputs in ``--out``: ``scale.md``
 (the commands, the winner and the table of every cell), ``scale.json`` (machine, versions,
 every number) and ``scale.png`` (final MSE per variant per cell). K above the core count runs
-oversubscribed: its MSE and bytes hold, its steps/s measure time sharing, not speed.
+oversubscribed: its MSE and bytes hold, its steps/s measure time sharing, not speed. With
+``--in-process`` each network runs in one process instead (``benchmarks/network_size.py``'s
+in-process nodes: the same learners, predictions and bytes as ``mpiexec``, without 64
+busy-polling ranks on 2 cores); its steps/s and peak memory are then the whole network's.
 """
 
 import argparse
@@ -157,8 +160,10 @@ def topology(nodes):
     return {"name": "ring", "nodes": nodes} if nodes <= 4 else {"name": "torus", "nodes": nodes}
 
 
-def run_cell(dataset, nodes, n, label, overrides, seed, steps, timeout, work):
-    """One run: a row with status ok / skipped / infeasible and its numbers or reason."""
+def run_cell(dataset, nodes, n, label, overrides, seed, steps, timeout, work,
+             in_process=False):
+    """One run: a row with status ok / skipped / infeasible and its numbers or reason
+    (``in_process``: the K nodes in one process, :func:`run_in_process`)."""
     from mcdpf.config import load_config
     from mcdpf.errors import InputError
 
@@ -180,6 +185,9 @@ def run_cell(dataset, nodes, n, label, overrides, seed, steps, timeout, work):
                     reason=f"memory: full covariances need ~{need / 2**30:.1f} GB on {nodes} "
                            f"ranks, {available_memory() / 2**30:.1f} GB available")
     path = Path(work) / f"{dataset}-K{nodes}-n{n}-{label.replace(' ', '_')}-{seed}"
+    if in_process:
+        return dict(row, runner="in-process",
+                    **run_in_process(document, settings, nodes, timeout, path))
     return dict(row, **run_training(document, settings, nodes, timeout, path))
 
 
@@ -201,8 +209,46 @@ def run_training(document, settings, nodes, timeout, path) -> dict:
     command = [sys.executable, "-c", PEAK, str(peak_file), mpiexec(), "-n", str(nodes),
                sys.executable, "-m", "mcdpf", "train", str(toml), "--quiet", "--out",
                str(path / "run"), *[arg for item in settings for arg in ("--set", item)]]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+    failure = finish(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, start_new_session=True), timeout)
+    if failure:
+        return failure
+    summary = summarize(path / "run")
+    return dict(status="ok", final_mse=summary["network_final_mse"],
+                mse=summary["network_mse"],
+                bytes_per_node_step=summary["bytes_per_step"] / nodes,
+                steps_per_second=summary["steps_per_second"],
+                peak_mb=int(peak_file.read_text()) / 2**20)
+
+
+def run_in_process(document, settings, nodes, timeout, path) -> dict:
+    """:func:`run_training`'s numbers from a network run in one process
+    (``benchmarks/network_size.py --simulate``: every node's learner as ``mcdpf train``
+    builds it, the exchanges through shared memory; the same predictions and bytes as
+    ``mpiexec``, checked by ``network_size.py --check-mpi``), under ``timeout`` seconds.
+
+    Its steps/s are the whole network's on one core, its peak memory the whole network's.
+    """
+    path.mkdir(parents=True)
+    job = path / "job.json"
+    job.write_text(json.dumps({"document": document, "settings": settings, "nodes": nodes}))
+    peak_file = path / "peak"
+    command = [sys.executable, "-c", PEAK, str(peak_file), sys.executable,
+               str(REPO / "benchmarks" / "network_size.py"), "--simulate", str(job)]
+    failure = finish(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, start_new_session=True), timeout)
+    if failure:
+        return failure
+    result = json.loads(job.with_suffix(".result.json").read_text())
+    return dict(status="ok", final_mse=result["final_mse"], mse=result["mse"],
+                bytes_per_node_step=result["bytes"],
+                steps_per_second=result["steps"] / result["seconds"],
+                peak_mb=int(peak_file.read_text()) / 2**20)
+
+
+def finish(process, timeout) -> dict | None:
+    """Wait for a run's process; None if it succeeded, else its status and reason
+    (infeasible: over ``timeout`` seconds; skipped: exit 2 and its one line; failed)."""
     try:
         _, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -215,12 +261,7 @@ def run_training(document, settings, nodes, timeout, path) -> dict:
     if process.returncode != 0:
         return {"status": "failed", "reason": f"exit {process.returncode}: "
                 f"{stderr.strip().splitlines()[-1] if stderr.strip() else ''}"}
-    summary = summarize(path / "run")
-    return dict(status="ok", final_mse=summary["network_final_mse"],
-                mse=summary["network_mse"],
-                bytes_per_node_step=summary["bytes_per_step"] / nodes,
-                steps_per_second=summary["steps_per_second"],
-                peak_mb=int(peak_file.read_text()) / 2**20)
+    return None
 
 
 def to_toml(document) -> str:
@@ -248,6 +289,8 @@ def summarise(rows):
                 for measure in ("final_mse", "bytes_per_node_step", "steps_per_second",
                                 "peak_mb"):
                     entry[measure] = spread([run[measure] for run in done])
+            if any(run.get("runner") == "in-process" for run in done):
+                entry["runner"] = "in-process"
             others = [run for run in runs if run["status"] != "ok"]
             if others:
                 entry["status"] = others[0]["status"]
@@ -328,6 +371,9 @@ def markdown(cells, commands, cores) -> str:
                                    key=lambda item: item[1].get("final_mse", {})
                                    .get("mean", math.inf)):
             note = f"{entry['status']}: {entry['reason']}" if "status" in entry else ""
+            if entry.get("runner") == "in-process":
+                note = "in one process: steps/s and peak MB of the whole network" + (
+                    f"; {note}" if note else "")
             note = note.replace("|", "/")
             if "final_mse" in entry:
                 mse = entry["final_mse"]
@@ -388,6 +434,10 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a tiny grid (smoke test)")
     parser.add_argument("--add", action="store_true",
                         help="keep the runs of --out's scale.json and run only the new ones")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run each network in one process (network_size.py's "
+                             "in-process nodes) instead of mpiexec: for K far above the "
+                             "core count")
     parser.add_argument("--out", default=str(RESULTS / "scale"))
     args = parser.parse_args()
     if args.quick:
@@ -423,7 +473,7 @@ def main():
                             if (dataset, nodes, n, label, seed, steps) in done:
                                 continue
                             row = run_cell(dataset, nodes, n, label, overrides, seed, steps,
-                                           args.timeout, work)
+                                           args.timeout, work, args.in_process)
                             rows.append(row)
                             shown = (f"final {row['final_mse']:.4g}" if row["status"] == "ok"
                                      else f"{row['status']}: {row['reason']}")

@@ -3,6 +3,7 @@
 import json
 import sys
 
+import pytest
 from support import REPO, run
 
 
@@ -65,6 +66,20 @@ def test_scale_grid_quick_writes_its_table_json_and_figure(tmp_path):
         assert row["status"] == "ok" or row["reason"]
     table = (tmp_path / "scale.md").read_text()
     assert "python benchmarks/scale.py --quick" in table and "Winner: **" in table
+
+
+@pytest.mark.parametrize("scheduling", ["greenlets", "threads"])
+def test_in_process_network_equals_mpiexec_for_every_kind_of_exchange(scheduling):
+    # network_size.check_mpi exits non-zero unless dpf's walk, dekf's and dsgd's
+    # gathers and rpf's relay give mpiexec's squared errors bit for bit and its bytes
+    if scheduling == "greenlets":
+        pytest.importorskip("greenlet")
+    code = ("import network_size as ns\n"
+            f"ns.greenlet = {'ns.greenlet' if scheduling == 'greenlets' else 'None'}\n"
+            "ns.check_mpi(steps=8)\n")
+    result = run([sys.executable, "-c", code], cwd=REPO / "benchmarks", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("bit for bit, bytes sent") == 4, result.stdout
 
 
 def test_model_size_target_is_computed_against_each_family_best():
