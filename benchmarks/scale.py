@@ -3,6 +3,7 @@
     python benchmarks/scale.py [--K 4,16,64] [--n 2,16,64] [--algorithms NAME,...]
         [--datasets seattle-weather,synthetic] [--seeds 1,2,3] [--steps 300]
         [--timeout 900] [--quick] [--add] [--in-process] [--out benchmarks/results/scale]
+    python benchmarks/scale.py --merge DIR [--out benchmarks/results/scale]
 
 Every cell (data set, K, n) trains every registered algorithm (``mcdpf.registry.
 ALGORITHMS``, so algorithms added later appear by themselves) and every named variant of
@@ -438,8 +439,14 @@ def main():
                         help="run each network in one process (network_size.py's "
                              "in-process nodes) instead of mpiexec: for K far above the "
                              "core count")
+    parser.add_argument("--merge", metavar="DIR",
+                        help="only add the runs and commands of DIR's scale.json (a part of "
+                             "the grid run elsewhere with --out DIR) to --out's, and rewrite")
     parser.add_argument("--out", default=str(RESULTS / "scale"))
     args = parser.parse_args()
+    if args.merge:
+        merge(Path(args.out), Path(args.merge))
+        return
     if args.quick:
         grid = dict(QUICK)
     else:
@@ -484,6 +491,17 @@ def main():
                             if row["status"] != "ok":
                                 break  # the other seeds fail for the same reason
     print(f"written: {out / 'scale.md'}, scale.json, scale.png")
+
+
+def merge(out, other):
+    """Add ``other``'s runs (those ``out`` lacks) and commands to ``out``'s outputs."""
+    mine, theirs = (json.loads((path / "scale.json").read_text()) for path in (out, other))
+    done = {run_key(row) for row in mine["runs"]}
+    rows = mine["runs"] + [row for row in theirs["runs"] if run_key(row) not in done]
+    commands = mine["commands"] + [command for command in theirs["commands"]
+                                   if command not in mine["commands"]]
+    write(out, rows, commands, mine["seconds"] + theirs["seconds"])
+    print(f"merged {len(rows) - len(mine['runs'])} runs of {other} into {out / 'scale.json'}")
 
 
 def run_key(row):
