@@ -68,6 +68,30 @@ def test_scale_grid_quick_writes_its_table_json_and_figure(tmp_path):
     assert "python benchmarks/scale.py --quick" in table and "Winner: **" in table
 
 
+def test_scale_merge_adds_the_missing_runs_and_commands(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import scale
+
+    def row(variant, seed, final):
+        return {"dataset": "synthetic", "K": 2, "n": 2, "n_params": 58, "variant": variant,
+                "seed": seed, "steps": 20, "status": "ok", "final_mse": final, "mse": final,
+                "bytes_per_node_step": 0.0, "steps_per_second": 1.0, "peak_mb": 1.0}
+
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir(), there.mkdir()
+    scale.write(here, [row("sgd", 1, 0.5)], ["python benchmarks/scale.py A"], 1.0)
+    # "there" repeats here's run (with another number: here's is kept) and adds two
+    scale.write(there, [row("sgd", 1, 9.0), row("sgd", 2, 0.7), row("ekf", 1, 0.1)],
+                ["python benchmarks/scale.py B"], 2.0)
+    scale.merge(here, there)
+    data = json.loads((here / "scale.json").read_text())
+    assert data["commands"] == ["python benchmarks/scale.py A", "python benchmarks/scale.py B"]
+    assert sorted((r["variant"], r["seed"], r["final_mse"]) for r in data["runs"]) == [
+        ("ekf", 1, 0.1), ("sgd", 1, 0.5), ("sgd", 2, 0.7)]
+    assert data["cells"]["synthetic K=2 n=2"]["winner"] == "ekf"
+    assert "python benchmarks/scale.py B" in (here / "scale.md").read_text()
+
+
 @pytest.mark.parametrize("scheduling", ["greenlets", "threads"])
 def test_in_process_network_equals_mpiexec_for_every_kind_of_exchange(scheduling):
     # network_size.check_mpi exits non-zero unless dpf's walk, dekf's and dsgd's
