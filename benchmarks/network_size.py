@@ -370,7 +370,8 @@ def main() -> None:
     parser.add_argument("--variants", default="dpf recommended,pf,cpf (oracle),dpf s=3")
     parser.add_argument("--jobs", type=int, default=2, help="processes in parallel")
     parser.add_argument("--out", default=str(RESULTS / "network_size"))
-    parser.add_argument("--check-mpi", action="store_true")
+    parser.add_argument("--check-mpi", action="store_true",
+                        help="only compare the in-process network with mpiexec")
     parser.add_argument("--report", action="store_true", help="only print the stored tables")
     parser.add_argument("--simulate", metavar="JOB.json",
                         help="run one job {document, settings, nodes} in process and write "
@@ -379,8 +380,9 @@ def main() -> None:
     if args.simulate:
         simulate_job(Path(args.simulate))
         return
-    if args.check_mpi:
+    if args.check_mpi:  # only the check, not a study
         check_mpi()
+        return
     if args.report:
         report(Path(args.out))
         return
