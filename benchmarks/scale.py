@@ -419,6 +419,7 @@ def figure(cells, path):
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)  # written after every run: do not keep each figure open
 
 
 def main():
