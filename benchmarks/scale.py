@@ -1,7 +1,7 @@
 """The scale grid: network size K x model size n x every algorithm and named variant.
 
     python benchmarks/scale.py [--K 4,16,64] [--n 2,16,64] [--algorithms NAME,...]
-        [--datasets seattle-weather,synthetic] [--seeds 1,2,3] [--steps 300]
+        [--variants LABEL,...] [--datasets seattle-weather,synthetic] [--seeds 1,2,3] [--steps 300]
         [--timeout 900] [--quick] [--add] [--in-process] [--out benchmarks/results/scale]
     python benchmarks/scale.py --merge DIR [--out benchmarks/results/scale]
 
@@ -21,7 +21,8 @@ variant whose keys the installed configuration refuses, or that its algorithm re
 set-up (exit 2), is *skipped* with the one-line reason; a cell whose estimated memory
 exceeds the machine's, or whose run outlives the timeout, is *infeasible* with the
 reason. Nothing is dropped silently. The outputs are rewritten after every run, and with
-``--add`` the runs already in ``--out``'s ``scale.json`` are kept and not repeated, so
+``--add`` the runs already in ``--out``'s ``scale.json`` are kept and not repeated (but
+a run that outlived a shorter ``--timeout`` than this command's is tried again), so
 that a grid too large for one sitting is built by several commands (each is listed in the
 outputs). Outputs in ``--out``: ``scale.md``
 (the commands, the winner and the table of every cell), ``scale.json`` (machine, versions,
@@ -36,6 +37,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -433,6 +435,8 @@ def main():
     parser.add_argument("--steps", type=int, default=300,
                         help="steps per node (capped by the real data set's length)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
+    parser.add_argument("--variants", default=None,
+                        help="named variants (labels of VARIANTS) to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="a tiny grid (smoke test)")
     parser.add_argument("--add", action="store_true",
                         help="keep the runs of --out's scale.json and run only the new ones")
@@ -455,7 +459,7 @@ def main():
                                                               args.n.split(",")],
                 "algorithms": args.algorithms.split(",") if args.algorithms else None,
                 "seeds": [int(s) for s in args.seeds.split(",")], "steps": args.steps,
-                "variants": None}
+                "variants": args.variants.split(",") if args.variants else None}
     datasets = args.datasets.split(",")
     unknown = [name for name in datasets if name not in DATASETS]
     if unknown:
@@ -463,11 +467,13 @@ def main():
     plan = variants(grid["algorithms"], grid["variants"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    commands = ["python benchmarks/scale.py " + " ".join(sys.argv[1:])]
+    commands = ["python benchmarks/scale.py " + shlex.join(sys.argv[1:])]
     rows = []
     if args.add and (out / "scale.json").exists():
         before = json.loads((out / "scale.json").read_text())
-        rows = before["runs"]
+        # a run that outlived a shorter timeout than this command's is tried again
+        rows = [row for row in before["runs"] if outlived(row) is None or
+                outlived(row) >= args.timeout]
         commands = before["commands"] + commands
     done = {run_key(row) for row in rows}
     started = time.time()
@@ -503,6 +509,14 @@ def merge(out, other):
                                    if command not in mine["commands"]]
     write(out, rows, commands, mine["seconds"] + theirs["seconds"])
     print(f"merged {len(rows) - len(mine['runs'])} runs of {other} into {out / 'scale.json'}")
+
+
+def outlived(row) -> float | None:
+    """The timeout (seconds) a run outlived, None if it did not."""
+    prefix = "time budget: over "
+    if row["status"] == "infeasible" and row["reason"].startswith(prefix):
+        return float(row["reason"][len(prefix):].split()[0])
+    return None
 
 
 def run_key(row):

@@ -90,6 +90,10 @@ def test_scale_merge_adds_the_missing_runs_and_commands(tmp_path):
         ("ekf", 1, 0.1), ("sgd", 1, 0.5), ("sgd", 2, 0.7)]
     assert data["cells"]["synthetic K=2 n=2"]["winner"] == "ekf"
     assert "python benchmarks/scale.py B" in (here / "scale.md").read_text()
+    # --add tries again what outlived a shorter timeout than its own, and only that
+    assert scale.outlived({"status": "infeasible", "reason": "time budget: over 300 s"}) == 300
+    assert scale.outlived({"status": "infeasible", "reason": "memory: ~2 GB"}) is None
+    assert scale.outlived(row("sgd", 1, 0.5)) is None
 
 
 @pytest.mark.parametrize("scheduling", ["greenlets", "threads"])
