@@ -471,11 +471,11 @@ def main():
     rows = []
     if args.add and (out / "scale.json").exists():
         before = json.loads((out / "scale.json").read_text())
-        # a run that outlived a shorter timeout than this command's is tried again
-        rows = [row for row in before["runs"] if outlived(row) is None or
-                outlived(row) >= args.timeout]
+        rows = before["runs"]
         commands = before["commands"] + commands
-    done = {run_key(row) for row in rows}
+    # a run that outlived a shorter timeout than this command's is tried again
+    done = {run_key(row) for row in rows
+            if outlived(row) is None or outlived(row) >= args.timeout}
     started = time.time()
     with tempfile.TemporaryDirectory() as work:
         for dataset in datasets:
@@ -488,6 +488,7 @@ def main():
                                 continue
                             row = run_cell(dataset, nodes, n, label, overrides, seed, steps,
                                            args.timeout, work, args.in_process)
+                            rows = [old for old in rows if run_key(old) != run_key(row)]
                             rows.append(row)
                             shown = (f"final {row['final_mse']:.4g}" if row["status"] == "ok"
                                      else f"{row['status']}: {row['reason']}")
