@@ -104,7 +104,10 @@ PEAK = ("import resource, subprocess, sys\n"
         "code = subprocess.run(sys.argv[2:]).returncode\n"
         "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN)"
         ".ru_maxrss * 1024))\n"
-        "sys.exit(code)\n")
+        "if code < 0:\n"
+        "    print(f'killed by signal {-code}'"
+        " + (' (SIGKILL: out of memory?)' if code == -9 else ''), file=sys.stderr)\n"
+        "sys.exit(code if code >= 0 else 128 - code)\n")
 
 
 def parameter_count(n: int, p: int = INPUT_DIM) -> int:
