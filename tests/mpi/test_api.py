@@ -52,13 +52,6 @@ def run_node(config, comm, stream):
     return np.array(predictions), np.array(estimates), infos
 
 
-def shared_directory(comm):
-    import tempfile
-    from pathlib import Path
-
-    return Path(comm.bcast(tempfile.mkdtemp() if comm.rank == 0 else None))
-
-
 class CommunicatorSuite:
     """One body on every kind of communicator (mpi4py's test_cco_ngh_buf pattern)."""
 
@@ -75,7 +68,7 @@ class CommunicatorSuite:
             comm.Free()
 
     @pytest.mark.parametrize("algorithm", ALGORITHMS.names())
-    def test_node_equals_train_equals_stream_file(self, comm, algorithm):
+    def test_node_equals_train_equals_stream_file(self, comm, algorithm, mpi_tmp_path):
         network = self.network_of(comm)
         stream = node_stream(network, comm.rank)
         config = config_for(algorithm, comm)
@@ -87,10 +80,11 @@ class CommunicatorSuite:
         np.testing.assert_array_equal(estimates[-1], result.theta_mean)
         assert result.out_dir is None
         # The same data in a stream file, read by [data] as the command line does.
-        directory = shared_directory(comm)
+        directory = mpi_tmp_path / f"network-{network}"  # split networks: one each
         path = directory / "streams.h5"
         streams = [node_stream(network, k) for k in range(comm.size)]
         if comm.rank == 0:
+            directory.mkdir()
             write_stream_file(path, streams)
         comm.Barrier()
         from_file = config_for(algorithm, comm, data__source="file", data__path=str(path))

@@ -16,13 +16,6 @@ STEPS = 100
 Q, R, PRIOR_STD = 0.0004, 0.01, 1.0
 
 
-def shared_dir(comm):
-    import tempfile
-    from pathlib import Path
-
-    return Path(comm.bcast(tempfile.mkdtemp() if comm.rank == 0 else None))
-
-
 def linear_config(comm, directory, topology_text, *extra):
     topology = directory / "topology.toml"
     config_path = directory / "c.toml"
@@ -47,10 +40,10 @@ def kalman_distance(comm, config, estimates, nodes=None):
     return float(np.sqrt(np.einsum("ti,tij,tj->t", gap, precision, gap)).mean())
 
 
-def test_dekf_on_a_complete_graph_is_the_centralized_kalman_filter():
+def test_dekf_on_a_complete_graph_is_the_centralized_kalman_filter(mpi_tmp_path):
     """Every node's incremental update sees every measurement: exact, to rounding."""
     comm = MPI.COMM_WORLD
-    directory = shared_dir(comm)
+    directory = mpi_tmp_path
     from mcdpf.topology import named_topology
 
     text = named_topology("complete", comm.size).to_toml()
@@ -61,14 +54,14 @@ def test_dekf_on_a_complete_graph_is_the_centralized_kalman_filter():
     np.testing.assert_allclose(estimates, means, rtol=1e-8, atol=1e-10)
 
 
-def test_dekf_on_an_irregular_graph_approaches_the_centralized_kalman_filter():
+def test_dekf_on_an_irregular_graph_approaches_the_centralized_kalman_filter(mpi_tmp_path):
     """Tolerance: DEKF's distance to the centralized posterior must be under half that of
     the node's own exact local posterior (what EKF without communication computes);
     measured ~0.35 against ~1.3 at K = 3 and 4."""
     comm = MPI.COMM_WORLD
     if comm.size < 3:
         pytest.skip("an irregular connected graph needs at least 3 nodes")
-    directory = shared_dir(comm)
+    directory = mpi_tmp_path
     config = linear_config(comm, directory, irregular_topology(comm.size).to_toml(),
                            "run.algorithm=dekf")
     estimates = train(comm, config, directory / "dekf")["datasets"]["theta_estimates"]
@@ -81,9 +74,9 @@ def test_dekf_on_an_irregular_graph_approaches_the_centralized_kalman_filter():
     assert dekf_distance < 0.5 * ekf_distance, (dekf_distance, ekf_distance)
 
 
-def test_dsgd_on_a_noiseless_linear_problem_reaches_the_true_weights_everywhere():
+def test_dsgd_on_a_noiseless_linear_problem_reaches_the_true_weights_everywhere(mpi_tmp_path):
     comm = MPI.COMM_WORLD
-    directory = shared_dir(comm)
+    directory = mpi_tmp_path
     from mcdpf.topology import named_topology
 
     steps = 400

@@ -43,15 +43,11 @@ def distance_to_kalman(comm, tmp_path, algorithm, particles, walk_steps, kernel=
 
 
 @pytest.fixture(scope="module")
-def distances():
+def distances(mpi_module_path):
     comm = MPI.COMM_WORLD
     if comm.size < 3:
         pytest.skip("an irregular connected graph needs at least 3 nodes")
-    import tempfile
-    from pathlib import Path
-
-    directory = comm.bcast(tempfile.mkdtemp() if comm.rank == 0 else None)
-    tmp_path = Path(directory)
+    tmp_path = mpi_module_path
     return {
         "dpf small": distance_to_kalman(comm, tmp_path, "dpf", 200, 1),
         "dpf medium": distance_to_kalman(comm, tmp_path, "dpf", 600, 6),

@@ -44,15 +44,6 @@ def one_distance(comm, directory, *extra, nodes=None):
     return kalman_distance(comm, config, estimates, STEPS, BURN_IN, nodes)
 
 
-@pytest.fixture(scope="module")
-def directory():
-    import tempfile
-    from pathlib import Path
-
-    comm = MPI.COMM_WORLD
-    return Path(comm.bcast(tempfile.mkdtemp() if comm.rank == 0 else None))
-
-
 OPTIONS = {
     "float32 wire": ["filter.wire_dtype=float32"],
     "visit centering": ["filter.visit_centering=true"],
@@ -62,7 +53,7 @@ OPTIONS = {
 
 
 @pytest.mark.parametrize("option", list(OPTIONS))
-def test_every_dpf_option_approaches_the_kalman_filter(directory, option):
+def test_every_dpf_option_approaches_the_kalman_filter(mpi_tmp_path, option):
     """s = 2 -> s = 16 at N = 600 (measured at K = 3, 4: 0.67-0.90 -> 0.15-0.38): the
     distance falls by at least 1.5x and ends below 0.5 (room for the Monte Carlo spread of
     600 particles and one seed)."""
@@ -70,12 +61,12 @@ def test_every_dpf_option_approaches_the_kalman_filter(directory, option):
     if comm.size < 3:
         pytest.skip("an irregular connected graph needs at least 3 nodes")
     extra = ["run.algorithm=dpf", "filter.particles=600", *OPTIONS[option]]
-    short = distance(comm, directory, *extra, "filter.walk_steps=2")
-    long = distance(comm, directory, *extra, "filter.walk_steps=16")
+    short = distance(comm, mpi_tmp_path, *extra, "filter.walk_steps=2")
+    long = distance(comm, mpi_tmp_path, *extra, "filter.walk_steps=16")
     assert long < short / 1.5 and long < 0.5, (option, short, long)
 
 
-def test_visit_centering_brings_dpf_within_0_2_at_n_1000_s_20(directory):
+def test_visit_centering_brings_dpf_within_0_2_at_n_1000_s_20(mpi_tmp_path):
     """The issue's target on an irregular graph, mean of three seeds: Algorithm-1 dpf
     (measured 0.30 at K = 3, 0.22 at K = 4, N = 1000, s = 20) against centred visits with
     the linearized proposal (measured 0.15, 0.17): below 0.2, and below Algorithm 1's."""
@@ -84,13 +75,13 @@ def test_visit_centering_brings_dpf_within_0_2_at_n_1000_s_20(directory):
         pytest.skip("an irregular connected graph needs at least 3 nodes")
     common = ["run.algorithm=dpf", "filter.particles=1000", "filter.walk_steps=20"]
     seeds = (21, 22, 23)
-    paper = distance(comm, directory, *common, seeds=seeds)
-    centred = distance(comm, directory, *common, "filter.visit_centering=true",
+    paper = distance(comm, mpi_tmp_path, *common, seeds=seeds)
+    centred = distance(comm, mpi_tmp_path, *common, "filter.visit_centering=true",
                        "filter.proposal=linearized", seeds=seeds)
     assert centred < 0.2 and centred < paper, (paper, centred)
 
 
-def test_gaussian_particles_are_the_kalman_filter_in_rpf_and_local_in_pf(directory):
+def test_gaussian_particles_are_the_kalman_filter_in_rpf_and_local_in_pf(mpi_tmp_path):
     """A Gaussian-sum filter on a linear-Gaussian model: every component is an exact
     Kalman filter (from its own prior draw), so rpf with hops >= diameter is within 0.01
     of the centralized posterior after the burn-in (measured < 0.001), and pf with
@@ -100,9 +91,9 @@ def test_gaussian_particles_are_the_kalman_filter_in_rpf_and_local_in_pf(directo
     if comm.size < 3:
         pytest.skip("an irregular connected graph needs at least 3 nodes")
     gaussian = ["filter.kernel=gaussian", "filter.particles=10", "filter.ess_threshold=0.5"]
-    relayed = distance(comm, directory, "run.algorithm=rpf", *gaussian)
-    local = distance(comm, directory, "run.algorithm=pf", *gaussian, nodes=[comm.rank])
-    central = distance(comm, directory, "run.algorithm=pf", *gaussian)
+    relayed = distance(comm, mpi_tmp_path, "run.algorithm=rpf", *gaussian)
+    local = distance(comm, mpi_tmp_path, "run.algorithm=pf", *gaussian, nodes=[comm.rank])
+    central = distance(comm, mpi_tmp_path, "run.algorithm=pf", *gaussian)
     assert relayed < 0.01, relayed
     assert local < 0.01, local
     assert central > 0.5, central

@@ -29,13 +29,6 @@ BURN_IN, STEPS = 20, 100
 Q, R, PRIOR_STD = 0.0004, 0.01, 1.0
 
 
-def shared_dir(comm):
-    import tempfile
-    from pathlib import Path
-
-    return Path(comm.bcast(tempfile.mkdtemp() if comm.rank == 0 else None))
-
-
 def linear_config(comm, directory, *extra, topology=None):
     topology = topology or irregular_topology(max(comm.size, 3)) if comm.size >= 3 else None
     path = directory / "c.toml"
@@ -54,11 +47,11 @@ def linear_config(comm, directory, *extra, topology=None):
         *extra])
 
 
-def test_rpf_with_the_oracles_streams_is_cpf_bit_for_bit():
+def test_rpf_with_the_oracles_streams_is_cpf_bit_for_bit(mpi_tmp_path):
     """Uniform weights, hops = diameter, the cpf random streams and N = cpf's particles:
     the same draws and the same likelihood sums in the same order, so the same numbers."""
     comm = MPI.COMM_WORLD
-    directory = shared_dir(comm)
+    directory = mpi_tmp_path
     config = linear_config(comm, directory, "filter.particles=60",
                            "filter.central_particles=60", "model.kind=lstm",
                            "data.source=synthetic-lstm")
@@ -92,7 +85,7 @@ def test_rpf_with_the_oracles_streams_is_cpf_bit_for_bit():
     neighbourhood.free()
 
 
-def test_rpf_is_the_centralized_pf_and_walk_weights_approach_it():
+def test_rpf_is_the_centralized_pf_and_walk_weights_approach_it(mpi_tmp_path):
     """Distances to the exact centralized posterior (posterior sd, seeded).
 
     rpf uniform and cpf, both 1000 particles (measured at K = 3, 4: 0.07-0.09, within
@@ -103,7 +96,7 @@ def test_rpf_is_the_centralized_pf_and_walk_weights_approach_it():
     comm = MPI.COMM_WORLD
     if comm.size < 3:
         pytest.skip("an irregular connected graph needs at least 3 nodes")
-    directory = shared_dir(comm)
+    directory = mpi_tmp_path
     runs = {"cpf": ["run.algorithm=cpf", "filter.central_particles=1000"],
             "rpf": ["run.algorithm=rpf", "filter.particles=1000"]}
     for s in (1, 4, 16):

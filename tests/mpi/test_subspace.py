@@ -39,24 +39,15 @@ def distance(comm, directory, algorithm, subspace, seed):
     return kalman_distance(comm, config, estimates, STEPS, BURN_IN, nodes, prior_mean=anchor)
 
 
-@pytest.fixture(scope="module")
-def directory():
-    import tempfile
-    from pathlib import Path
-
-    comm = MPI.COMM_WORLD
-    return Path(comm.bcast(tempfile.mkdtemp() if comm.rank == 0 else None))
-
-
 @pytest.mark.parametrize("algorithm", ["pf", "cpf"])
-def test_a_full_dimensional_subspace_is_the_full_space_filter(directory, algorithm):
+def test_a_full_dimensional_subspace_is_the_full_space_filter(mpi_tmp_path, algorithm):
     """d = n_theta, mean over three seeds: the subspace filter's distance to its Kalman
     filter is within 0.15 posterior sds of the full filter's and below 0.4 (both are Monte
     Carlo estimates with 1000-2000 particles whose single-seed distances spread over
     0.1-0.2; measured at 1 rank, pf: 0.163 full, 0.134 subspace)."""
     comm = MPI.COMM_WORLD
-    full = np.mean([distance(comm, directory, algorithm, 0, seed) for seed in SEEDS])
-    sub = np.mean([distance(comm, directory, algorithm, INPUTS, seed) for seed in SEEDS])
+    full = np.mean([distance(comm, mpi_tmp_path, algorithm, 0, seed) for seed in SEEDS])
+    sub = np.mean([distance(comm, mpi_tmp_path, algorithm, INPUTS, seed) for seed in SEEDS])
     assert abs(sub - full) < 0.15 and sub < 0.4, (algorithm, full, sub)
 
 
