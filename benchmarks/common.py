@@ -130,6 +130,21 @@ def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
+def to_toml(document: dict) -> str:
+    """A configuration file's text from ``{section: {key: value}}`` or ``{"section.key": value}``
+    (JSON's strings, numbers and booleans are TOML's)."""
+    sections: dict = {}
+    for name, value in document.items():
+        if isinstance(value, dict):
+            sections.setdefault(name, {}).update(value)
+        else:
+            section, key = name.split(".")
+            sections.setdefault(section, {})[key] = value
+    return "".join(f"[{section}]\n" + "".join(f"{key} = {json.dumps(value)}\n"
+                                              for key, value in keys.items())
+                   for section, keys in sections.items())
+
+
 def mpiexec() -> str:
     """The mpiexec beside this Python (the mpich wheel's), else the one on PATH."""
     beside = Path(sys.executable).with_name("mpiexec")

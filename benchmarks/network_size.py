@@ -39,7 +39,7 @@ from pathlib import Path
 
 # common pins the BLAS and numba threads before numpy loads
 # isort: off
-from common import REPO, RESULTS, mpiexec, write_json
+from common import REPO, RESULTS, mpiexec, to_toml, write_json
 import numpy as np
 # isort: on
 
@@ -341,12 +341,7 @@ def check_mpi(steps: int = 30) -> None:
         here = simulate(overrides, 4)
         with tempfile.TemporaryDirectory() as scratch:
             config, out = Path(scratch) / "c.toml", Path(scratch) / "run"
-            sections = {}
-            for key_name, value in overrides.items():
-                section, key = key_name.split(".")
-                sections.setdefault(section, []).append(f"{key} = {json.dumps(value)}")
-            config.write_text("".join(f"[{section}]\n" + "\n".join(lines) + "\n"
-                                      for section, lines in sections.items()))
+            config.write_text(to_toml(overrides))
             subprocess.run([mpiexec(), "-n", "4", sys.executable, "-m", "mcdpf", "train",
                             str(config), "--out", str(out)], check=True,
                            capture_output=True, timeout=900)

@@ -47,7 +47,7 @@ from pathlib import Path
 
 # common pins the BLAS and numba threads before numpy loads
 # isort: off
-from common import REPO, RESULTS, machine_info, mpiexec, spread
+from common import REPO, RESULTS, machine_info, mpiexec, spread, to_toml
 import numpy as np
 # isort: on
 
@@ -268,14 +268,6 @@ def finish(process, timeout) -> dict | None:
         return {"status": "failed", "reason": f"exit {process.returncode}: "
                 f"{stderr.strip().splitlines()[-1] if stderr.strip() else ''}"}
     return None
-
-
-def to_toml(document) -> str:
-    lines = []
-    for section, keys in document.items():
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in keys.items()]
-    return "\n".join(lines) + "\n"
 
 
 def summarise(rows):
