@@ -2,7 +2,7 @@
 
     python benchmarks/dpf_best.py [--config launch/dpf-best.toml] [--set KEY=VALUE ...]
         [--settings hk-interleave,co2-interleave,sunspots-interleave] [--seeds 1,2,3,4,5]
-        [--out benchmarks/results/dpf_best]
+        [--topology topologies/random10.toml] [--out benchmarks/results/dpf_best]
 
 Issue 16's target for the seeds' method: the configuration in which particles migrate
 (``run.algorithm = "dpf"``) reaches a final-10 % network MSE within 10 % of dekf's (or
@@ -10,7 +10,9 @@ below) at no more than 10x dekf's bytes per node per step, on real non-IID data 
 frontier's interleaved settings: 4-node paper ring, the papers' model n = 2). For every
 setting one ``mpiexec -n 4`` job runs dekf exactly as ``benchmarks/frontier.py`` does and
 the candidate (``--config`` with the setting's data overrides of the frontier, then
-``--set``) for every seed. Prints a Markdown table (mean ± std over seeds; ratios of the
+``--set``) for every seed. ``--topology FILE`` puts both on another graph (one rank per
+node of the file, data interleaved over its nodes): the configuration off the ring it was
+tuned on. Prints a Markdown table (mean ± std over seeds; ratios of the
 means) and writes ``dpf_best.md`` and ``dpf_best.json`` into ``--out`` (unless
 ``--no-write``: tuning runs).
 """
@@ -35,8 +37,9 @@ MSE_SLACK = 1.10  # within 10 % of dekf's final MSE
 BYTES_FACTOR = 10  # at most 10x dekf's bytes per node per step
 
 
-def worker(setting, seeds, config_path, overrides, output):
-    """Under mpiexec: dekf and the candidate for every seed; rank 0 writes the rows."""
+def worker(setting, seeds, config_path, overrides, output, topology=None):
+    """Under mpiexec: dekf and the candidate for every seed (both on ``topology``'s graph
+    if given); rank 0 writes the rows."""
     from mpi4py import MPI
 
     from mcdpf.config import load_config
@@ -45,8 +48,9 @@ def worker(setting, seeds, config_path, overrides, output):
     comm = MPI.COMM_WORLD
     base, common = SETTINGS[setting]
     data = [item for item in common if item.startswith("data.")]
-    runs = {"dekf": (base, [*common, *VARIANTS["dekf"][1]]),
-            "dpf": (config_path, [*data, *overrides])}
+    graph = [f"topology.file={topology}"] if topology else []
+    runs = {"dekf": (base, [*common, *VARIANTS["dekf"][1], *graph]),
+            "dpf": (config_path, [*data, *overrides, *graph])}
     rows = []
     for name, (path, extra) in runs.items():
         for seed in seeds:
@@ -105,26 +109,39 @@ def main():
                         help="override of the candidate (repeatable)")
     parser.add_argument("--settings", default=",".join(INTERLEAVED))
     parser.add_argument("--seeds", default="1,2,3,4,5")
+    parser.add_argument("--topology", metavar="FILE",
+                        help="a topology file for both (default: each one's own, the ring)")
     parser.add_argument("--out", default=str(RESULTS / "dpf_best"))
     parser.add_argument("--no-write", action="store_true", help="print only (tuning)")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    topology = str(Path(args.topology).resolve()) if args.topology else None
     if args.worker:
-        worker(args.worker[0], seeds, args.config, args.set, args.worker[1])
+        worker(args.worker[0], seeds, args.config, args.set, args.worker[1], topology)
         return
     settings = [s for s in args.settings.split(",") if s]
     for setting in settings:
         if setting not in SETTINGS:
             parser.error(f"unknown setting {setting!r}; settings are {', '.join(SETTINGS)}")
+    nodes = NODES
+    if topology:
+        from mcdpf.errors import InputError
+        from mcdpf.topology.files import read_topology_file
+
+        try:
+            nodes = read_topology_file(topology).nodes
+        except InputError as error:
+            parser.error(str(error))
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         for setting in settings:
             output = Path(directory) / f"{setting}.json"
             print(f"{setting}:", flush=True)
-            subprocess.run([mpiexec(), "-n", str(NODES), sys.executable, __file__, "--worker",
+            subprocess.run([mpiexec(), "-n", str(nodes), sys.executable, __file__, "--worker",
                             setting, str(output), "--seeds", args.seeds, "--config",
-                            args.config, *[f"--set={item}" for item in args.set]], check=True)
+                            args.config, *[f"--set={item}" for item in args.set],
+                            *(["--topology", topology] if topology else [])], check=True)
             rows += json.loads(output.read_text())
     summary = summarise(rows)
     command = " ".join(["python benchmarks/dpf_best.py", *sys.argv[1:]])
@@ -135,7 +152,8 @@ def main():
         out.mkdir(parents=True, exist_ok=True)
         (out / "dpf_best.md").write_text(table + "\n")
         write_json(out / "dpf_best.json", {"seeds": seeds, "config": args.config,
-                                           "overrides": args.set, "summary": summary,
+                                           "overrides": args.set, "topology": args.topology,
+                                           "nodes": nodes, "summary": summary,
                                            "runs": rows})
 
 

@@ -211,3 +211,14 @@ def test_step_times_the_recommended_configurations_and_their_kernels():
     for row in rows:
         step, kernels, ratio = map(float, row[-3:])
         assert 0 < kernels <= step and ratio >= 1.0, row
+
+
+def test_dpf_best_refuses_a_bad_topology_file_in_one_line(tmp_path):
+    """``--topology`` is read before any rank starts: a broken file is exit 2, one line."""
+    broken = tmp_path / "graph.toml"
+    broken.write_text("nodes = 3\nedges = [[0, 1]]\n")  # node 2 is cut off
+    result = run([sys.executable, str(REPO / "benchmarks" / "dpf_best.py"), "--topology",
+                  str(broken), "--seeds", "1", "--no-write"])
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert str(broken) in last and "connected" in last, result.stderr
