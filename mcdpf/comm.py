@@ -21,6 +21,7 @@ are global collectives; they run only before the first time step and after the l
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -374,14 +375,34 @@ def gather_to_first(comm, values: np.ndarray) -> np.ndarray | None:
     return result
 
 
+ABORT_GRACE_SECONDS = 0.25  # for the launcher to forward this rank's last lines
+
+
+def _let_output_out() -> None:
+    """Flush stdout and stderr and give the launcher a moment to forward them.
+
+    ``MPI_Abort`` makes MPICH's launcher kill every rank at once, and lines a rank wrote
+    just before may still sit in the pipe to the launcher's proxy and be lost (seen:
+    ``second SIGINT: aborting ...`` missing from a job's output under load).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken: nothing to forward
+            pass
+    time.sleep(ABORT_GRACE_SECONDS)
+
+
 def abort(comm, code: int) -> None:
     """End every rank of the job now (used after an unexpected error on one rank)."""
+    _let_output_out()
     comm.Abort(code)
 
 
 def abort_world(code: int) -> None:
     """``MPI_Abort`` on ``COMM_WORLD`` if MPI is running (the uncaught-exception hook)."""
     if MPI.Is_initialized() and not MPI.Is_finalized():
+        _let_output_out()
         MPI.COMM_WORLD.Abort(code)
 
 
