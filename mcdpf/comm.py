@@ -402,8 +402,7 @@ def abort(comm, code: int) -> None:
 def abort_world(code: int) -> None:
     """``MPI_Abort`` on ``COMM_WORLD`` if MPI is running (the uncaught-exception hook)."""
     if MPI.Is_initialized() and not MPI.Is_finalized():
-        _let_output_out()
-        MPI.COMM_WORLD.Abort(code)
+        abort(MPI.COMM_WORLD, code)
 
 
 STOP_TAG = 17  # the only point-to-point tag: stop requests (mcdpf.shutdown)
