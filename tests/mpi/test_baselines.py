@@ -43,12 +43,11 @@ def kalman_distance(comm, config, estimates, nodes=None):
 def test_dekf_on_a_complete_graph_is_the_centralized_kalman_filter(mpi_tmp_path):
     """Every node's incremental update sees every measurement: exact, to rounding."""
     comm = MPI.COMM_WORLD
-    directory = mpi_tmp_path
     from mcdpf.topology import named_topology
 
     text = named_topology("complete", comm.size).to_toml()
-    config = linear_config(comm, directory, text, "run.algorithm=dekf")
-    estimates = train(comm, config, directory / "dekf")["datasets"]["theta_estimates"]
+    config = linear_config(comm, mpi_tmp_path, text, "run.algorithm=dekf")
+    estimates = train(comm, config, mpi_tmp_path / "dekf")["datasets"]["theta_estimates"]
     streams = [node_stream(config.data, STEPS, comm.size, k) for k in range(comm.size)]
     means, _ = kalman_filter(streams, Q, R, PRIOR_STD ** 2)
     np.testing.assert_allclose(estimates, means, rtol=1e-8, atol=1e-10)
@@ -61,12 +60,11 @@ def test_dekf_on_an_irregular_graph_approaches_the_centralized_kalman_filter(mpi
     comm = MPI.COMM_WORLD
     if comm.size < 3:
         pytest.skip("an irregular connected graph needs at least 3 nodes")
-    directory = mpi_tmp_path
-    config = linear_config(comm, directory, irregular_topology(comm.size).to_toml(),
+    config = linear_config(comm, mpi_tmp_path, irregular_topology(comm.size).to_toml(),
                            "run.algorithm=dekf")
-    estimates = train(comm, config, directory / "dekf")["datasets"]["theta_estimates"]
+    estimates = train(comm, config, mpi_tmp_path / "dekf")["datasets"]["theta_estimates"]
     ekf = train(comm, config.replace("run", algorithm="ekf"),
-                directory / "ekf")["datasets"]["theta_estimates"]
+                mpi_tmp_path / "ekf")["datasets"]["theta_estimates"]
     dekf_distance = np.mean(comm.allgather(kalman_distance(comm, config, estimates)))
     ekf_distance = np.mean(comm.allgather(kalman_distance(comm, config, ekf)))
     local = np.mean(comm.allgather(kalman_distance(comm, config, ekf, nodes=[comm.rank])))
@@ -76,14 +74,13 @@ def test_dekf_on_an_irregular_graph_approaches_the_centralized_kalman_filter(mpi
 
 def test_dsgd_on_a_noiseless_linear_problem_reaches_the_true_weights_everywhere(mpi_tmp_path):
     comm = MPI.COMM_WORLD
-    directory = mpi_tmp_path
     from mcdpf.topology import named_topology
 
     steps = 400
-    config = linear_config(comm, directory, named_topology("ring", comm.size).to_toml(),
+    config = linear_config(comm, mpi_tmp_path, named_topology("ring", comm.size).to_toml(),
                            "run.algorithm=dsgd", "data.noise_std=0.0", "data.drift_std=0.0",
                            "sgd.learning_rate=0.5", f"run.steps={steps}")
-    estimate = train(comm, config, directory / "dsgd")["datasets"]["theta_mean"]
+    estimate = train(comm, config, mpi_tmp_path / "dsgd")["datasets"]["theta_mean"]
     _, theta = linear_gaussian_stream(config.data, steps, comm.size)
     np.testing.assert_allclose(estimate, theta[0], atol=1e-6)
     assert np.ptp(np.array(comm.allgather(estimate)), axis=0).max() < 1e-6

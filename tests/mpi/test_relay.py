@@ -51,8 +51,7 @@ def test_rpf_with_the_oracles_streams_is_cpf_bit_for_bit(mpi_tmp_path):
     """Uniform weights, hops = diameter, the cpf random streams and N = cpf's particles:
     the same draws and the same likelihood sums in the same order, so the same numbers."""
     comm = MPI.COMM_WORLD
-    directory = mpi_tmp_path
-    config = linear_config(comm, directory, "filter.particles=60",
+    config = linear_config(comm, mpi_tmp_path, "filter.particles=60",
                            "filter.central_particles=60", "model.kind=lstm",
                            "data.source=synthetic-lstm")
     topology = irregular_topology(comm.size) if comm.size >= 3 else None
@@ -96,7 +95,6 @@ def test_rpf_is_the_centralized_pf_and_walk_weights_approach_it(mpi_tmp_path):
     comm = MPI.COMM_WORLD
     if comm.size < 3:
         pytest.skip("an irregular connected graph needs at least 3 nodes")
-    directory = mpi_tmp_path
     runs = {"cpf": ["run.algorithm=cpf", "filter.central_particles=1000"],
             "rpf": ["run.algorithm=rpf", "filter.particles=1000"]}
     for s in (1, 4, 16):
@@ -104,8 +102,8 @@ def test_rpf_is_the_centralized_pf_and_walk_weights_approach_it(mpi_tmp_path):
                              "relay.weights=walk", f"filter.walk_steps={s}"]
     distance = {}
     for name, extra in runs.items():
-        config = linear_config(comm, directory, *extra)
-        estimates = train(comm, config, directory / name.replace(" ", ""), force=True)
+        config = linear_config(comm, mpi_tmp_path, *extra)
+        estimates = train(comm, config, mpi_tmp_path / name.replace(" ", ""), force=True)
         distance[name] = kalman_distance(comm, config, estimates["datasets"]["theta_estimates"],
                                          STEPS, BURN_IN)
     assert distance["rpf"] < 0.2 and distance["cpf"] < 0.2, distance
