@@ -28,6 +28,7 @@ from .baselines import (
 )
 from .covariance import build_covariance
 from .dpf import DistributedParticleFilter
+from .errors import InputError
 from .filters import ParticleFilter, StreamPlan
 from .kernels import forward_unit
 from .learner import AlgorithmTraits
@@ -101,6 +102,9 @@ def _cpf_check(config, model, topology) -> None:
 
 
 def _dpf_check(config, model, topology) -> None:
+    if config.filter.weight_tempering != 1.0:
+        raise InputError(f"{config.source}: [filter] weight_tempering is for pf, rpf and cpf; "
+                         "dpf tempers its visits with visit_tempering")
     _kernel_check(config, model, walk_held_bound(config.filter, topology))
 
 

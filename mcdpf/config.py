@@ -201,6 +201,11 @@ class FilterConfig:
     visit_tempering: float = _key(1.0, "dpf: beta, every visit's exponent is beta / (s pi_j) "
                                   "(1: the papers'; below 1 flattens the walk's weights, "
                                   "docs/algorithms.md)", "float", positive=True, maximum=1.0)
+    weight_tempering: float = _key(1.0, "pf, rpf, cpf: eta, every particle's likelihood "
+                                   "enters its weight to the power eta, its move (a Gaussian "
+                                   "particle's EKF update) untempered (1: Bayes; 0: equal "
+                                   "weights, an ensemble of Gaussian particles; "
+                                   "docs/algorithms.md)", "float", minimum=0.0, maximum=1.0)
     wire_dtype: str | None = _key(None, "dpf: float type of migrating particles on the wire; "
                                   "default: the model dtype (float32 halves a float64 "
                                   "run's bytes)", "str", choices=DTYPES, optional=True)

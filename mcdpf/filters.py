@@ -279,8 +279,9 @@ class ParticleFilter:
         particles = state.particles
         measured, bytes_sent = self.gather(pending, target)
         moved = self.kernel.update(self, state, pending, measured)
+        increment = moved.log_likelihood * self.settings.weight_tempering
         update = reweight_estimate_resample(
-            moved.theta, moved.next_carry, particles.log_weights + moved.log_likelihood,
+            moved.theta, moved.next_carry, particles.log_weights + increment,
             particles.ids, count=self.count, threshold=self.settings.ess_threshold,
             scheme=self.settings.resampling, step=pending.step, keys=self.keys,
             rank=self.key, next_serial=state.next_serial, parallel=self.parallel,

@@ -155,8 +155,11 @@ class PointKernel:
         return None
 
     def check(self, config) -> None:
-        """Every proposal goes with point particles."""
-        return None
+        """Every proposal goes with point particles; they learn by their weights alone."""
+        if config.filter.weight_tempering == 0.0:
+            raise InputError(f"{config.source}: [filter] weight_tempering = 0 leaves point "
+                             "particles' weights equal, so they never learn; it is for "
+                             "kernel = \"gaussian\"")
 
     def initial(self, pf, theta: np.ndarray):
         """``(theta, None)``: the prior draws as they are, no covariance."""

@@ -113,6 +113,64 @@ def test_structured_gaussian_particles_stay_near_the_exact_posterior():
     assert kalman_distance(particle_means("lowrank", stream, P_LINEAR - 1), stream) < 1.0
 
 
+def tempered_run(eta, stream, steps=60):
+    """Three Gaussian particles of pf (full form, never resampled) on the linear model with
+    ``filter.weight_tempering = eta``: per step the means, log-weights, ESS, prediction and
+    the particles' own predictions."""
+    from mcdpf.filters import ParticleFilter, StreamPlan
+    from mcdpf.models import LinearModel
+
+    settings = load_config(MINIMAL, {
+        "filter.kernel": "gaussian", "filter.particles": 3, "filter.ess_threshold": 0.0,
+        "filter.state_noise": Q, "filter.obs_noise": R,
+        "filter.weight_tempering": eta}).filter
+    model = LinearModel(inputs=P_LINEAR, init_std=1.0, dtype=np.dtype("float64"))
+    pf = ParticleFilter(model=model, settings=settings, seed=3, key=0, count=3,
+                        plan=StreamPlan(nodes=(0,)), initial_variance=PRIOR)
+    state, rows = pf.initial_state(), []
+    for t in range(steps):
+        columns = stream.columns[stream.offsets[t]:stream.offsets[t + 1]]
+        prediction, pending = pf.predict(state, t, columns)
+        state, info = pf.learn(state, pending, float(stream.targets[t]))
+        rows.append((state.particles.theta.copy(), state.particles.log_weights.copy(),
+                     info.ess, prediction, np.array(pending.predictions)))
+    return rows
+
+
+def test_weight_tempering_scales_the_weights_and_leaves_the_moves():
+    """eta multiplies every log-likelihood increment of the weights and nothing else: the
+    means are bit-identical at every eta, the log-weight differences are eta times the
+    untempered ones (float64 sums of the same terms, so to 1e-9 relative), and eta = 0
+    keeps equal weights, ESS = N, and predicts the plain mean of the particles' own
+    predictions (an ensemble)."""
+    stream = correlated_linear_stream()
+    runs = {eta: tempered_run(eta, stream) for eta in (1.0, 0.5, 0.0)}
+    spread = max(np.ptp(row[1]) for row in runs[1.0])
+    assert spread > 1.0  # the untempered weights do separate the particles
+    for (theta, bayes, *_), (theta_half, half, *_), (theta_zero, zero, ess, prediction,
+                                                    own) in zip(*runs.values(), strict=True):
+        assert np.array_equal(theta, theta_half) and np.array_equal(theta, theta_zero)
+        np.testing.assert_allclose(half - half[0], 0.5 * (bayes - bayes[0]), rtol=1e-9,
+                                   atol=1e-9)
+        assert np.ptp(zero) == 0.0 and ess == pytest.approx(3.0, rel=1e-12)
+        assert prediction == pytest.approx(float(np.mean(own)), rel=1e-12)
+
+
+def test_weight_tempering_is_refused_where_it_means_nothing():
+    with pytest.raises(InputError, match="weight_tempering = -0.5: must be >= 0"):
+        load_config(MINIMAL, {"filter.weight_tempering": -0.5})
+    with pytest.raises(InputError, match="weight_tempering = 1.5: must be <= 1.0"):
+        load_config(MINIMAL, {"filter.weight_tempering": 1.5})
+    with pytest.raises(InputError, match="weight_tempering is for pf, rpf and cpf; dpf "
+                                         "tempers its visits with visit_tempering"):
+        check("dpf", {"filter.weight_tempering": 0.5})
+    with pytest.raises(InputError, match="weight_tempering = 0 leaves point particles' "
+                                         "weights equal"):
+        check("pf", {"filter.weight_tempering": 0.0, "filter.kernel": "point"})
+    check("rpf", {"filter.weight_tempering": 0.0})
+    check("pf", {"filter.weight_tempering": 0.5, "filter.kernel": "point"})
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"filter.covariance": "banded"}, r"covariance = \"banded\": must be one of full, "
                                       "diagonal, decoupled, lowrank"),
