@@ -50,6 +50,7 @@ BASELINES = ("ekf", "dekf", "sgd", "adam")
 SGD_RATES = (0.03, 0.1, 0.3, 1.0)
 ADAM_RATES = (0.003, 0.01, 0.03)
 PARTICLES = (1, 2, 3, 5, 10, 20)
+WEIGHT_TEMPERINGS = (0.0, 0.01, 0.1)
 GAUSSIAN = ["run.algorithm=rpf", "filter.kernel=gaussian", "filter.ess_threshold=0.5"]
 # The EKF family's noise (q = filter.state_noise, r = filter.obs_noise), for the Kalman
 # baselines and the Gaussian particles alike: the configuration's (q = 4e-4, r = 0.01),
@@ -80,6 +81,16 @@ def all_variants() -> dict[str, tuple[str, list[str]]]:
                 variants[f"rpf N={particles} {form}{suffix}"] = ("particle", [
                     *GAUSSIAN, f"filter.particles={particles}",
                     *form_overrides(form, RANK, section="filter"), *noise])
+    # an ensemble: Gaussian particles whose weights take their likelihoods to the power
+    # eta (filter.weight_tempering), so that they stay distinct and average their predictions
+    for particles in PARTICLES[1:]:
+        for form in FORMS:
+            for suffix, noise in NOISES.items():
+                for eta in WEIGHT_TEMPERINGS:
+                    variants[f"rpf N={particles} {form}{suffix} eta={eta:g}"] = ("particle", [
+                        *GAUSSIAN, f"filter.particles={particles}",
+                        *form_overrides(form, RANK, section="filter"), *noise,
+                        f"filter.weight_tempering={eta}"])
     # an ablation of dekf's combination step: one Gaussian particle relayed one hop is an
     # EKF on the same 3 measurements as a dekf node on the ring, without the averaging
     for form in FORMS:
