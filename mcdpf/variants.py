@@ -156,10 +156,15 @@ class PointKernel:
 
     def check(self, config) -> None:
         """Every proposal goes with point particles; they learn by their weights alone."""
-        if config.filter.weight_tempering == 0.0:
+        settings = config.filter
+        if settings.weight_tempering == 0.0:
             raise InputError(f"{config.source}: [filter] weight_tempering = 0 leaves point "
                              "particles' weights equal, so they never learn; it is for "
                              "kernel = \"gaussian\"")
+        if settings.weight_tempering != 1.0 and settings.proposal != "prior":
+            raise InputError(f"{config.source}: [filter] weight_tempering goes with proposal "
+                             f"= \"prior\" (proposal = \"{settings.proposal}\" proposes from "
+                             "the untempered posterior, so its weights cannot be tempered)")
 
     def initial(self, pf, theta: np.ndarray):
         """``(theta, None)``: the prior draws as they are, no covariance."""

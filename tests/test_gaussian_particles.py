@@ -167,6 +167,9 @@ def test_weight_tempering_is_refused_where_it_means_nothing():
     with pytest.raises(InputError, match="weight_tempering = 0 leaves point particles' "
                                          "weights equal"):
         check("pf", {"filter.weight_tempering": 0.0, "filter.kernel": "point"})
+    with pytest.raises(InputError, match="weight_tempering goes with proposal = \"prior\""):
+        check("pf", {"filter.weight_tempering": 0.5, "filter.kernel": "point",
+                     "filter.proposal": "linearized"})
     check("rpf", {"filter.weight_tempering": 0.0})
     check("pf", {"filter.weight_tempering": 0.5, "filter.kernel": "point"})
 
