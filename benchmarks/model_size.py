@@ -75,29 +75,28 @@ def all_variants() -> dict[str, tuple[str, list[str]]]:
     for rate in ADAM_RATES:
         variants[f"adam lr={rate:g}"] = ("adam", ["run.algorithm=adam",
                                                   f"adam.learning_rate={rate}"])
+    def gaussian(particles, form, noise, *extra):
+        """rpf with ``particles`` Gaussian particles of ``form``, ``noise`` and ``extra``."""
+        return ("particle", [*GAUSSIAN, f"filter.particles={particles}",
+                             *form_overrides(form, RANK, section="filter"), *noise, *extra])
+
     for particles in PARTICLES:
         for form in FORMS:
             for suffix, noise in NOISES.items():
-                variants[f"rpf N={particles} {form}{suffix}"] = ("particle", [
-                    *GAUSSIAN, f"filter.particles={particles}",
-                    *form_overrides(form, RANK, section="filter"), *noise])
+                variants[f"rpf N={particles} {form}{suffix}"] = gaussian(particles, form, noise)
     # an ensemble: Gaussian particles whose weights take their likelihoods to the power
     # eta (filter.weight_tempering), so that they stay distinct and average their predictions
     for particles in PARTICLES[1:]:
         for form in FORMS:
             for suffix, noise in NOISES.items():
                 for eta in WEIGHT_TEMPERINGS:
-                    variants[f"rpf N={particles} {form}{suffix} eta={eta:g}"] = ("particle", [
-                        *GAUSSIAN, f"filter.particles={particles}",
-                        *form_overrides(form, RANK, section="filter"), *noise,
-                        f"filter.weight_tempering={eta}"])
+                    variants[f"rpf N={particles} {form}{suffix} eta={eta:g}"] = gaussian(
+                        particles, form, noise, f"filter.weight_tempering={eta}")
     # an ablation of dekf's combination step: one Gaussian particle relayed one hop is an
     # EKF on the same 3 measurements as a dekf node on the ring, without the averaging
     for form in FORMS:
         for suffix, noise in NOISES.items():
-            variants[f"rpf N=1 {form}{suffix} hops=1"] = ("particle", [
-                *GAUSSIAN, "filter.particles=1", "relay.hops=1",
-                *form_overrides(form, RANK, section="filter"), *noise])
+            variants[f"rpf N=1 {form}{suffix} hops=1"] = gaussian(1, form, noise, "relay.hops=1")
     return variants
 
 
