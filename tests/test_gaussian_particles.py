@@ -32,30 +32,39 @@ FORMS = tuple(COVARIANCES)
 MINIMAL = {"topology": {"name": "ring"}}
 
 
-def particle_means(name, stream, rank=None, walk_steps=None):
-    """One Gaussian particle of pf (prior mean 0, ``P0 = PRIOR I``) on the linear model;
-    with ``walk_steps``, of dpf on a single node walking that many steps."""
+def linear_particle_filter(overrides, count):
+    """pf with ``count`` particles and the filter ``overrides`` on the linear model (p =
+    P_LINEAR, ``P0 = PRIOR I``), seed 3."""
     from mcdpf.filters import ParticleFilter, StreamPlan
     from mcdpf.models import LinearModel
 
+    settings = load_config(MINIMAL, overrides).filter
+    model = LinearModel(inputs=P_LINEAR, init_std=1.0, dtype=np.dtype("float64"))
+    return ParticleFilter(model=model, settings=settings, seed=3, key=0, count=count,
+                          plan=StreamPlan(nodes=(0,)), initial_variance=PRIOR)
+
+
+def particle_means(name, stream, rank=None, walk_steps=None):
+    """One Gaussian particle of pf (prior mean 0, ``P0 = PRIOR I``) on the linear model;
+    with ``walk_steps``, of dpf on a single node walking that many steps."""
     overrides = {"filter.kernel": "gaussian", "filter.covariance": name,
                  "filter.state_noise": Q, "filter.obs_noise": R}
     if rank is not None:
         overrides["filter.rank"] = rank
     if walk_steps is not None:
         overrides.update({"filter.walk_steps": walk_steps, "filter.particles": 1})
-    settings = load_config(MINIMAL, overrides).filter
-    model = LinearModel(inputs=P_LINEAR, init_std=1.0, dtype=np.dtype("float64"))
     if walk_steps is None:
-        pf = ParticleFilter(model=model, settings=settings, seed=3, key=0, count=1,
-                            plan=StreamPlan(nodes=(0,)), initial_variance=PRIOR)
+        pf = linear_particle_filter(overrides, count=1)
     else:
         from mpi4py import MPI
 
         from mcdpf.comm import Neighbourhood
         from mcdpf.dpf import DistributedParticleFilter
+        from mcdpf.models import LinearModel
         from mcdpf.topology import named_topology
 
+        settings = load_config(MINIMAL, overrides).filter
+        model = LinearModel(inputs=P_LINEAR, init_std=1.0, dtype=np.dtype("float64"))
         assert PRIOR == model.init_std ** 2  # dpf's P0
         pf = DistributedParticleFilter(model=model, settings=settings, seed=3, node=0,
                                        topology=named_topology("ring", 1),
@@ -117,16 +126,9 @@ def tempered_run(eta, stream, steps=60):
     """Three Gaussian particles of pf (full form, never resampled) on the linear model with
     ``filter.weight_tempering = eta``: per step the means, log-weights, ESS, prediction and
     the particles' own predictions."""
-    from mcdpf.filters import ParticleFilter, StreamPlan
-    from mcdpf.models import LinearModel
-
-    settings = load_config(MINIMAL, {
+    pf = linear_particle_filter({
         "filter.kernel": "gaussian", "filter.particles": 3, "filter.ess_threshold": 0.0,
-        "filter.state_noise": Q, "filter.obs_noise": R,
-        "filter.weight_tempering": eta}).filter
-    model = LinearModel(inputs=P_LINEAR, init_std=1.0, dtype=np.dtype("float64"))
-    pf = ParticleFilter(model=model, settings=settings, seed=3, key=0, count=3,
-                        plan=StreamPlan(nodes=(0,)), initial_variance=PRIOR)
+        "filter.state_noise": Q, "filter.obs_noise": R, "filter.weight_tempering": eta}, count=3)
     state, rows = pf.initial_state(), []
     for t in range(steps):
         columns = stream.columns[stream.offsets[t]:stream.offsets[t + 1]]
