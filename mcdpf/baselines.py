@@ -219,27 +219,27 @@ class ExtendedKalmanFilter(GradientLearner):
         """``P + q I``, new arrays (the step's working covariance)."""
         return self.form.time_update(covariance, self.state_noise)
 
-    def measurement_update(self, estimate, covariance, target, prediction, jacobian):
-        """One scalar EKF update: returns the new estimate, updates ``covariance`` in place.
+    def measurement_update(self, estimate, updates, target, prediction, jacobian):
+        """One scalar EKF update through ``updates``; returns the new estimate.
 
-        ``covariance`` must be the step's own (from :meth:`time_update`).
+        ``updates``: ``self.form.updates`` of the step's own covariance (from
+        :meth:`time_update`), which it updates.
         """
-        updated, _ = self.form.update(covariance, estimate, jacobian, prediction, target,
-                                      self.obs_noise)
+        updated, _ = updates.update(estimate, jacobian, prediction, target, self.obs_noise)
         return updated[0]
 
-    def local_update(self, state, pending, target):
-        """``(estimate, covariance)``: time update, then this node's label (if any)."""
-        covariance = self.time_update(state.covariance)
-        estimate = state.estimate
-        if pending.observed(target):
-            estimate = self.measurement_update(estimate, covariance, target,
-                                               pending.prediction, pending.gradient)
-        return estimate, covariance
+    def local_update(self, state, pending, target, updates):
+        """The estimate after this node's label (if any), through ``updates``."""
+        if not pending.observed(target):
+            return state.estimate
+        return self.measurement_update(state.estimate, updates, target, pending.prediction,
+                                       pending.gradient)
 
     def learn(self, state, pending, target):
         """Time update, then the measurement update with this node's label."""
-        estimate, covariance = self.local_update(state, pending, target)
+        covariance = self.time_update(state.covariance)
+        with self.form.updates(covariance) as updates:
+            estimate = self.local_update(state, pending, target, updates)
         return EstimateState(estimate=estimate, carry=pending.carry_after(target),
                              covariance=covariance), StepInfo()
 
@@ -314,15 +314,18 @@ class DiffusionEKF(Diffusion, ExtendedKalmanFilter):
         """Share measurements, update incrementally, share and combine estimates."""
         records, measurement_bytes = self.neighbourhood.allgatherv(
             self.pack_measurement(pending, target), pending.step)
-        intermediate, covariance = self.local_update(state, pending, target)
-        for record in records:
-            measurement = self.unpack_measurement(record)
-            if measurement is None:
-                continue
-            label, carry, columns = measurement
-            neighbour = self.linearise(pending.step, intermediate, carry, columns)
-            intermediate = self.measurement_update(intermediate, covariance, label,
-                                                   neighbour.prediction, neighbour.gradient)
+        covariance = self.time_update(state.covariance)
+        with self.form.updates(covariance) as updates:
+            intermediate = self.local_update(state, pending, target, updates)
+            for record in records:
+                measurement = self.unpack_measurement(record)
+                if measurement is None:
+                    continue
+                label, carry, columns = measurement
+                neighbour = self.linearise(pending.step, intermediate, carry, columns)
+                intermediate = self.measurement_update(intermediate, updates, label,
+                                                       neighbour.prediction,
+                                                       neighbour.gradient)
         estimate, estimate_bytes = self.combine(intermediate, None)
         return EstimateState(estimate=estimate, carry=pending.carry_after(target),
                              covariance=covariance), \

@@ -20,6 +20,10 @@ particles otherwise), and the form maps states to states:
     ``exponent`` does (dpf); the returned density is that of the tempered measurement
     ``N(d; h, r / exponent)``, which differs from the tempered evidence by a factor common
     to every Gaussian with the same ``r`` and ``exponent``.
+``updates(state)``
+    Several measurement updates of ``state`` in turn (:class:`Updates`, a context
+    manager): each as ``update``, but a form may leave part of one pending until the next
+    (``decoupled`` does), so ``state`` is the covariance again when the block ends.
 ``predictive_variance(state, gradients)``
     ``g_i^T P_i g_i``.
 ``perturbation(state, normals)``
@@ -71,6 +75,8 @@ from .errors import InputError
 from .kernels import (
     add_diagonal,
     block_add_diagonal,
+    block_downdate,
+    block_pending,
     block_quadratic,
     block_update,
     diagonal_update,
@@ -146,11 +152,21 @@ class CovarianceForm:
 
         ``parallel``: run the kernel on numba's threads (full; bit-identical results).
         """
+        means, noise = self._measurement(means, noise_variance, exponent)
+        return means, self._update(state, means, gradients, predictions, target, noise,
+                                   parallel)
+
+    @staticmethod
+    def _measurement(means, noise_variance, exponent):
+        """A float64 copy of ``means`` (N, n_theta) and ``r / exponent`` (N,)."""
         means = np.array(means, dtype=np.float64, ndmin=2)
         noise = np.ascontiguousarray(np.broadcast_to(
             np.asarray(noise_variance, dtype=np.float64) / exponent, means.shape[:1]))
-        return means, self._update(state, means, gradients, predictions, target, noise,
-                                   parallel)
+        return means, noise
+
+    def updates(self, state: dict) -> Updates:
+        """Several measurement updates of ``state`` in turn (see :class:`Updates`)."""
+        return Updates(self, state)
 
     def nbytes(self, count: int = 1) -> int:
         """Memory of ``count`` covariances (float64)."""
@@ -171,6 +187,36 @@ class CovarianceForm:
                                  f"{array.shape}, expected {shape}")
             state[name] = array
         return state
+
+
+class Updates:
+    """Measurement updates of one state in turn, each as :meth:`CovarianceForm.update`.
+
+    A context manager: a form may leave part of an update pending until the next one
+    (``decoupled`` joins each covariance downdate to the next measurement's pass over
+    ``P``: one pass instead of two, with the same arithmetic), so the state is the
+    covariance again only when the ``with`` block ends. The means and densities returned
+    by :meth:`update` are final at once.
+    """
+
+    def __init__(self, form: CovarianceForm, state: dict):
+        self.form = form
+        self.state = state
+
+    def update(self, means, gradients, predictions, target, noise_variance,
+               exponent: float = 1.0, parallel: bool = False):
+        """New means and log predictive densities (:meth:`CovarianceForm.update`)."""
+        return self.form.update(self.state, means, gradients, predictions, target,
+                                noise_variance, exponent, parallel)
+
+    def finish(self) -> None:
+        """Apply whatever is pending: ``state`` is the covariance again."""
+
+    def __enter__(self) -> Updates:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.finish()
 
 
 def register(name: str, summary: str, *, rank: bool = False):
@@ -310,9 +356,13 @@ class DecoupledCovariance(CovarianceForm):
         return state
 
     def _update(self, state, means, gradients, predictions, target, noise_variance,
-                parallel=False):
+                parallel=False, pending=None):
         return block_update(means, state["blocks"], self.layout, np.atleast_2d(gradients),
-                            np.atleast_1d(predictions), target, noise_variance)
+                            np.atleast_1d(predictions), target, noise_variance, pending)
+
+    def updates(self, state):
+        """Updates in turn, each downdate applied in the next measurement's pass."""
+        return _DeferredBlockUpdates(self, state)
 
     def predictive_variance(self, state, gradients):
         """``sum_k g_k^T P_k g_k``."""
@@ -336,6 +386,28 @@ class DecoupledCovariance(CovarianceForm):
         for k, group in enumerate(self.groups):
             out[:, group[:, None], group[None, :]] = self._block(state["blocks"], k)
         return out
+
+
+class _DeferredBlockUpdates(Updates):
+    """:class:`Updates` of block-diagonal covariances with each downdate left pending.
+
+    The next measurement's pass over the blocks applies it before reading each row
+    (:func:`mcdpf.kernels.block_update`): the same arithmetic in the same order as
+    immediate updates, so bit-identical results, with one pass over ``P`` fewer each.
+    """
+
+    def __init__(self, form, state):
+        super().__init__(form, state)
+        self.pending = block_pending(state["blocks"].shape[0], form.size)
+
+    def update(self, means, gradients, predictions, target, noise_variance,
+               exponent: float = 1.0, parallel: bool = False):
+        means, noise = self.form._measurement(means, noise_variance, exponent)
+        return means, self.form._update(self.state, means, gradients, predictions, target,
+                                        noise, pending=self.pending)
+
+    def finish(self):
+        block_downdate(self.state["blocks"], self.form.layout, self.pending)
 
 
 @register("lowrank", "diagonal plus rank-r precision (LoFi, Chang et al. 2023): "

@@ -277,19 +277,20 @@ class GaussianKernel:
                    for index in range(len(pf.plan.nodes))]
         if pending.next_carry is not None:
             carries[own] = pending.next_carry
-        for index in [own] + [k for k in range(len(measured)) if k != own]:
-            if measured[index] is None:
-                continue
-            columns, label = measured[index]
-            if index == own:
-                predictions, gradient = pending.predictions, pending.gradient
-            else:
-                predictions, gradient, carries[index] = pf.model.population_gradient(
-                    pf.in_model_dtype(means), carries[index], columns, pf.parallel)
-            means, log_density = self.form.update(
-                covariance, means, gradient, predictions, label, pf.settings.obs_noise,
-                exponent=pf.plan.exponent(index), parallel=pf.parallel)
-            total += log_density
+        with self.form.updates(covariance) as updates:
+            for index in [own] + [k for k in range(len(measured)) if k != own]:
+                if measured[index] is None:
+                    continue
+                columns, label = measured[index]
+                if index == own:
+                    predictions, gradient = pending.predictions, pending.gradient
+                else:
+                    predictions, gradient, carries[index] = pf.model.population_gradient(
+                        pf.in_model_dtype(means), carries[index], columns, pf.parallel)
+                means, log_density = updates.update(
+                    means, gradient, predictions, label, pf.settings.obs_noise,
+                    exponent=pf.plan.exponent(index), parallel=pf.parallel)
+                total += log_density
         return Moved(theta=means, log_likelihood=total,
                      next_carry=pf.joined_carry(carries, particles.carry),
                      covariance=covariance)

@@ -92,6 +92,71 @@ def test_update_matches_the_dense_reference(name, exponent):
         np.testing.assert_allclose(updated[i], mean, rtol=1e-10, atol=1e-12)
 
 
+def row_by_row_block_update(blocks, form, means, gradient, prediction, target, noise):
+    """One Gaussian's decoupled update in plain Python floats: each row's product summed
+    in column order, then the downdate, as the kernel's docstring states."""
+    blocks, means = blocks.copy(), means.copy()
+    products, quadratic = np.empty(form.size), 0.0
+    for k, group in enumerate(form.groups):
+        block = blocks[form.starts[k]:form.starts[k + 1]].reshape(group.size, group.size)
+        for a in range(group.size):
+            total = 0.0
+            for c in range(group.size):
+                total += float(block[a, c]) * float(gradient[group[c]])
+            products[group[a]] = total
+            quadratic += float(gradient[group[a]]) * total
+    s = noise + quadratic
+    for k, group in enumerate(form.groups):
+        block = blocks[form.starts[k]:form.starts[k + 1]].reshape(group.size, group.size)
+        for a in range(group.size):
+            means[group[a]] += products[group[a]] * ((target - prediction) / s)
+            scaled = products[group[a]] * (1.0 / s)
+            for c in range(group.size):
+                block[a, c] -= scaled * products[group[c]]
+    return blocks, means
+
+
+@pytest.mark.parametrize("model", [LSTM, LSTMModel(hidden=3, inputs=2, carry_state=True,
+                                                   init_std=0.3, dtype=np.dtype("float64"))])
+def test_decoupled_kernel_keeps_the_row_by_row_arithmetic(model):
+    """Four rows at a time (and the remainder rows of blocks not a multiple of 4) give
+    exactly the plain row-by-row update's bits."""
+    rng = np.random.default_rng(11)
+    form = build_covariance("decoupled", model)
+    state, means = random_state(form, rng, count=2)
+    state["blocks"] += 1e-3 * rng.standard_normal(state["blocks"].shape)  # not symmetric
+    gradients, predictions = rng.standard_normal((2, form.size)), rng.standard_normal(2)
+    expected = [row_by_row_block_update(state["blocks"][i], form, means[i], gradients[i],
+                                        predictions[i], 0.4, 0.2) for i in range(2)]
+    updated, _ = form.update(state, means, gradients, predictions, 0.4, np.full(2, 0.2))
+    for i, (blocks, mean) in enumerate(expected):
+        np.testing.assert_array_equal(state["blocks"][i], blocks)
+        np.testing.assert_array_equal(updated[i], mean)
+
+
+@pytest.mark.parametrize("name", FORMS)
+def test_updates_in_turn_equal_single_updates_bit_for_bit(name):
+    """form.updates (decoupled: each downdate deferred into the next measurement's pass)
+    ends with the same bits as update after update, tempered or not."""
+    rng = np.random.default_rng(12)
+    form = build_covariance(name, LSTM, rank=3)
+    state, means = random_state(form, rng)
+    one_by_one, deferred = form.copy(state), form.copy(state)
+    measurements = [(rng.standard_normal((3, form.size)), rng.standard_normal(3),
+                     float(rng.standard_normal()), exponent) for exponent in (1.0, 0.5, 1.0)]
+    single, joined = means, means
+    with form.updates(deferred) as updates:
+        for gradients, predictions, target, exponent in measurements:
+            single, expected = form.update(one_by_one, single, gradients, predictions, target,
+                                           np.full(3, 0.2), exponent=exponent)
+            joined, density = updates.update(joined, gradients, predictions, target,
+                                             np.full(3, 0.2), exponent=exponent)
+            np.testing.assert_array_equal(joined, single)
+            np.testing.assert_array_equal(density, expected)
+    for key in state:
+        np.testing.assert_array_equal(deferred[key], one_by_one[key])
+
+
 def test_lowrank_time_update_is_lofis_exact_predict():
     rng = np.random.default_rng(4)
     form = LowRankCovariance(LSTM.n_params, 5)

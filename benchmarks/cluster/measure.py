@@ -209,9 +209,9 @@ def compute_constants(sc: Scenario, quick: bool) -> dict:
     covariance = {name: array.copy() for name, array in state.covariance.items()}
     pending = learner.linearise(0, estimate, carry, columns)
     lin = spread(lambda: learner.linearise(0, estimate, carry, columns), repeats)
-    upd = spread(lambda: learner.measurement_update(estimate, covariance, 0.1,
-                                                    pending.prediction, pending.gradient),
-                 repeats)
+    upd = spread(lambda: learner.measurement_update(
+        estimate, learner.form.updates(covariance), 0.1, pending.prediction, pending.gradient),
+        repeats)
     diag = spread(lambda: learner.time_update(covariance), repeats)
     c["dekf_linearise"], c["dekf_update"], c["dekf_time_update"] = \
         lin["min"], upd["min"], diag["min"]

@@ -37,6 +37,7 @@ from .counter_rng import (
 from .counter_rng import stream_key as stream_key
 from .covariance import (
     block_add_diagonal_kernel,
+    block_downdate_kernel,
     block_quadratic_kernel,
     block_update_kernel,
     diagonal_update_kernel,
@@ -493,20 +494,38 @@ def diagonal_update(means: np.ndarray, variances: np.ndarray, gradients: np.ndar
 
 
 def block_update(means: np.ndarray, blocks: np.ndarray, layout, gradients: np.ndarray,
-                 predictions: np.ndarray, target: float,
-                 noise_variance: np.ndarray) -> np.ndarray:
+                 predictions: np.ndarray, target: float, noise_variance: np.ndarray,
+                 pending: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """EKF update of block-diagonal-covariance Gaussians, in place; log predictive densities.
 
     ``blocks`` (N, S) float64 holds every block row-major; ``layout`` is ``(starts, index,
-    offsets)`` (:func:`mcdpf.kernels.covariance.block_update_kernel`).
+    offsets)`` (:func:`mcdpf.kernels.covariance.block_update_kernel`). With ``pending``
+    (from :func:`block_pending`), the covariance downdate is left pending in it, applied in
+    the same pass as the next call's products or by :func:`block_downdate`: until then
+    ``blocks`` is not the covariance.
     """
     _check_gaussians(means, blocks, "blocks")
     gradients, predictions, noise_variance = _measurement(means, gradients, predictions,
                                                           noise_variance)
     log_density = np.empty(means.shape[0])
+    defer = pending is not None
+    previous, scale = pending if defer else block_pending(means.shape[0], means.shape[1])
     block_update_kernel(means, blocks, *layout, gradients, predictions, float(target),
-                        noise_variance, log_density)
+                        noise_variance, log_density, np.empty_like(means), previous, scale,
+                        defer)
     return log_density
+
+
+def block_pending(count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """No pending downdate of ``count`` block-diagonal covariances of ``size`` weights."""
+    return np.zeros((count, size)), np.zeros(count)
+
+
+def block_downdate(blocks: np.ndarray, layout, pending) -> np.ndarray:
+    """Apply the downdates :func:`block_update` left ``pending``, in place; clear them."""
+    starts, _, offsets = layout
+    block_downdate_kernel(blocks, starts, offsets, *pending)
+    return blocks
 
 
 def block_quadratic(blocks: np.ndarray, layout, gradients: np.ndarray) -> np.ndarray:
@@ -621,7 +640,7 @@ def _unit_kernels(name: str, parallel: bool) -> tuple:
                      (gaussian_update_parallel_kernel,)),
         "diagonal": ((diagonal_update_kernel,), ()),
         "decoupled": ((block_add_diagonal_kernel, block_update_kernel,
-                       block_quadratic_kernel), ()),
+                       block_downdate_kernel, block_quadratic_kernel), ()),
         "adam": ((adam_update_kernel,), ()),
     }[name]
     return serial + twins if parallel else serial
@@ -705,6 +724,10 @@ def _warm_up_calls(dtype, parallel: bool) -> dict:
         layout = (np.array([0, 4, 5]), np.arange(3), np.array([0, 2, 3]))
         blocks = block_add_diagonal(np.zeros((2, 5)), layout, 1.0)
         block_update(means, blocks, layout, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2))
+        pending = block_pending(2, 3)
+        block_update(means, blocks, layout, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2),
+                     pending)
+        block_downdate(blocks, layout, pending)
         block_quadratic(blocks, layout, np.ones((2, 3)))
 
     def adam():

@@ -14,6 +14,11 @@ inside each form's structure, and writes ``log N(d; h_i, s)``:
     block ``k`` stored row-major at ``blocks[i, starts[k]:starts[k+1]]``:
     ``u_k = P_k g_k``, ``m_k += u_k (d - h) / s``, ``P_k -= u_k u_k^T / s`` with the one
     ``s`` of all blocks (decoupled EKF, Puskorius & Feldkamp 1991). ``O(sum_k b_k^2)``.
+    The products ``P_k g_k`` sum each row in column order, four rows at a time as
+    independent chains (a single chain is bound by the add latency, not by memory); the
+    downdate may be left pending and applied in the next measurement's pass over ``P``
+    (``defer``): one pass per measurement instead of two. Both keep the arithmetic of the
+    plain row-by-row update, bit for bit.
 
 Means and covariances are float64. Every Gaussian is independent of the others.
 """
@@ -53,24 +58,98 @@ def diagonal_update_kernel(means, variances, gradients, predictions, target, noi
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _block_products(blocks, i, starts, index, offsets, gradient, out):
-    """``out[offsets[k] + a] = (P_k g_k)[a]`` for every block; returns ``g^T P g``."""
+def _block_rows(flat, row, size, first, gathered, out, previous, scale, downdate, rows):
+    """``rows`` (1 or 4) rows of one block from offset ``row``: ``out = P g`` over them.
+
+    With ``downdate``, each row first takes the pending downdate
+    ``P[a, :] -= (previous[a] * scale) previous`` (stored), so the product reads the
+    downdated values. The rows' dot products run as independent chains (one per row),
+    each summed in column order: the same arithmetic as one row at a time.
+    """
+    if rows == 4:
+        s0 = previous[first] * scale
+        s1 = previous[first + 1] * scale
+        s2 = previous[first + 2] * scale
+        s3 = previous[first + 3] * scale
+        p0 = flat[row:row + size]
+        p1 = flat[row + size:row + 2 * size]
+        p2 = flat[row + 2 * size:row + 3 * size]
+        p3 = flat[row + 3 * size:row + 4 * size]
+        t0 = 0.0
+        t1 = 0.0
+        t2 = 0.0
+        t3 = 0.0
+        for c in range(size):
+            gc = gathered[c]
+            if downdate:
+                pc = previous[c]
+                p0[c] -= s0 * pc
+                p1[c] -= s1 * pc
+                p2[c] -= s2 * pc
+                p3[c] -= s3 * pc
+            t0 += p0[c] * gc
+            t1 += p1[c] * gc
+            t2 += p2[c] * gc
+            t3 += p3[c] * gc
+        out[first] = t0
+        out[first + 1] = t1
+        out[first + 2] = t2
+        out[first + 3] = t3
+        return (gathered[first] * t0, gathered[first + 1] * t1, gathered[first + 2] * t2,
+                gathered[first + 3] * t3)
+    scaled = previous[first] * scale
+    p0 = flat[row:row + size]
+    total = 0.0
+    for c in range(size):
+        if downdate:
+            p0[c] -= scaled * previous[c]
+        total += p0[c] * gathered[c]
+    out[first] = total
+    return gathered[first] * total, 0.0, 0.0, 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _block_products(flat, starts, offsets, gathered, out, previous, scale, downdate):
+    """``out = P g`` blockwise (``g`` gathered into block order); returns ``g^T P g``.
+
+    With ``downdate``, ``P -= scale previous previous^T`` blockwise first, in the same pass.
+    """
     quadratic = 0.0
     for k in range(offsets.shape[0] - 1):
         first, size, start = offsets[k], offsets[k + 1] - offsets[k], starts[k]
-        for a in range(size):
-            total = 0.0
-            row = start + a * size
-            for c in range(size):
-                total += blocks[i, row + c] * gradient[index[first + c]]
-            out[first + a] = total
-            quadratic += gradient[index[first + a]] * total
+        g = gathered[first:first + size]
+        o = out[first:first + size]
+        u = previous[first:first + size]
+        a = 0
+        while a < size:
+            rows = 4 if a + 4 <= size else 1
+            q0, q1, q2, q3 = _block_rows(flat, start + a * size, size, a, g, o, u, scale,
+                                         downdate, rows)
+            quadratic += q0
+            if rows == 4:
+                quadratic += q1
+                quadratic += q2
+                quadratic += q3
+            a += rows
     return quadratic
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _block_downdate(flat, starts, offsets, products, scale):
+    """``P -= scale u u^T`` blockwise (``u = products`` in block order), in place."""
+    for k in range(offsets.shape[0] - 1):
+        first, size, start = offsets[k], offsets[k + 1] - offsets[k], starts[k]
+        u = products[first:first + size]
+        for a in range(size):
+            scaled = u[a] * scale
+            p = flat[start + a * size:start + (a + 1) * size]
+            for c in range(size):
+                p[c] -= scaled * u[c]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def block_update_kernel(means, blocks, starts, index, offsets, gradients, predictions, target,
-                        noise_variance, log_density):
+                        noise_variance, log_density, products, previous, scale, defer):
     """EKF update of block-diagonal-covariance Gaussians with one measurement, in place.
 
     Parameters
@@ -87,32 +166,56 @@ def block_update_kernel(means, blocks, starts, index, offsets, gradients, predic
     predictions, noise_variance : (N,) float64
     target : float
     log_density : (N,) float64, written
+    products : (N, P) float64, written
+        ``u_k = P_k g_k`` in block order.
+    previous, scale : (N, P), (N,) float64, updated
+        A pending downdate ``P -= scale u u^T`` (``u = previous``; none where ``scale`` is
+        0), applied in the same pass as this measurement's products.
+    defer : bool
+        Leave this measurement's downdate pending (``previous = products``, ``scale =
+        1 / s``) for the next call or :func:`block_downdate_kernel`, instead of applying
+        it now: one pass over ``P`` per measurement instead of two.
     """
-    products = np.empty(index.shape[0])
+    gathered = np.empty(index.shape[0])
     for i in range(means.shape[0]):
-        s = noise_variance[i] + _block_products(blocks, i, starts, index, offsets,
-                                                gradients[i], products)
+        for a in range(index.shape[0]):
+            gathered[a] = gradients[i, index[a]]
+        s = noise_variance[i] + _block_products(blocks[i], starts, offsets, gathered,
+                                                products[i], previous[i], scale[i],
+                                                scale[i] != 0.0)
         residual = target - predictions[i]
         gain = residual / s
         inverse = 1.0 / s
-        for k in range(offsets.shape[0] - 1):
-            first, size, start = offsets[k], offsets[k + 1] - offsets[k], starts[k]
-            for a in range(size):
-                u = products[first + a]
-                means[i, index[first + a]] += u * gain
-                scaled = u * inverse
-                row = start + a * size
-                for c in range(size):
-                    blocks[i, row + c] -= scaled * products[first + c]
+        for a in range(index.shape[0]):
+            means[i, index[a]] += products[i, a] * gain
+        if defer:
+            previous[i, :] = products[i]
+            scale[i] = inverse
+        else:
+            _block_downdate(blocks[i], starts, offsets, products[i], inverse)
+            scale[i] = 0.0
         log_density[i] = -0.5 * (residual * residual / s + np.log(s) + LOG_2PI)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def block_downdate_kernel(blocks, starts, offsets, previous, scale):
+    """Apply the pending downdates of :func:`block_update_kernel` in place; clear them."""
+    for i in range(blocks.shape[0]):
+        if scale[i] != 0.0:
+            _block_downdate(blocks[i], starts, offsets, previous[i], scale[i])
+            scale[i] = 0.0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def block_quadratic_kernel(blocks, starts, index, offsets, gradients, out):
     """``out[i] = g_i^T P_i g_i`` of block-diagonal covariances."""
+    gathered = np.empty(index.shape[0])
     products = np.empty(index.shape[0])
     for i in range(blocks.shape[0]):
-        out[i] = _block_products(blocks, i, starts, index, offsets, gradients[i], products)
+        for a in range(index.shape[0]):
+            gathered[a] = gradients[i, index[a]]
+        out[i] = _block_products(blocks[i], starts, offsets, gathered, products, products,
+                                 0.0, False)
 
 
 @njit(cache=True, nogil=True)
