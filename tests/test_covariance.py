@@ -116,11 +116,11 @@ def row_by_row_block_update(blocks, form, means, gradient, prediction, target, n
     return blocks, means
 
 
-@pytest.mark.parametrize("model", [LSTM, LSTMModel(hidden=3, inputs=2, carry_state=True,
+@pytest.mark.parametrize("model", [LSTM, LSTMModel(hidden=3, inputs=1, carry_state=True,
                                                    init_std=0.3, dtype=np.dtype("float64"))])
 def test_decoupled_kernel_keeps_the_row_by_row_arithmetic(model):
-    """Four rows at a time (and the remainder rows of blocks not a multiple of 4) give
-    exactly the plain row-by-row update's bits."""
+    """Eight rows at a time (and the remainder rows: blocks of 24 and 2, or 20 and 3
+    weights) give exactly the plain row-by-row update's bits."""
     rng = np.random.default_rng(11)
     form = build_covariance("decoupled", model)
     state, means = random_state(form, rng, count=2)

@@ -14,7 +14,7 @@ inside each form's structure, and writes ``log N(d; h_i, s)``:
     block ``k`` stored row-major at ``blocks[i, starts[k]:starts[k+1]]``:
     ``u_k = P_k g_k``, ``m_k += u_k (d - h) / s``, ``P_k -= u_k u_k^T / s`` with the one
     ``s`` of all blocks (decoupled EKF, Puskorius & Feldkamp 1991). ``O(sum_k b_k^2)``.
-    The products ``P_k g_k`` sum each row in column order, four rows at a time as
+    The products ``P_k g_k`` sum each row in column order, eight rows at a time as
     independent chains (a single chain is bound by the add latency, not by memory); the
     downdate may be left pending and applied in the next measurement's pass over ``P``
     (``defer``): one pass per measurement instead of two. Both keep the arithmetic of the
@@ -59,26 +59,32 @@ def diagonal_update_kernel(means, variances, gradients, predictions, target, noi
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _block_rows(flat, row, size, first, gathered, out, previous, scale, downdate, rows):
-    """``rows`` (1 or 4) rows of one block from offset ``row``: ``out = P g`` over them.
+    """``rows`` (1 or 8) rows of one block from offset ``row``: ``out = P g`` over them.
 
     With ``downdate``, each row first takes the pending downdate
     ``P[a, :] -= (previous[a] * scale) previous`` (stored), so the product reads the
     downdated values. The rows' dot products run as independent chains (one per row),
-    each summed in column order: the same arithmetic as one row at a time.
+    each summed in column order: the same arithmetic as one row at a time. Returns
+    ``g_a (P g)_a`` of each row, in order (zeros past ``rows``).
     """
-    if rows == 4:
+    if rows == 8:
         s0 = previous[first] * scale
         s1 = previous[first + 1] * scale
         s2 = previous[first + 2] * scale
         s3 = previous[first + 3] * scale
+        s4 = previous[first + 4] * scale
+        s5 = previous[first + 5] * scale
+        s6 = previous[first + 6] * scale
+        s7 = previous[first + 7] * scale
         p0 = flat[row:row + size]
         p1 = flat[row + size:row + 2 * size]
         p2 = flat[row + 2 * size:row + 3 * size]
         p3 = flat[row + 3 * size:row + 4 * size]
-        t0 = 0.0
-        t1 = 0.0
-        t2 = 0.0
-        t3 = 0.0
+        p4 = flat[row + 4 * size:row + 5 * size]
+        p5 = flat[row + 5 * size:row + 6 * size]
+        p6 = flat[row + 6 * size:row + 7 * size]
+        p7 = flat[row + 7 * size:row + 8 * size]
+        t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = 0.0
         for c in range(size):
             gc = gathered[c]
             if downdate:
@@ -87,16 +93,29 @@ def _block_rows(flat, row, size, first, gathered, out, previous, scale, downdate
                 p1[c] -= s1 * pc
                 p2[c] -= s2 * pc
                 p3[c] -= s3 * pc
+                p4[c] -= s4 * pc
+                p5[c] -= s5 * pc
+                p6[c] -= s6 * pc
+                p7[c] -= s7 * pc
             t0 += p0[c] * gc
             t1 += p1[c] * gc
             t2 += p2[c] * gc
             t3 += p3[c] * gc
+            t4 += p4[c] * gc
+            t5 += p5[c] * gc
+            t6 += p6[c] * gc
+            t7 += p7[c] * gc
         out[first] = t0
         out[first + 1] = t1
         out[first + 2] = t2
         out[first + 3] = t3
+        out[first + 4] = t4
+        out[first + 5] = t5
+        out[first + 6] = t6
+        out[first + 7] = t7
         return (gathered[first] * t0, gathered[first + 1] * t1, gathered[first + 2] * t2,
-                gathered[first + 3] * t3)
+                gathered[first + 3] * t3, gathered[first + 4] * t4, gathered[first + 5] * t5,
+                gathered[first + 6] * t6, gathered[first + 7] * t7)
     scaled = previous[first] * scale
     p0 = flat[row:row + size]
     total = 0.0
@@ -105,7 +124,7 @@ def _block_rows(flat, row, size, first, gathered, out, previous, scale, downdate
             p0[c] -= scaled * previous[c]
         total += p0[c] * gathered[c]
     out[first] = total
-    return gathered[first] * total, 0.0, 0.0, 0.0
+    return gathered[first] * total, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -122,14 +141,11 @@ def _block_products(flat, starts, offsets, gathered, out, previous, scale, downd
         u = previous[first:first + size]
         a = 0
         while a < size:
-            rows = 4 if a + 4 <= size else 1
-            q0, q1, q2, q3 = _block_rows(flat, start + a * size, size, a, g, o, u, scale,
-                                         downdate, rows)
-            quadratic += q0
-            if rows == 4:
-                quadratic += q1
-                quadratic += q2
-                quadratic += q3
+            rows = 8 if a + 8 <= size else 1
+            terms = _block_rows(flat, start + a * size, size, a, g, o, u, scale, downdate,
+                                rows)
+            for r in range(rows):
+                quadratic += terms[r]
             a += rows
     return quadratic
 
