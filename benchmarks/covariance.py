@@ -1,7 +1,7 @@
 """Covariance forms of the EKF family: accuracy and cost per step against n_theta.
 
     python benchmarks/covariance.py [--algorithm dekf] [--sizes 2,8,16,64] [--seeds 1,2,3]
-        [--steps 1000] [--rank 10] [--out benchmarks/results/covariance]
+        [--steps 1000] [--rank 10] [--cost-only] [--out benchmarks/results/covariance]
 
 Two measurements, side by side in one run:
 
@@ -15,7 +15,13 @@ Two measurements, side by side in one run:
 - **cost**: in this process, the CPU time (``time.thread_time``, one thread) of one step
   of the covariance alone (time update, then three measurement updates: a dekf node on
   the ring) with random gradients, and the memory of one covariance, for every form at
-  every size, so that the scaling with n_theta is seen without the LSTM's gradient.
+  every size, so that the scaling with n_theta is seen without the LSTM's gradient. The
+  three updates run in turn through ``form.updates`` (as the learners call them: full and
+  decoupled defer each downdate into the next pass), beside one ``form.update`` after
+  another and, for full and decoupled, beside a plain numba loop of the same update (one
+  row's product, then its downdate, row after row: :func:`naive_block_update`, the
+  kernel as written before the eight-row, deferred one). ``--cost-only`` skips the
+  accuracy part.
 
 Speed numbers come from a shared machine and are noisy; the scaling with n_theta is
 what they show. Writes ``covariance.md`` and ``covariance.json`` into ``--out``.
@@ -34,6 +40,7 @@ from pathlib import Path
 # isort: off
 from common import RESULTS, best_time, mpiexec, write_json
 import numpy as np
+from numba import njit
 # isort: on
 
 FORMS = ("full", "diagonal", "decoupled", "lowrank")
@@ -87,6 +94,47 @@ def worker(algorithm, sizes, seeds, steps, rank, output):
         Path(output).write_text(json.dumps(rows))
 
 
+@njit(cache=True, error_model="numpy")
+def naive_block_update(means, blocks, starts, index, offsets, gradient, prediction, target,
+                       noise_variance, products):
+    """One Gaussian's EKF update of a block-diagonal (or, one block, dense) covariance.
+
+    The plain loop: every row's product ``(P g)_a`` summed in column order, then ``s``,
+    the mean and the downdate ``P -= u u^T / s`` row after row.
+    """
+    quadratic = 0.0
+    for k in range(offsets.shape[0] - 1):
+        first, size, start = offsets[k], offsets[k + 1] - offsets[k], starts[k]
+        for a in range(size):
+            total = 0.0
+            for c in range(size):
+                total += blocks[start + a * size + c] * gradient[index[first + c]]
+            products[first + a] = total
+            quadratic += gradient[index[first + a]] * total
+    s = noise_variance + quadratic
+    gain, inverse = (target - prediction) / s, 1.0 / s
+    for k in range(offsets.shape[0] - 1):
+        first, size, start = offsets[k], offsets[k + 1] - offsets[k], starts[k]
+        for a in range(size):
+            means[index[first + a]] += products[first + a] * gain
+            scaled = products[first + a] * inverse
+            for c in range(size):
+                blocks[start + a * size + c] -= scaled * products[first + c]
+
+
+def naive_step(form, state, gradients):
+    """The time update and the measurements through :func:`naive_block_update`."""
+    from mcdpf.kernels import dense_layout
+
+    working = form.time_update(state, 1e-4)
+    name = next(iter(working))
+    blocks = working[name].reshape(-1)
+    layout = dense_layout(form.size) if form.name == "full" else form.layout
+    means, products = np.zeros(form.size), np.empty(form.size)
+    for gradient in gradients:
+        naive_block_update(means, blocks, *layout, gradient[0], 0.0, 0.1, 0.01, products)
+
+
 def covariance_cost(sizes, rank, max_memory_gb=4.0):
     """CPU seconds of one step of each form's covariance work, and its memory."""
     from mcdpf.covariance import build_covariance
@@ -108,14 +156,30 @@ def covariance_cost(sizes, rank, max_memory_gb=4.0):
             means = np.zeros((1, model.n_params))
             gradients = 0.1 * rng.standard_normal((MEASUREMENTS_PER_STEP, 1, model.n_params))
 
-            def step(state=state, form=form, means=means, gradients=gradients):
+            def in_turn(state=state, form=form, means=means, gradients=gradients):
+                working = form.time_update(state, 1e-4)
+                with form.updates(working) as updates:
+                    for gradient in gradients:
+                        updates.update(means, gradient, np.zeros(1), 0.1, np.array([0.01]))
+
+            def one_by_one(state=state, form=form, means=means, gradients=gradients):
                 working = form.time_update(state, 1e-4)
                 for gradient in gradients:
                     form.update(working, means, gradient, np.zeros(1), 0.1, np.array([0.01]))
 
-            seconds = best_time(step, repeats=3, target_seconds=0.2, clock=time.thread_time)
-            rows.append({**row, "seconds_per_step": seconds})
-            print(f"  cost n={size} {name}: {seconds * 1e3:.3f} ms/step", flush=True)
+            def timed(step):
+                return best_time(step, repeats=3, target_seconds=0.2, clock=time.thread_time)
+
+            row["seconds_per_step"] = timed(in_turn)
+            row["one_by_one_seconds"] = timed(one_by_one)
+            row["naive_seconds"] = (timed(lambda form=form, state=state, gradients=gradients:
+                                          naive_step(form, state, gradients))
+                                    if name in ("full", "decoupled") else None)
+            rows.append(row)
+            print(f"  cost n={size} {name}: {row['seconds_per_step'] * 1e3:.3f} ms/step "
+                  f"(one by one {row['one_by_one_seconds'] * 1e3:.3f}"
+                  + (f", plain loop {row['naive_seconds'] * 1e3:.3f}"
+                     if row["naive_seconds"] else "") + ")", flush=True)
     return rows
 
 
@@ -142,20 +206,31 @@ def markdown(rows, costs, args):
         speed, _ = spread([run["steps_per_second"] for run in runs])
         lines.append(f"| {size} ({runs[0]['n_params']:,}) | {form} | {mse:.4f} ± {std:.4f} | "
                      f"{runs[0]['bytes_per_node_step']:.0f} | {speed:.1f} |")
-    lines += ["", "Covariance work alone per step (time update + 3 measurement updates, one "
-              "thread, CPU time; memory of one covariance):", "",
-              "| model n (n_theta) | " + " | ".join(FORMS) + " |",
-              "|---|" + "---|" * len(FORMS)]
+    return "\n".join(lines + [""] + cost_lines(costs)) + "\n"
+
+
+def cost_lines(costs):
+    """The cost table: per form and size, in turn / one by one / plain loop, and memory."""
+    lines = ["Covariance work alone per step (time update + 3 measurement updates, one "
+             "thread, CPU time; memory of one covariance): through `form.updates` (as the "
+             "learners run them), one `form.update` after another, and a plain numba loop "
+             "(full and decoupled):", "",
+             "| model n (n_theta) | " + " | ".join(FORMS) + " |",
+             "|---|" + "---|" * len(FORMS)]
     for size in sorted({cost["n"] for cost in costs}):
         cells = []
         for form in FORMS:
             (cost,) = [c for c in costs if c["n"] == size and c["form"] == form]
-            time_text = ("refused (memory)" if cost["seconds_per_step"] is None
-                         else f"{cost['seconds_per_step'] * 1e3:.3g} ms")
-            cells.append(f"{time_text}, {cost['bytes'] / 1e6:.3g} MB")
+            if cost["seconds_per_step"] is None:
+                cells.append(f"refused (memory), {cost['bytes'] / 1e6:.3g} MB")
+                continue
+            times = [cost["seconds_per_step"], cost["one_by_one_seconds"],
+                     cost["naive_seconds"]]
+            cells.append(" / ".join(f"{value * 1e3:.3g}" for value in times if value)
+                         + f" ms, {cost['bytes'] / 1e6:.3g} MB")
         n_params = costs[[c["n"] for c in costs].index(size)]["n_params"]
         lines.append(f"| {size} ({n_params:,}) | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main():
@@ -165,6 +240,8 @@ def main():
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--rank", type=int, default=10)
+    parser.add_argument("--cost-only", action="store_true",
+                        help="only the covariance cost table (no mpiexec training)")
     parser.add_argument("--out", default=str(RESULTS / "covariance"))
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -175,6 +252,15 @@ def main():
         return
     print("cost of the covariance work per step:")
     costs = covariance_cost(sizes, args.rank)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.cost_only:
+        text = "\n".join(cost_lines(costs)) + "\n"
+        print("\n" + text)
+        (out / "covariance-cost.md").write_text(text)
+        write_json(out / "covariance-cost.json", {"command": " ".join(sys.argv),
+                                                  "costs": costs})
+        return
     with tempfile.TemporaryDirectory() as scratch:
         output = Path(scratch) / "rows.json"
         subprocess.run([mpiexec(), "-n", "4", sys.executable, __file__, "--worker",
@@ -184,8 +270,6 @@ def main():
         rows = json.loads(output.read_text())
     text = markdown(rows, costs, args)
     print("\n" + text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "covariance.md").write_text(text)
     write_json(out / "covariance.json", {"command": " ".join(sys.argv), "rows": rows,
                                          "costs": costs})

@@ -23,7 +23,8 @@ particles otherwise), and the form maps states to states:
 ``updates(state)``
     Several measurement updates of ``state`` in turn (:class:`Updates`, a context
     manager): each as ``update``, but a form may leave part of one pending until the next
-    (``decoupled`` does), so ``state`` is the covariance again when the block ends.
+    (``full`` and ``decoupled`` do), so ``state`` is the covariance again when the block
+    ends.
 ``predictive_variance(state, gradients)``
     ``g_i^T P_i g_i``.
 ``perturbation(state, normals)``
@@ -79,6 +80,7 @@ from .kernels import (
     block_pending,
     block_quadratic,
     block_update,
+    dense_layout,
     diagonal_update,
     gaussian_update,
 )
@@ -150,7 +152,8 @@ class CovarianceForm:
                exponent: float = 1.0, parallel: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """New means (N, n_theta) and log predictive densities (N,); ``state`` in place.
 
-        ``parallel``: run the kernel on numba's threads (full; bit-identical results).
+        ``parallel``: run the kernel on numba's threads (full, decoupled; bit-identical
+        results).
         """
         means, noise = self._measurement(means, noise_variance, exponent)
         return means, self._update(state, means, gradients, predictions, target, noise,
@@ -193,9 +196,9 @@ class Updates:
     """Measurement updates of one state in turn, each as :meth:`CovarianceForm.update`.
 
     A context manager: a form may leave part of an update pending until the next one
-    (``decoupled`` joins each covariance downdate to the next measurement's pass over
-    ``P``: one pass instead of two, with the same arithmetic), so the state is the
-    covariance again only when the ``with`` block ends. The means and densities returned
+    (``full`` and ``decoupled`` join each covariance downdate to the next measurement's
+    pass over ``P``: one pass instead of two, with the same arithmetic), so the state is
+    the covariance again only when the ``with`` block ends. The means and densities returned
     by :meth:`update` are final at once.
     """
 
@@ -217,6 +220,31 @@ class Updates:
 
     def __exit__(self, *exc) -> None:
         self.finish()
+
+
+class DeferredUpdates(Updates):
+    """:class:`Updates` with each covariance downdate left pending (``full``, ``decoupled``).
+
+    The next measurement's pass over ``P`` applies it before reading each row
+    (:func:`mcdpf.kernels.block_update`): the same arithmetic in the same order as
+    immediate updates, so bit-identical results, with one pass over ``P`` fewer each. The
+    form provides ``_update(..., parallel, pending)`` and ``_downdate(state, pending)``.
+    """
+
+    def __init__(self, form, state):
+        super().__init__(form, state)
+        self.pending = block_pending(next(iter(state.values())).shape[0], form.size)
+
+    def update(self, means, gradients, predictions, target, noise_variance,
+               exponent: float = 1.0, parallel: bool = False):
+        """New means and log predictive densities; this downdate left pending."""
+        means, noise = self.form._measurement(means, noise_variance, exponent)
+        return means, self.form._update(self.state, means, gradients, predictions, target,
+                                        noise, parallel, self.pending)
+
+    def finish(self):
+        """Apply the last pending downdate."""
+        self.form._downdate(self.state, self.pending)
 
 
 def register(name: str, summary: str, *, rank: bool = False):
@@ -249,10 +277,19 @@ class FullCovariance(CovarianceForm):
         return state
 
     def _update(self, state, means, gradients, predictions, target, noise_variance,
-                parallel=False):
+                parallel=False, pending=None):
         return gaussian_update(means, state["covariance"], np.atleast_2d(gradients),
                                np.atleast_1d(np.asarray(predictions, dtype=np.float64)),
-                               target, noise_variance, parallel)
+                               target, noise_variance, parallel, pending)
+
+    def _downdate(self, state, pending):
+        covariance = state["covariance"]
+        block_downdate(covariance.reshape(covariance.shape[0], self.size ** 2),
+                       dense_layout(self.size), pending)
+
+    def updates(self, state):
+        """Updates in turn, each downdate applied in the next measurement's pass."""
+        return DeferredUpdates(self, state)
 
     def predictive_variance(self, state, gradients):
         """``g^T P g``."""
@@ -358,11 +395,15 @@ class DecoupledCovariance(CovarianceForm):
     def _update(self, state, means, gradients, predictions, target, noise_variance,
                 parallel=False, pending=None):
         return block_update(means, state["blocks"], self.layout, np.atleast_2d(gradients),
-                            np.atleast_1d(predictions), target, noise_variance, pending)
+                            np.atleast_1d(predictions), target, noise_variance, pending,
+                            parallel)
+
+    def _downdate(self, state, pending):
+        block_downdate(state["blocks"], self.layout, pending)
 
     def updates(self, state):
         """Updates in turn, each downdate applied in the next measurement's pass."""
-        return _DeferredBlockUpdates(self, state)
+        return DeferredUpdates(self, state)
 
     def predictive_variance(self, state, gradients):
         """``sum_k g_k^T P_k g_k``."""
@@ -386,28 +427,6 @@ class DecoupledCovariance(CovarianceForm):
         for k, group in enumerate(self.groups):
             out[:, group[:, None], group[None, :]] = self._block(state["blocks"], k)
         return out
-
-
-class _DeferredBlockUpdates(Updates):
-    """:class:`Updates` of block-diagonal covariances with each downdate left pending.
-
-    The next measurement's pass over the blocks applies it before reading each row
-    (:func:`mcdpf.kernels.block_update`): the same arithmetic in the same order as
-    immediate updates, so bit-identical results, with one pass over ``P`` fewer each.
-    """
-
-    def __init__(self, form, state):
-        super().__init__(form, state)
-        self.pending = block_pending(state["blocks"].shape[0], form.size)
-
-    def update(self, means, gradients, predictions, target, noise_variance,
-               exponent: float = 1.0, parallel: bool = False):
-        means, noise = self.form._measurement(means, noise_variance, exponent)
-        return means, self.form._update(self.state, means, gradients, predictions, target,
-                                        noise, pending=self.pending)
-
-    def finish(self):
-        block_downdate(self.state["blocks"], self.form.layout, self.pending)
 
 
 @register("lowrank", "diagonal plus rank-r precision (LoFi, Chang et al. 2023): "

@@ -40,13 +40,10 @@ from .covariance import (
     block_downdate_kernel,
     block_quadratic_kernel,
     block_update_kernel,
+    block_update_parallel_kernel,
     diagonal_update_kernel,
 )
-from .gaussian import (
-    add_diagonal_kernel,
-    gaussian_update_kernel,
-    gaussian_update_parallel_kernel,
-)
+from .gaussian import add_diagonal_kernel
 from .gradient import (
     GRADIENT_BATCH_MAX_WORK,
     lstm_population_gradient_kernel,
@@ -398,26 +395,27 @@ def weighted_mean(weights: np.ndarray, values: np.ndarray,
 
 def gaussian_update(means: np.ndarray, covariances: np.ndarray, gradients: np.ndarray,
                     predictions: np.ndarray, target: float, noise_variance: np.ndarray,
-                    parallel: bool = False) -> np.ndarray:
+                    parallel: bool = False,
+                    pending: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """EKF update of Gaussian particles with one measurement, in place; log densities.
 
     ``means`` (N, P) and ``covariances`` (N, P, P) float64 C-contiguous, ``gradients``
-    (N, P), ``predictions`` and ``noise_variance`` (N,) float64.
+    (N, P), ``predictions`` and ``noise_variance`` (N,) float64. The dense covariance is
+    one block of :func:`block_update` (``pending``: as there).
     """
     count, size = means.shape
-    if means.dtype != np.float64 or not means.flags.c_contiguous:
-        raise TypeError("means must be C-contiguous float64")
     if covariances.shape != (count, size, size) or covariances.dtype != np.float64 \
             or not covariances.flags.c_contiguous:
         raise TypeError(f"covariances must be C-contiguous float64 ({count}, {size}, {size})")
-    gradients = np.ascontiguousarray(gradients)
-    if gradients.shape != (count, size):
-        raise ValueError(f"gradients have shape {gradients.shape}, expected {(count, size)}")
-    log_density = np.empty(count)
-    kernel = gaussian_update_parallel_kernel if parallel else gaussian_update_kernel
-    kernel(means, covariances, gradients, _float64_input(predictions), float(target),
-           _float64_input(noise_variance), log_density)
-    return log_density
+    return _update(means, covariances.reshape(count, size * size), dense_layout(size),
+                   gradients, predictions, target, noise_variance, parallel, pending, True)
+
+
+@functools.lru_cache(maxsize=8)
+def dense_layout(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The block layout ``(starts, index, offsets)`` of a dense ``size`` x ``size`` matrix."""
+    return (np.array([0, size * size], dtype=np.int64), np.arange(size, dtype=np.int64),
+            np.array([0, size], dtype=np.int64))
 
 
 def add_diagonal(covariances: np.ndarray, value: float) -> np.ndarray:
@@ -495,24 +493,31 @@ def diagonal_update(means: np.ndarray, variances: np.ndarray, gradients: np.ndar
 
 def block_update(means: np.ndarray, blocks: np.ndarray, layout, gradients: np.ndarray,
                  predictions: np.ndarray, target: float, noise_variance: np.ndarray,
-                 pending: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                 pending: tuple[np.ndarray, np.ndarray] | None = None,
+                 parallel: bool = False) -> np.ndarray:
     """EKF update of block-diagonal-covariance Gaussians, in place; log predictive densities.
 
     ``blocks`` (N, S) float64 holds every block row-major; ``layout`` is ``(starts, index,
     offsets)`` (:func:`mcdpf.kernels.covariance.block_update_kernel`). With ``pending``
     (from :func:`block_pending`), the covariance downdate is left pending in it, applied in
     the same pass as the next call's products or by :func:`block_downdate`: until then
-    ``blocks`` is not the covariance.
+    ``blocks`` is not the covariance. ``parallel``: the Gaussians on numba's threads.
     """
-    _check_gaussians(means, blocks, "blocks")
+    return _update(means, blocks, layout, gradients, predictions, target, noise_variance,
+                   parallel, pending, False)
+
+
+def _update(means, blocks, layout, gradients, predictions, target, noise_variance, parallel,
+            pending, noise_first):
+    _check_gaussians(means, blocks, "covariances")
     gradients, predictions, noise_variance = _measurement(means, gradients, predictions,
                                                           noise_variance)
     log_density = np.empty(means.shape[0])
     defer = pending is not None
     previous, scale = pending if defer else block_pending(means.shape[0], means.shape[1])
-    block_update_kernel(means, blocks, *layout, gradients, predictions, float(target),
-                        noise_variance, log_density, np.empty_like(means), previous, scale,
-                        defer)
+    kernel = block_update_parallel_kernel if parallel else block_update_kernel
+    kernel(means, blocks, *layout, gradients, predictions, float(target), noise_variance,
+           log_density, np.empty_like(means), previous, scale, defer, noise_first)
     return log_density
 
 
@@ -636,11 +641,12 @@ def _unit_kernels(name: str, parallel: bool) -> tuple:
                            (gather_add_normal_parallel_kernel,)),
         "walk": ((route_kernel, take_kernel, take_rows_kernel, pack_records_kernel,
                   unpack_records_kernel), ()),
-        "gaussian": ((add_diagonal_kernel, gaussian_update_kernel),
-                     (gaussian_update_parallel_kernel,)),
+        "gaussian": ((add_diagonal_kernel, block_update_kernel, block_downdate_kernel),
+                     (block_update_parallel_kernel,)),
         "diagonal": ((diagonal_update_kernel,), ()),
         "decoupled": ((block_add_diagonal_kernel, block_update_kernel,
-                       block_downdate_kernel, block_quadratic_kernel), ()),
+                       block_downdate_kernel, block_quadratic_kernel),
+                      (block_update_parallel_kernel,)),
         "adam": ((adam_update_kernel,), ()),
     }[name]
     return serial + twins if parallel else serial
@@ -713,9 +719,11 @@ def _warm_up_calls(dtype, parallel: bool) -> dict:
 
     def gaussian():
         add_diagonal(covariances, 1.0)
+        pending = block_pending(2, 3)
         for threaded in threads:
             gaussian_update(means, covariances, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2),
-                            parallel=threaded)
+                            parallel=threaded, pending=pending)
+        block_downdate(covariances.reshape(2, 9), dense_layout(3), pending)
 
     def diagonal():
         diagonal_update(means, np.ones((2, 3)), np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2))
@@ -723,10 +731,10 @@ def _warm_up_calls(dtype, parallel: bool) -> dict:
     def decoupled():
         layout = (np.array([0, 4, 5]), np.arange(3), np.array([0, 2, 3]))
         blocks = block_add_diagonal(np.zeros((2, 5)), layout, 1.0)
-        block_update(means, blocks, layout, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2))
         pending = block_pending(2, 3)
-        block_update(means, blocks, layout, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2),
-                     pending)
+        for threaded in threads:
+            block_update(means, blocks, layout, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2),
+                         pending, parallel=threaded)
         block_downdate(blocks, layout, pending)
         block_quadratic(blocks, layout, np.ones((2, 3)))
 

@@ -24,7 +24,7 @@ Means and covariances are float64. Every Gaussian is independent of the others.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -67,15 +67,13 @@ def _block_rows(flat, row, size, first, gathered, out, previous, scale, downdate
     each summed in column order: the same arithmetic as one row at a time. Returns
     ``g_a (P g)_a`` of each row, in order (zeros past ``rows``).
     """
+    if downdate:
+        for r in range(rows):
+            scaled = previous[first + r] * scale
+            p = flat[row + r * size:row + (r + 1) * size]
+            for c in range(size):
+                p[c] -= scaled * previous[c]
     if rows == 8:
-        s0 = previous[first] * scale
-        s1 = previous[first + 1] * scale
-        s2 = previous[first + 2] * scale
-        s3 = previous[first + 3] * scale
-        s4 = previous[first + 4] * scale
-        s5 = previous[first + 5] * scale
-        s6 = previous[first + 6] * scale
-        s7 = previous[first + 7] * scale
         p0 = flat[row:row + size]
         p1 = flat[row + size:row + 2 * size]
         p2 = flat[row + 2 * size:row + 3 * size]
@@ -87,16 +85,6 @@ def _block_rows(flat, row, size, first, gathered, out, previous, scale, downdate
         t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = 0.0
         for c in range(size):
             gc = gathered[c]
-            if downdate:
-                pc = previous[c]
-                p0[c] -= s0 * pc
-                p1[c] -= s1 * pc
-                p2[c] -= s2 * pc
-                p3[c] -= s3 * pc
-                p4[c] -= s4 * pc
-                p5[c] -= s5 * pc
-                p6[c] -= s6 * pc
-                p7[c] -= s7 * pc
             t0 += p0[c] * gc
             t1 += p1[c] * gc
             t2 += p2[c] * gc
@@ -116,24 +104,23 @@ def _block_rows(flat, row, size, first, gathered, out, previous, scale, downdate
         return (gathered[first] * t0, gathered[first + 1] * t1, gathered[first + 2] * t2,
                 gathered[first + 3] * t3, gathered[first + 4] * t4, gathered[first + 5] * t5,
                 gathered[first + 6] * t6, gathered[first + 7] * t7)
-    scaled = previous[first] * scale
     p0 = flat[row:row + size]
     total = 0.0
     for c in range(size):
-        if downdate:
-            p0[c] -= scaled * previous[c]
         total += p0[c] * gathered[c]
     out[first] = total
     return gathered[first] * total, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _block_products(flat, starts, offsets, gathered, out, previous, scale, downdate):
-    """``out = P g`` blockwise (``g`` gathered into block order); returns ``g^T P g``.
+def _block_products(flat, starts, offsets, gathered, out, previous, scale, downdate,
+                    initial):
+    """``out = P g`` blockwise (``g`` gathered into block order); ``initial + g^T P g``.
 
-    With ``downdate``, ``P -= scale previous previous^T`` blockwise first, in the same pass.
+    The quadratic form is summed row by row onto ``initial``. With ``downdate``,
+    ``P -= scale previous previous^T`` blockwise first, in the same pass.
     """
-    quadratic = 0.0
+    quadratic = initial
     for k in range(offsets.shape[0] - 1):
         first, size, start = offsets[k], offsets[k + 1] - offsets[k], starts[k]
         g = gathered[first:first + size]
@@ -164,15 +151,43 @@ def _block_downdate(flat, starts, offsets, products, scale):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _update_one(i, means, blocks, starts, index, offsets, gradients, predictions, target,
+                noise_variance, log_density, products, previous, scale, defer, noise_first,
+                gathered):
+    """Gaussian ``i`` of :func:`block_update_kernel`."""
+    for a in range(index.shape[0]):
+        gathered[a] = gradients[i, index[a]]
+    initial = noise_variance[i] if noise_first else 0.0
+    s = _block_products(blocks[i], starts, offsets, gathered, products[i], previous[i],
+                        scale[i], scale[i] != 0.0, initial)
+    if not noise_first:
+        s = noise_variance[i] + s
+    residual = target - predictions[i]
+    gain = residual / s
+    inverse = 1.0 / s
+    for a in range(index.shape[0]):
+        means[i, index[a]] += products[i, a] * gain
+    if defer:
+        previous[i, :] = products[i]
+        scale[i] = inverse
+    else:
+        _block_downdate(blocks[i], starts, offsets, products[i], inverse)
+        scale[i] = 0.0
+    log_density[i] = -0.5 * (residual * residual / s + np.log(s) + LOG_2PI)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def block_update_kernel(means, blocks, starts, index, offsets, gradients, predictions, target,
-                        noise_variance, log_density, products, previous, scale, defer):
+                        noise_variance, log_density, products, previous, scale, defer,
+                        noise_first):
     """EKF update of block-diagonal-covariance Gaussians with one measurement, in place.
 
     Parameters
     ----------
     means : (N, P) float64, updated
     blocks : (N, S) float64, updated
-        Every block row-major, block ``k`` at ``starts[k]:starts[k+1]``.
+        Every block row-major, block ``k`` at ``starts[k]:starts[k+1]`` (a dense
+        covariance is one block: ``full``).
     starts : (K+1,) int64
     index : (P,) int64
         The weights grouped by block (a permutation of ``0..P-1``).
@@ -191,26 +206,27 @@ def block_update_kernel(means, blocks, starts, index, offsets, gradients, predic
         Leave this measurement's downdate pending (``previous = products``, ``scale =
         1 / s``) for the next call or :func:`block_downdate_kernel`, instead of applying
         it now: one pass over ``P`` per measurement instead of two.
+    noise_first : bool
+        Sum ``s`` from ``rho`` (``rho + t_1 + t_2 + ...``, the dense form's order) instead
+        of adding ``rho`` to ``g^T P g`` (the decoupled form's).
     """
     gathered = np.empty(index.shape[0])
     for i in range(means.shape[0]):
-        for a in range(index.shape[0]):
-            gathered[a] = gradients[i, index[a]]
-        s = noise_variance[i] + _block_products(blocks[i], starts, offsets, gathered,
-                                                products[i], previous[i], scale[i],
-                                                scale[i] != 0.0)
-        residual = target - predictions[i]
-        gain = residual / s
-        inverse = 1.0 / s
-        for a in range(index.shape[0]):
-            means[i, index[a]] += products[i, a] * gain
-        if defer:
-            previous[i, :] = products[i]
-            scale[i] = inverse
-        else:
-            _block_downdate(blocks[i], starts, offsets, products[i], inverse)
-            scale[i] = 0.0
-        log_density[i] = -0.5 * (residual * residual / s + np.log(s) + LOG_2PI)
+        _update_one(i, means, blocks, starts, index, offsets, gradients, predictions, target,
+                    noise_variance, log_density, products, previous, scale, defer,
+                    noise_first, gathered)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def block_update_parallel_kernel(means, blocks, starts, index, offsets, gradients,
+                                 predictions, target, noise_variance, log_density, products,
+                                 previous, scale, defer, noise_first):
+    """:func:`block_update_kernel` with the Gaussians on numba's threads (same bits)."""
+    for i in prange(means.shape[0]):
+        gathered = np.empty(index.shape[0])
+        _update_one(i, means, blocks, starts, index, offsets, gradients, predictions, target,
+                    noise_variance, log_density, products, previous, scale, defer,
+                    noise_first, gathered)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -231,7 +247,7 @@ def block_quadratic_kernel(blocks, starts, index, offsets, gradients, out):
         for a in range(index.shape[0]):
             gathered[a] = gradients[i, index[a]]
         out[i] = _block_products(blocks[i], starts, offsets, gathered, products, products,
-                                 0.0, False)
+                                 0.0, False, 0.0)
 
 
 @njit(cache=True, nogil=True)
