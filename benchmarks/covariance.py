@@ -20,7 +20,8 @@ Two measurements, side by side in one run:
   decoupled defer each downdate into the next pass), beside one ``form.update`` after
   another and, for full and decoupled, beside a plain numba loop of the same update (one
   row's product, then its downdate, row after row: :func:`naive_block_update`, the
-  kernel as written before the eight-row, deferred one). ``--cost-only`` skips the
+  kernel as written before the eight-row, deferred one), and one vectorised read of the
+  covariance's memory (numpy's sum: the floor of one pass). ``--cost-only`` skips the
   accuracy part.
 
 Speed numbers come from a shared machine and are noisy; the scaling with n_theta is
@@ -175,11 +176,15 @@ def covariance_cost(sizes, rank, max_memory_gb=4.0):
             row["naive_seconds"] = (timed(lambda form=form, state=state, gradients=gradients:
                                           naive_step(form, state, gradients))
                                     if name in ("full", "decoupled") else None)
+            # the floor of one pass: numpy's vectorised sum over the covariance's memory
+            row["read_seconds"] = timed(lambda state=state: [array.sum()
+                                                             for array in state.values()])
             rows.append(row)
             print(f"  cost n={size} {name}: {row['seconds_per_step'] * 1e3:.3f} ms/step "
                   f"(one by one {row['one_by_one_seconds'] * 1e3:.3f}"
                   + (f", plain loop {row['naive_seconds'] * 1e3:.3f}"
-                     if row["naive_seconds"] else "") + ")", flush=True)
+                     if row["naive_seconds"] else "")
+                  + f"; one read of P {row['read_seconds'] * 1e3:.3f})", flush=True)
     return rows
 
 
@@ -213,8 +218,9 @@ def cost_lines(costs):
     """The cost table: per form and size, in turn / one by one / plain loop, and memory."""
     lines = ["Covariance work alone per step (time update + 3 measurement updates, one "
              "thread, CPU time; memory of one covariance): through `form.updates` (as the "
-             "learners run them), one `form.update` after another, and a plain numba loop "
-             "(full and decoupled):", "",
+             "learners run them) / one `form.update` after another / a plain numba loop "
+             "(full and decoupled); in brackets one vectorised read of the covariance "
+             "(numpy's sum), the floor of one pass over it:", "",
              "| model n (n_theta) | " + " | ".join(FORMS) + " |",
              "|---|" + "---|" * len(FORMS)]
     for size in sorted({cost["n"] for cost in costs}):
@@ -227,7 +233,8 @@ def cost_lines(costs):
             times = [cost["seconds_per_step"], cost["one_by_one_seconds"],
                      cost["naive_seconds"]]
             cells.append(" / ".join(f"{value * 1e3:.3g}" for value in times if value)
-                         + f" ms, {cost['bytes'] / 1e6:.3g} MB")
+                         + f" ms ({cost['read_seconds'] * 1e3:.2g} ms), "
+                         f"{cost['bytes'] / 1e6:.3g} MB")
         n_params = costs[[c["n"] for c in costs].index(size)]["n_params"]
         lines.append(f"| {size} ({n_params:,}) | " + " | ".join(cells) + " |")
     return lines

@@ -14,12 +14,12 @@ Everything side by side in one run (the machine's speed drifts between runs):
   N = 512, m = 10, float32); for pf also against a plain numba forward of the same work
   (one loop per particle, ``np.tanh`` and ``np.exp``, no noise);
 - **recommended configurations at n = 64** (``mpiexec -n 2``, a 2-node ring, p = 4,
-  sequences of 5 rows, float64): ``launch/scale-best.toml``'s n = 64 form (rpf, one
-  Gaussian particle of decoupled covariance) and ``launch/dpf-best.toml`` at n = 64 (dpf,
-  4 rank-2 Gaussians, s = 2): the whole step through the real learner against the time
-  spent inside it in its own kernels (:class:`KernelClock`: the gradient of every particle
-  and the covariance form's time and measurement updates); ``--recommended-only`` runs
-  this part alone;
+  sequences of 5 rows, float64): ``launch/scale-best.toml``'s n = 64 form (rpf, two
+  Gaussian particles of decoupled covariance, weight tempering 0.01) and
+  ``launch/dpf-best.toml`` at n = 64 (dpf, 4 rank-2 Gaussians, s = 2): the whole step
+  through the real learner against the time spent inside it in its own kernels
+  (:class:`KernelClock`: the gradient of every particle and the covariance form's time
+  and measurement updates); ``--recommended-only`` runs this part alone;
 - **threads**: the pf step at n = 16, p = 4, N = 8192, m = 10 with 1 and 2 numba threads
   (``run.threads``), and whether the estimates are bit-identical;
 - **dpf, rpf on 2 ranks** (``mpiexec -n 2``, a lazy 2-ring, s = 3, n = 16, N = 1000,
@@ -247,8 +247,8 @@ def mpi_worker(output):
 # issue 16's recommended configurations in their n = 64 forms, on the teacher's shape
 # (p = 4, sequences of 2-8 rows: 5 on average), float64, q = 2.5e-5, r = 0.01
 RECOMMENDED = {
-    "scale-best n=64 (rpf, 1 decoupled Gaussian)": ("rpf", dict(
-        kernel="gaussian", particles=1, covariance="decoupled")),
+    "scale-best n=64 (rpf, 2 decoupled Gaussians, eta=0.01)": ("rpf", dict(
+        kernel="gaussian", particles=2, covariance="decoupled", weight_tempering=0.01)),
     "dpf-best n=64 (dpf, 4 rank-2 Gaussians, s=2)": ("dpf", dict(
         kernel="gaussian", particles=4, covariance="lowrank", rank=2, walk_steps=2,
         wire_dtype="float32")),
@@ -258,7 +258,7 @@ RECOMMENDED = {
 class KernelClock:
     """Seconds spent inside a Gaussian particle's own kernels: the model's gradient of every
     particle (``population_gradient``) and its covariance form's time and measurement
-    updates (``_add_noise``, ``_update``), wrapped in place while the clock is on (a
+    updates (``_add_noise``, ``_update``, ``_downdate``), wrapped in place while the clock is on (a
     ``with`` block; ``seconds`` accumulates)."""
 
     def __init__(self):
@@ -270,7 +270,7 @@ class KernelClock:
         self.wrapped = [(LSTMModel, "population_gradient")] + [
             (form, name) for form in {*(COVARIANCES[name] for name in COVARIANCES),
                                       CovarianceForm}
-            for name in ("_add_noise", "_update") if name in vars(form)]
+            for name in ("_add_noise", "_update", "_downdate") if name in vars(form)]
 
     def __enter__(self):
         self.originals = [getattr(owner, name) for owner, name in self.wrapped]
