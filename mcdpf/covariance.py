@@ -23,7 +23,8 @@ particles otherwise), and the form maps states to states:
 ``updates(state)``
     Several measurement updates of ``state`` in turn (:class:`Updates`, a context
     manager): each as ``update``, but a form may leave part of one pending until the next
-    (``decoupled`` does), so ``state`` is the covariance again when the block ends.
+    (``full`` and ``decoupled`` do), so ``state`` is the covariance again when the block
+    ends.
 ``predictive_variance(state, gradients)``
     ``g_i^T P_i g_i``.
 ``perturbation(state, normals)``
@@ -79,6 +80,7 @@ from .kernels import (
     block_pending,
     block_quadratic,
     block_update,
+    dense_layout,
     diagonal_update,
     gaussian_update,
 )
@@ -194,9 +196,9 @@ class Updates:
     """Measurement updates of one state in turn, each as :meth:`CovarianceForm.update`.
 
     A context manager: a form may leave part of an update pending until the next one
-    (``decoupled`` joins each covariance downdate to the next measurement's pass over
-    ``P``: one pass instead of two, with the same arithmetic), so the state is the
-    covariance again only when the ``with`` block ends. The means and densities returned
+    (``full`` and ``decoupled`` join each covariance downdate to the next measurement's
+    pass over ``P``: one pass instead of two, with the same arithmetic), so the state is
+    the covariance again only when the ``with`` block ends. The means and densities returned
     by :meth:`update` are final at once.
     """
 
@@ -221,7 +223,7 @@ class Updates:
 
 
 class DeferredUpdates(Updates):
-    """:class:`Updates` with each covariance downdate left pending (``decoupled``).
+    """:class:`Updates` with each covariance downdate left pending (``full``, ``decoupled``).
 
     The next measurement's pass over ``P`` applies it before reading each row
     (:func:`mcdpf.kernels.block_update`): the same arithmetic in the same order as
@@ -275,10 +277,19 @@ class FullCovariance(CovarianceForm):
         return state
 
     def _update(self, state, means, gradients, predictions, target, noise_variance,
-                parallel=False):
+                parallel=False, pending=None):
         return gaussian_update(means, state["covariance"], np.atleast_2d(gradients),
                                np.atleast_1d(np.asarray(predictions, dtype=np.float64)),
-                               target, noise_variance, parallel)
+                               target, noise_variance, parallel, pending)
+
+    def _downdate(self, state, pending):
+        covariance = state["covariance"]
+        block_downdate(covariance.reshape(covariance.shape[0], self.size ** 2),
+                       dense_layout(self.size), pending)
+
+    def updates(self, state):
+        """Updates in turn, each downdate applied in the next measurement's pass."""
+        return DeferredUpdates(self, state)
 
     def predictive_variance(self, state, gradients):
         """``g^T P g``."""

@@ -395,19 +395,20 @@ def weighted_mean(weights: np.ndarray, values: np.ndarray,
 
 def gaussian_update(means: np.ndarray, covariances: np.ndarray, gradients: np.ndarray,
                     predictions: np.ndarray, target: float, noise_variance: np.ndarray,
-                    parallel: bool = False) -> np.ndarray:
+                    parallel: bool = False,
+                    pending: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """EKF update of Gaussian particles with one measurement, in place; log densities.
 
     ``means`` (N, P) and ``covariances`` (N, P, P) float64 C-contiguous, ``gradients``
     (N, P), ``predictions`` and ``noise_variance`` (N,) float64. The dense covariance is
-    one block of :func:`block_update`.
+    one block of :func:`block_update` (``pending``: as there).
     """
     count, size = means.shape
     if covariances.shape != (count, size, size) or covariances.dtype != np.float64 \
             or not covariances.flags.c_contiguous:
         raise TypeError(f"covariances must be C-contiguous float64 ({count}, {size}, {size})")
     return _update(means, covariances.reshape(count, size * size), dense_layout(size),
-                   gradients, predictions, target, noise_variance, parallel, None, True)
+                   gradients, predictions, target, noise_variance, parallel, pending, True)
 
 
 @functools.lru_cache(maxsize=8)
@@ -640,7 +641,7 @@ def _unit_kernels(name: str, parallel: bool) -> tuple:
                            (gather_add_normal_parallel_kernel,)),
         "walk": ((route_kernel, take_kernel, take_rows_kernel, pack_records_kernel,
                   unpack_records_kernel), ()),
-        "gaussian": ((add_diagonal_kernel, block_update_kernel),
+        "gaussian": ((add_diagonal_kernel, block_update_kernel, block_downdate_kernel),
                      (block_update_parallel_kernel,)),
         "diagonal": ((diagonal_update_kernel,), ()),
         "decoupled": ((block_add_diagonal_kernel, block_update_kernel,
@@ -718,9 +719,11 @@ def _warm_up_calls(dtype, parallel: bool) -> dict:
 
     def gaussian():
         add_diagonal(covariances, 1.0)
+        pending = block_pending(2, 3)
         for threaded in threads:
             gaussian_update(means, covariances, np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2),
-                            parallel=threaded)
+                            parallel=threaded, pending=pending)
+        block_downdate(covariances.reshape(2, 9), dense_layout(3), pending)
 
     def diagonal():
         diagonal_update(means, np.ones((2, 3)), np.ones((2, 3)), np.zeros(2), 0.0, np.ones(2))

@@ -10,8 +10,8 @@ and returns the log predictive density ``log N(d; h_i, s)`` (the particle's weig
 factor). ``P_i`` stays symmetric to rounding: ``(u[a] / s) u[b]`` and ``(u[b] / s) u[a]``
 can differ in the last bit, so the two triangles may drift apart at that level.
 Means and covariances are float64. The update is the one-block case of the block-diagonal
-kernel (:func:`mcdpf.kernels.covariance.block_update_kernel`: rows eight at a time),
-with ``s`` summed from ``rho``.
+kernel (:func:`mcdpf.kernels.covariance.block_update_kernel`: rows eight at a time, the
+downdate deferrable into the next measurement's pass), with ``s`` summed from ``rho``.
 """
 
 from numba import njit
