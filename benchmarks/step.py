@@ -248,7 +248,8 @@ def mpi_worker(output):
 # (p = 4, sequences of 2-8 rows: 5 on average), float64, q = 2.5e-5, r = 0.01
 RECOMMENDED = {
     "scale-best n=64 (rpf, 2 decoupled Gaussians, eta=0.01)": ("rpf", dict(
-        kernel="gaussian", particles=2, covariance="decoupled", weight_tempering=0.01)),
+        kernel="gaussian", particles=2, covariance="decoupled", weight_tempering=0.01,
+        ess_threshold=0.5)),
     "dpf-best n=64 (dpf, 4 rank-2 Gaussians, s=2)": ("dpf", dict(
         kernel="gaussian", particles=4, covariance="lowrank", rank=2, walk_steps=2,
         wire_dtype="float32")),
@@ -258,7 +259,8 @@ RECOMMENDED = {
 class KernelClock:
     """Seconds spent inside a Gaussian particle's own kernels: the model's gradient of every
     particle (``population_gradient``) and its covariance form's time and measurement
-    updates (``_add_noise``, ``_update``, ``_downdate``), wrapped in place while the clock is on (a
+    updates (``time_update``: ``P + q I`` as new arrays, the copy included; ``_update``,
+    ``_downdate``), wrapped in place while the clock is on (a
     ``with`` block; ``seconds`` accumulates)."""
 
     def __init__(self):
@@ -270,7 +272,7 @@ class KernelClock:
         self.wrapped = [(LSTMModel, "population_gradient")] + [
             (form, name) for form in {*(COVARIANCES[name] for name in COVARIANCES),
                                       CovarianceForm}
-            for name in ("_add_noise", "_update", "_downdate") if name in vars(form)]
+            for name in ("time_update", "_update", "_downdate") if name in vars(form)]
 
     def __enter__(self):
         self.originals = [getattr(owner, name) for owner, name in self.wrapped]
