@@ -134,10 +134,12 @@ def test_decoupled_kernel_keeps_the_row_by_row_arithmetic(model):
         np.testing.assert_array_equal(updated[i], mean)
 
 
+@pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("name", FORMS)
-def test_updates_in_turn_equal_single_updates_bit_for_bit(name):
-    """form.updates (decoupled: each downdate deferred into the next measurement's pass)
-    ends with the same bits as update after update, tempered or not."""
+def test_updates_in_turn_equal_single_updates_bit_for_bit(name, parallel):
+    """form.updates (full, decoupled: each downdate deferred into the next measurement's
+    pass; on numba's threads or not) ends with the same bits as update after update,
+    tempered or not."""
     rng = np.random.default_rng(12)
     form = build_covariance(name, LSTM, rank=3)
     state, means = random_state(form, rng)
@@ -150,7 +152,8 @@ def test_updates_in_turn_equal_single_updates_bit_for_bit(name):
             single, expected = form.update(one_by_one, single, gradients, predictions, target,
                                            np.full(3, 0.2), exponent=exponent)
             joined, density = updates.update(joined, gradients, predictions, target,
-                                             np.full(3, 0.2), exponent=exponent)
+                                             np.full(3, 0.2), exponent=exponent,
+                                             parallel=parallel)
             np.testing.assert_array_equal(joined, single)
             np.testing.assert_array_equal(density, expected)
     for key in state:

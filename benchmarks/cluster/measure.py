@@ -209,9 +209,13 @@ def compute_constants(sc: Scenario, quick: bool) -> dict:
     covariance = {name: array.copy() for name, array in state.covariance.items()}
     pending = learner.linearise(0, estimate, carry, columns)
     lin = spread(lambda: learner.linearise(0, estimate, carry, columns), repeats)
-    upd = spread(lambda: learner.measurement_update(
-        estimate, learner.form.updates(covariance), 0.1, pending.prediction, pending.gradient),
-        repeats)
+
+    def one_update():
+        with learner.form.updates(covariance) as updates:  # its downdate applied at the end
+            learner.measurement_update(estimate, updates, 0.1, pending.prediction,
+                                       pending.gradient)
+
+    upd = spread(one_update, repeats)
     diag = spread(lambda: learner.time_update(covariance), repeats)
     c["dekf_linearise"], c["dekf_update"], c["dekf_time_update"] = \
         lin["min"], upd["min"], diag["min"]
