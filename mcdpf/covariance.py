@@ -98,6 +98,7 @@ class CovarianceForm:
 
     name = ""
     kernel_units: tuple[str, ...] = ()  # warm-up units of mcdpf.kernels it calls
+    defers_downdates = False  # updates() leaves each downdate for the next pass
 
     def __init__(self, size: int):
         self.size = size
@@ -169,7 +170,7 @@ class CovarianceForm:
 
     def updates(self, state: dict) -> Updates:
         """Several measurement updates of ``state`` in turn (see :class:`Updates`)."""
-        return Updates(self, state)
+        return DeferredUpdates(self, state) if self.defers_downdates else Updates(self, state)
 
     def nbytes(self, count: int = 1) -> int:
         """Memory of ``count`` covariances (float64)."""
@@ -227,8 +228,9 @@ class DeferredUpdates(Updates):
 
     The next measurement's pass over ``P`` applies it before reading each row
     (:func:`mcdpf.kernels.block_update`): the same arithmetic in the same order as
-    immediate updates, so bit-identical results, with one pass over ``P`` fewer each. The
-    form provides ``_update(..., parallel, pending)`` and ``_downdate(state, pending)``.
+    immediate updates, so bit-identical results, with one pass over ``P`` fewer each. A
+    form with ``defers_downdates`` provides ``_update(..., parallel, pending)`` and
+    ``_downdate(state, pending)``.
     """
 
     def __init__(self, form, state):
@@ -258,6 +260,7 @@ class FullCovariance(CovarianceForm):
 
     name = "full"
     kernel_units = ("gaussian",)
+    defers_downdates = True
 
     def shapes(self, count):
         """``covariance`` (N, n_theta, n_theta)."""
@@ -286,10 +289,6 @@ class FullCovariance(CovarianceForm):
         covariance = state["covariance"]
         block_downdate(covariance.reshape(covariance.shape[0], self.size ** 2),
                        dense_layout(self.size), pending)
-
-    def updates(self, state):
-        """Updates in turn, each downdate applied in the next measurement's pass."""
-        return DeferredUpdates(self, state)
 
     def predictive_variance(self, state, gradients):
         """``g^T P g``."""
@@ -359,6 +358,7 @@ class DecoupledCovariance(CovarianceForm):
 
     name = "decoupled"
     kernel_units = ("decoupled",)
+    defers_downdates = True
 
     def __init__(self, groups):
         groups = [np.asarray(group, dtype=np.int64) for group in groups]
@@ -400,10 +400,6 @@ class DecoupledCovariance(CovarianceForm):
 
     def _downdate(self, state, pending):
         block_downdate(state["blocks"], self.layout, pending)
-
-    def updates(self, state):
-        """Updates in turn, each downdate applied in the next measurement's pass."""
-        return DeferredUpdates(self, state)
 
     def predictive_variance(self, state, gradients):
         """``sum_k g_k^T P_k g_k``."""

@@ -163,6 +163,31 @@ def block_diagonal_part(covariance, groups):
     return out
 
 
+def row_by_row_block_update(blocks, form, means, gradient, prediction, target, noise):
+    """One Gaussian's decoupled update (``form``'s groups and block offsets) in plain
+    Python floats: each row's product summed in column order, then the downdate, as
+    mcdpf.kernels.covariance states; returns new (blocks, means)."""
+    blocks, means = blocks.copy(), means.copy()
+    products, quadratic = np.empty(form.size), 0.0
+    for k, group in enumerate(form.groups):
+        block = blocks[form.starts[k]:form.starts[k + 1]].reshape(group.size, group.size)
+        for a in range(group.size):
+            total = 0.0
+            for c in range(group.size):
+                total += float(block[a, c]) * float(gradient[group[c]])
+            products[group[a]] = total
+            quadratic += float(gradient[group[a]]) * total
+    s = noise + quadratic
+    for k, group in enumerate(form.groups):
+        block = blocks[form.starts[k]:form.starts[k + 1]].reshape(group.size, group.size)
+        for a in range(group.size):
+            means[group[a]] += products[group[a]] * ((target - prediction) / s)
+            scaled = products[group[a]] * (1.0 / s)
+            for c in range(group.size):
+                block[a, c] -= scaled * products[group[c]]
+    return blocks, means
+
+
 def lofi_predict(upsilon, factor, state_noise):
     """LoFi's predict step (gamma = 1) from the dense matrices: the exact precision of
     P + q I, as (diagonal, low-rank part) = (upsilon / (1 + q upsilon), its remainder)."""

@@ -92,30 +92,6 @@ def test_update_matches_the_dense_reference(name, exponent):
         np.testing.assert_allclose(updated[i], mean, rtol=1e-10, atol=1e-12)
 
 
-def row_by_row_block_update(blocks, form, means, gradient, prediction, target, noise):
-    """One Gaussian's decoupled update in plain Python floats: each row's product summed
-    in column order, then the downdate, as the kernel's docstring states."""
-    blocks, means = blocks.copy(), means.copy()
-    products, quadratic = np.empty(form.size), 0.0
-    for k, group in enumerate(form.groups):
-        block = blocks[form.starts[k]:form.starts[k + 1]].reshape(group.size, group.size)
-        for a in range(group.size):
-            total = 0.0
-            for c in range(group.size):
-                total += float(block[a, c]) * float(gradient[group[c]])
-            products[group[a]] = total
-            quadratic += float(gradient[group[a]]) * total
-    s = noise + quadratic
-    for k, group in enumerate(form.groups):
-        block = blocks[form.starts[k]:form.starts[k + 1]].reshape(group.size, group.size)
-        for a in range(group.size):
-            means[group[a]] += products[group[a]] * ((target - prediction) / s)
-            scaled = products[group[a]] * (1.0 / s)
-            for c in range(group.size):
-                block[a, c] -= scaled * products[group[c]]
-    return blocks, means
-
-
 @pytest.mark.parametrize("model", [LSTM, LSTMModel(hidden=3, inputs=1, carry_state=True,
                                                    init_std=0.3, dtype=np.dtype("float64"))])
 def test_decoupled_kernel_keeps_the_row_by_row_arithmetic(model):
@@ -126,8 +102,9 @@ def test_decoupled_kernel_keeps_the_row_by_row_arithmetic(model):
     state, means = random_state(form, rng, count=2)
     state["blocks"] += 1e-3 * rng.standard_normal(state["blocks"].shape)  # not symmetric
     gradients, predictions = rng.standard_normal((2, form.size)), rng.standard_normal(2)
-    expected = [row_by_row_block_update(state["blocks"][i], form, means[i], gradients[i],
-                                        predictions[i], 0.4, 0.2) for i in range(2)]
+    expected = [naive.row_by_row_block_update(state["blocks"][i], form, means[i],
+                                              gradients[i], predictions[i], 0.4, 0.2)
+                for i in range(2)]
     updated, _ = form.update(state, means, gradients, predictions, 0.4, np.full(2, 0.2))
     for i, (blocks, mean) in enumerate(expected):
         np.testing.assert_array_equal(state["blocks"][i], blocks)
