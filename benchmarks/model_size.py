@@ -59,7 +59,11 @@ NOISES = {"": [], " q=1e-4": ["filter.state_noise=0.0001"],
           " q=2.5e-5": ["filter.state_noise=0.000025"],
           " q=2.5e-5 r=0.005": ["filter.state_noise=0.000025", "filter.obs_noise=0.005"],
           " q=1e-5": ["filter.state_noise=0.00001"],
-          " q=1e-5 r=0.005": ["filter.state_noise=0.00001", "filter.obs_noise=0.005"]}
+          " q=1e-5 r=0.005": ["filter.state_noise=0.00001", "filter.obs_noise=0.005"],
+          " q=1e-5 r=0.0025": ["filter.state_noise=0.00001", "filter.obs_noise=0.0025"],
+          " q=5e-6": ["filter.state_noise=0.000005"],
+          " q=5e-6 r=0.005": ["filter.state_noise=0.000005", "filter.obs_noise=0.005"],
+          " q=5e-6 r=0.0025": ["filter.state_noise=0.000005", "filter.obs_noise=0.0025"]}
 
 
 def all_variants() -> dict[str, tuple[str, list[str]]]:

@@ -1,6 +1,7 @@
 """Whole steps against their own kernels, noise against numpy, threads, dpf's efficiency.
 
-    python benchmarks/step.py [--json benchmarks/results/step.json] [--recommended-only]
+    python benchmarks/step.py [--json benchmarks/results/step.json]
+    python benchmarks/step.py --recommended-only [--runs 4] [--json FILE]
 
 Everything side by side in one run (the machine's speed drifts between runs):
 
@@ -15,11 +16,13 @@ Everything side by side in one run (the machine's speed drifts between runs):
   (one loop per particle, ``np.tanh`` and ``np.exp``, no noise);
 - **recommended configurations at n = 64** (``mpiexec -n 2``, a 2-node ring, p = 4,
   sequences of 5 rows, float64): ``launch/scale-best.toml``'s n = 64 form (rpf, two
-  Gaussian particles of decoupled covariance, weight tempering 0.01) and
+  Gaussian particles of decoupled covariance, weight tempering 0.01, the same work as the
+  file's 0) and
   ``launch/dpf-best.toml`` at n = 64 (dpf, 4 rank-2 Gaussians, s = 2): the whole step
   through the real learner against the time spent inside it in its own kernels
   (:class:`KernelClock`: the gradient of every particle and the covariance form's time
-  and measurement updates); ``--recommended-only`` runs this part alone;
+  and measurement updates); ``--recommended-only`` runs this part alone, ``--runs`` times
+  in turn, and writes JSON only with ``--json``;
 - **threads**: the pf step at n = 16, p = 4, N = 8192, m = 10 with 1 and 2 numba threads
   (``run.threads``), and whether the estimates are bit-identical;
 - **dpf, rpf on 2 ranks** (``mpiexec -n 2``, a lazy 2-ring, s = 3, n = 16, N = 1000,
@@ -399,18 +402,32 @@ def print_recommended(rows):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", default=str(RESULTS / "step.json"))
+    parser.add_argument("--json", default=None,
+                        help=f"output (default {RESULTS / 'step.json'}; with "
+                             "--recommended-only: none unless given)")
     parser.add_argument("--threads-worker", help=argparse.SUPPRESS)
     parser.add_argument("--mpi-worker", help=argparse.SUPPRESS)
     parser.add_argument("--recommended-worker", help=argparse.SUPPRESS)
     parser.add_argument("--recommended-only", action="store_true",
-                        help="only the recommended configurations (printed, not written)")
+                        help="only the recommended configurations (written with --json)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="--recommended-only: measure this many times in turn")
     args = parser.parse_args()
     if args.recommended_worker:
         recommended_worker(args.recommended_worker)
         return
     if args.recommended_only:
-        print_recommended(two_rank_rows("recommended-worker"))
+        runs = []
+        for _ in range(args.runs):
+            runs.append(two_rank_rows("recommended-worker"))
+            print_recommended(runs[-1])
+        if args.json:
+            ratios = {row["setting"]: [run_rows[i]["ratio"] for run_rows in runs]
+                      for i, row in enumerate(runs[0])}
+            write_json(args.json, {"command": "python benchmarks/step.py "
+                                   + " ".join(sys.argv[1:]), "runs": runs,
+                                   "ratio_range": {setting: [min(values), max(values)]
+                                                   for setting, values in ratios.items()}})
         return
     if args.threads_worker:
         threads_worker(args.threads_worker)
@@ -463,7 +480,7 @@ def main():
     for row in result["million"]:
         print(f"\nPapers' scale, 10^6 particles ({row['setting']}): {row['step_ms']:.0f} ms "
               f"per step, {row['steps_per_second']:.1f} steps/s (target >= 10)")
-    write_json(args.json, result)
+    write_json(args.json or RESULTS / "step.json", result)
 
 
 if __name__ == "__main__":
