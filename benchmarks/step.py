@@ -413,6 +413,8 @@ def main():
     parser.add_argument("--runs", type=int, default=1,
                         help="--recommended-only: measure this many times in turn")
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error(f"--runs {args.runs}: must be at least 1")
     if args.recommended_worker:
         recommended_worker(args.recommended_worker)
         return
