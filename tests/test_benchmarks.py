@@ -200,10 +200,12 @@ def test_identity_compares_every_dataset_and_attribute_exactly(tmp_path):
     assert "dtype float64 != float32" in retyped[0]
 
 
-def test_step_times_the_recommended_configurations_and_their_kernels():
-    """The clock inside a step: both rows, and no more time in kernels than in the step."""
-    result = run([sys.executable, str(REPO / "benchmarks" / "step.py"), "--recommended-only"],
-                 timeout=600)
+def test_step_times_the_recommended_configurations_and_their_kernels(tmp_path):
+    """The clock inside a step: both rows, and no more time in kernels than in the step;
+    ``--json`` keeps the printed rows and their ratios' range."""
+    output = tmp_path / "recommended.json"
+    result = run([sys.executable, str(REPO / "benchmarks" / "step.py"), "--recommended-only",
+                  "--json", str(output)], timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split() for line in result.stdout.splitlines()
             if line.lstrip().startswith(("scale-best n=64", "dpf-best n=64"))]
@@ -211,6 +213,11 @@ def test_step_times_the_recommended_configurations_and_their_kernels():
     for row in rows:
         step, kernels, ratio = map(float, row[-3:])
         assert 0 < kernels <= step and ratio >= 1.0, row
+    written = json.loads(output.read_text())
+    assert len(written["runs"]) == 1 and len(written["runs"][0]) == 2
+    for row in written["runs"][0]:
+        low, high = written["ratio_range"][row["setting"]]
+        assert low == high == row["ratio"] >= 1.0
 
 
 def test_dpf_best_refuses_a_bad_topology_file_in_one_line(tmp_path):
