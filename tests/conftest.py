@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -6,6 +7,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import REPO  # noqa: E402
+
+# numba reads its thread-pool size again whenever it compiles, by default from the CPU
+# affinity at that moment, and refuses to compile if that differs from the pool it started.
+# Fix the size for the session (numba's own default, read once here) so that a sandbox or
+# launcher narrowing the affinity mid-session cannot fail a later in-process compile.
+os.environ.setdefault("NUMBA_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)))))
 
 
 @pytest.fixture
