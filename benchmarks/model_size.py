@@ -65,18 +65,10 @@ NOISES = {"": [], " q=1e-4": ["filter.state_noise=0.0001"],
           " q=5e-6 r=0.005": ["filter.state_noise=0.000005", "filter.obs_noise=0.005"],
           " q=5e-6 r=0.0025": ["filter.state_noise=0.000005", "filter.obs_noise=0.0025"],
           # and another prior covariance P0 (ekf.initial_variance; default init_std^2 = 0.09)
-          " q=1e-5 P0=0.16": ["filter.state_noise=0.00001", "ekf.initial_variance=0.16"],
-          " q=1e-5 r=0.005 P0=0.16": ["filter.state_noise=0.00001", "filter.obs_noise=0.005",
-                                      "ekf.initial_variance=0.16"],
-          " q=1e-5 P0=0.36": ["filter.state_noise=0.00001", "ekf.initial_variance=0.36"],
-          " q=1e-5 r=0.005 P0=0.36": ["filter.state_noise=0.00001", "filter.obs_noise=0.005",
-                                      "ekf.initial_variance=0.36"],
-          " q=1e-5 P0=0.04": ["filter.state_noise=0.00001", "ekf.initial_variance=0.04"],
-          " q=1e-5 r=0.005 P0=0.04": ["filter.state_noise=0.00001", "filter.obs_noise=0.005",
-                                      "ekf.initial_variance=0.04"],
-          " q=1e-5 P0=0.0225": ["filter.state_noise=0.00001", "ekf.initial_variance=0.0225"],
-          " q=1e-5 r=0.005 P0=0.0225": ["filter.state_noise=0.00001", "filter.obs_noise=0.005",
-                                        "ekf.initial_variance=0.0225"]}
+          **{f" q=1e-5{r} P0={p0:g}": ["filter.state_noise=0.00001", *obs,
+                                       f"ekf.initial_variance={p0}"]
+             for p0 in (0.0225, 0.04, 0.16, 0.36)
+             for r, obs in (("", []), (" r=0.005", ["filter.obs_noise=0.005"]))}}
 
 
 def all_variants() -> dict[str, tuple[str, list[str]]]:
