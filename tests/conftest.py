@@ -8,11 +8,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import REPO  # noqa: E402
 
+from mcdpf.kernels import get_num_threads_limit  # noqa: E402
+
 # numba reads its thread-pool size again whenever it compiles, by default from the CPU
 # affinity at that moment, and refuses to compile if that differs from the pool it started.
-# Fix the size for the session (numba's own default, read once here) so that a sandbox or
+# Fix the size for the session (numba's own value, read once here) so that a sandbox or
 # launcher narrowing the affinity mid-session cannot fail a later in-process compile.
-os.environ.setdefault("NUMBA_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)))))
+os.environ.setdefault("NUMBA_NUM_THREADS", str(get_num_threads_limit()))
 
 
 @pytest.fixture
