@@ -22,6 +22,14 @@ def repo():
     return REPO
 
 
+@pytest.fixture(scope="session")
+def script_numba_cache(tmp_path_factory):
+    """``NUMBA_CACHE_DIR`` for the tests that run the Slurm script, which sets one of its own
+    (default ``$HOME/.cache/mcdpf-numba``): one directory for the session, so the first
+    such test compiles the kernels and the others load them."""
+    return os.environ.get("NUMBA_CACHE_DIR") or str(tmp_path_factory.mktemp("numba"))
+
+
 def pytest_ignore_collect(collection_path, config):
     """tests/mpi runs under mpiexec (tests/test_mpi_suites.py launches it)."""
     if collection_path.name == "mpi" and not config.getoption("--with-mpi", default=False):

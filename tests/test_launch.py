@@ -34,7 +34,7 @@ def test_local_script_trains_and_reports(tmp_path):
     assert (out / "node-0001.h5").is_file() and (out / "mse.png").is_file()
 
 
-def test_slurm_script_under_a_stand_in_srun(tmp_path):
+def test_slurm_script_under_a_stand_in_srun(tmp_path, script_numba_cache):
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     srun = fake_bin / "srun"
@@ -47,7 +47,7 @@ def test_slurm_script_under_a_stand_in_srun(tmp_path):
     env = environment(str(fake_bin))
     env.update(SLURM_NTASKS="2", SLURM_JOB_ID="77", SLURM_SUBMIT_DIR=str(tmp_path),
                MCDPF_ENV=str(Path(sys.executable).parent.parent),
-               NUMBA_CACHE_DIR=env.get("NUMBA_CACHE_DIR", str(tmp_path / "numba")))
+               NUMBA_CACHE_DIR=script_numba_cache)
     result = subprocess.run(["bash", str(REPO / "launch" / "slurm.sbatch"), str(config)],
                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -295,7 +295,7 @@ def test_a_raising_rank_in_a_plain_script_ends_the_job(tmp_path):
     assert result.stderr.count("ValueError: boom on rank 1") == 1
 
 
-def test_slurm_script_stops_on_usr1_requeues_and_resumes(tmp_path):
+def test_slurm_script_stops_on_usr1_requeues_and_resumes(tmp_path, script_numba_cache):
     """launch/slurm.sbatch under stand-in srun and scontrol: USR1 to the batch shell (what
     `--signal=B:USR1@120` sends) stops every rank at an agreed step with a checkpoint,
     the script requeues the job, and the requeued job resumes and finishes it."""
@@ -311,12 +311,12 @@ def test_slurm_script_stops_on_usr1_requeues_and_resumes(tmp_path):
                                                   os.environ.get("PATH", "")]),
            "SLURM_NTASKS": "2", "SLURM_JOB_ID": "77", "SLURM_SUBMIT_DIR": str(tmp_path),
            "MCDPF_ENV": str(Path(sys.executable).parent.parent), "PYTHONUNBUFFERED": "1"}
-    env.setdefault("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    env["NUMBA_CACHE_DIR"] = script_numba_cache
     script = [str(REPO / "launch" / "slurm.sbatch"), str(config)]
     batch = subprocess.Popen(["bash", *script], env=env, cwd=tmp_path, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     run_dir = tmp_path / "runs" / "dpf-77"
-    limit = time.monotonic() + 2 * WAIT_LIMIT  # a new NUMBA_CACHE_DIR: it compiles first
+    limit = time.monotonic() + 2 * WAIT_LIMIT  # the script's own cache: it may compile first
     while not (reached(run_dir, 0, 5) and reached(run_dir, 1, 5)):
         assert batch.poll() is None and time.monotonic() < limit, batch.stdout.read()
         time.sleep(0.05)  # polling files, not a synchronisation
