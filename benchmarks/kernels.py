@@ -31,7 +31,12 @@ import common  # noqa: F401  (first: pins BLAS and numba to one thread before nu
 import numpy as np
 from common import RESULTS, best_time, matmul_rate, table, write_json
 
-from mcdpf.kernels import BATCH_MAJOR_MAX_WORK, lstm_mean_states, lstm_parameter_count
+from mcdpf.kernels import (
+    BATCH_MAJOR_MAX_WORK,
+    aligned_empty,
+    lstm_mean_states,
+    lstm_parameter_count,
+)
 from mcdpf.kernels.gradient import (
     GRADIENT_BATCH_MAX_WORK,
     lstm_population_gradient_kernel,
@@ -75,8 +80,10 @@ def numpy_batched(theta, columns, start, n):
 
 
 def problem(n, p, count, length, dtype, seed=0):
+    """theta on a cache line, as the filters' propagation allocates it (aligned_empty)."""
     rng = np.random.default_rng(seed)
-    theta = (0.3 * rng.standard_normal((count, lstm_parameter_count(n, p)))).astype(dtype)
+    theta = aligned_empty((count, lstm_parameter_count(n, p)), dtype)
+    theta[:] = 0.3 * rng.standard_normal(theta.shape)
     columns = rng.standard_normal((length, p)).astype(dtype)
     start = (0.1 * rng.standard_normal((count, 2 * n))).astype(dtype)
     return theta, columns, start
@@ -92,6 +99,12 @@ def time_kernels(n, p, count, length, dtype, with_numpy=True):
         tolerance = 1e-4 if dtype == np.float32 else 1e-10
         assert np.allclose(out, reference, atol=tolerance), name  # same result
         seconds[name] = best_time(lambda k=kernel: k(theta, columns, start, n, out), clock=CPU)
+    # the same parameters 16 bytes past a cache line (where numpy's allocations start)
+    shifted = aligned_empty(theta.size * theta.itemsize + 16, np.uint8)[16:].view(dtype)
+    shifted = shifted.reshape(theta.shape)
+    shifted[:] = theta
+    seconds["particle-major, 16 B off a line"] = best_time(
+        lambda: lstm_particle_major_kernel(shifted, columns, start, n, out), clock=CPU)
     seconds["wrapper"] = best_time(lambda: lstm_mean_states(theta, columns, start, n, out),
                                    clock=CPU)
     if with_numpy:
@@ -185,7 +198,8 @@ def main():
     flops = 8 * n * (n + p) * count * length
     for dtype, peak in ((np.float32, peak32), (np.float64, peak64)):
         seconds = time_kernels(n, p, count, length, dtype)
-        for name in ("particle-major", "batch-major", "numpy"):
+        for name in ("particle-major", "particle-major, 16 B off a line", "batch-major",
+                     "numpy"):
             rate = flops / seconds[name]
             large_rows.append({"dtype": np.dtype(dtype).name, "implementation": name,
                                "ms": seconds[name] * 1e3, "gflops": rate / 1e9,

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .filters import Evaluation, FilterState, ParticleFilter, StreamPlan
-from .kernels import pack_records, route, take_rows, unpack_records
+from .kernels import aligned_empty, pack_records, route, take_rows, unpack_records
 from .learner import StepInfo
 from .particles import (
     Particles,
@@ -244,7 +244,7 @@ class DistributedParticleFilter(ParticleFilter):
         total = kept + received.shape[0]
 
         def compacted(old):
-            out = np.empty((total, *old.shape[1:]), dtype=old.dtype)
+            out = aligned_empty((total, *old.shape[1:]), old.dtype)  # LSTM rows on lines
             if old.ndim > 2:  # a full covariance (M, n, n): rows of n * n values
                 width = int(np.prod(old.shape[1:]))
                 take_rows(old.reshape(old.shape[0], width), stayers, out.reshape(total, width))

@@ -202,8 +202,19 @@ def test_add_and_fused_gather_are_exact(dtype, columns):
     noise = kernels.normal_rows(np.empty((12, columns), dtype=dtype), ids, 8, KEY, scale)
     fused = kernels.gather_add_normal(source, ancestors, ids, 8, KEY, scale)
     np.testing.assert_array_equal(fused, source[ancestors] + noise)
+    assert fused.ctypes.data % 64 == 0 and fused.flags.c_contiguous  # on a cache line
     added = kernels.normal_rows(source[ancestors].copy(), ids, 8, KEY, scale, add=True)
     np.testing.assert_array_equal(added, source[ancestors] + noise)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.uint8])
+@pytest.mark.parametrize("shape", [(0, 5), (3, 7), (512, 1360), (9,)])
+def test_aligned_empty_starts_on_a_cache_line(dtype, shape):
+    array = kernels.aligned_empty(shape, dtype)
+    assert array.shape == shape and array.dtype == dtype and array.flags.c_contiguous
+    assert array.flags.writeable and (array.size == 0 or array.ctypes.data % 64 == 0)
+    array[...] = 1
+    assert array.sum() == array.size
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -57,6 +57,7 @@ from .lstm import (
     lstm_particle_major_kernel,
     lstm_particle_major_parallel_kernel,
 )
+from .simd import CACHE_LINE_BYTES
 from .walk import (
     pack_records_kernel,
     route_kernel,
@@ -317,13 +318,29 @@ def normal_rows(out: np.ndarray, ids: np.ndarray, step: int, key, scale: float =
     return out
 
 
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on a cache line (64 bytes).
+
+    numpy aligns its arrays to 16 bytes; the particle-major LSTM kernel reads each gate row
+    in 64-byte vectors, which then straddle two cache lines (``benchmarks/kernels.py``
+    times both). Every row stays aligned when a row is a multiple of 64 bytes, as the
+    parameter vectors of ``n`` a multiple of 16 are.
+    """
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buffer = np.empty(size + CACHE_LINE_BYTES, dtype=np.uint8)
+    start = -buffer.ctypes.data % CACHE_LINE_BYTES
+    return buffer[start:start + size].view(dtype).reshape(shape)
+
+
 def gather_add_normal(source: np.ndarray, ancestors: np.ndarray, ids: np.ndarray, step: int,
                       key, scale: float, out: np.ndarray | None = None,
                       parallel: bool = False) -> np.ndarray:
     """``out[i] = source[ancestors[i]] + scale * z(key, step, ids[i], :)`` in one pass.
 
     Bit-identical to ``source[ancestors] + normal_rows(...)``; ``out`` must not be
-    ``source``.
+    ``source``, and is allocated on a cache line (:func:`aligned_empty`) if not given: it
+    holds the propagated parameters that the LSTM kernels read next.
     """
     _check_rows("source", source)
     if ancestors.dtype != np.int64 or ancestors.ndim != 1:
@@ -332,7 +349,7 @@ def gather_add_normal(source: np.ndarray, ancestors: np.ndarray, ids: np.ndarray
     if ancestors.size and (ancestors.min() < 0 or ancestors.max() >= source.shape[0]):
         raise ValueError(f"ancestors outside [0, {source.shape[0]})")
     if out is None:
-        out = np.empty((ancestors.shape[0], source.shape[1]), dtype=source.dtype)
+        out = aligned_empty((ancestors.shape[0], source.shape[1]), source.dtype)
     _check_rows("out", out, ancestors.shape[0])
     if out.dtype != source.dtype or out.shape[1] != source.shape[1]:
         raise ValueError(f"out {out.shape} {out.dtype} does not match source "
