@@ -26,7 +26,9 @@ model size (measured in ``benchmarks/kernels.py``):
     AVX-512, 32 without) by the explicit SIMD block of :mod:`mcdpf.kernels.simd` (one
     transpose-reduce per block instead of a horizontal reduction per row), odd columns
     walking the rows backwards so that those still in L1 come first, the next particle's
-    weights prefetched into L2 meanwhile. (Projecting all ``m`` inputs ``W X`` before
+    weights prefetched into L2 meanwhile; the filters pass ``theta`` on a cache line
+    (:func:`mcdpf.kernels.aligned_empty`), so that each vector load stays within one line
+    when a row is a multiple of 64 bytes. (Projecting all ``m`` inputs ``W X`` before
     the recurrence was measured slower: it reads ``W`` strided, and the fused rows
     stream.)
 ``batch-major`` (small ``n``)
