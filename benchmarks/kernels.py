@@ -10,6 +10,8 @@ in a child process with ``NUMBA_NUM_THREADS=2`` and is timed in wall time. Figur
 - the large model (n = 64, p = 16, N = 512 particles with their own weights, m = 10):
   both mcdpf kernels and a numpy-batched reference (``einsum`` + batched ``matmul``), in
   GFLOP/s counting the ``8 n (n + p)`` FLOPs of the gate products per particle-column;
+  ``theta`` on a cache line as the filters allocate it, and the particle-major kernel
+  again with ``theta`` 16 bytes off a line (numpy's own alignment);
 - the papers' scale (n = 2, p = 2, N = 80, m = 2, float64): particle-columns per second,
   the kernel alone and through its checking wrapper;
 - a sweep over n that locates the crossover between the two kernels (the threshold
